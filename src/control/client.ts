@@ -1,0 +1,53 @@
+// A typed client of one daemon's ControlService (used by the CLI and tests).
+import * as grpc from '@grpc/grpc-js';
+
+import type { WireSpec } from '../dataplane/wire.js';
+import { controlService } from '../proto/load.js';
+import { type PbWireStatus, specToPb } from './convert.js';
+
+export interface PbHealth {
+  node: string;
+  lab: string;
+  pid: number;
+  listen: string;
+  wires: number;
+  unknown_wire: number;
+  malformed: number;
+  peers: Array<{ node: string; address: string; inbound: boolean; outbound: boolean; reconnects: number; frames_in: number; frames_out: number }>;
+}
+
+export class ControlClient {
+  private readonly client: grpc.Client & Record<string, (req: unknown, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void>;
+
+  constructor(readonly address: string) {
+    const Ctor = controlService();
+    this.client = new Ctor(address, grpc.credentials.createInsecure()) as never;
+  }
+
+  private call<T>(method: string, req: unknown, timeoutMs = 30000): Promise<T> {
+    return new Promise((resolve, reject) => {
+      this.client[method]!(req, { deadline: Date.now() + timeoutMs }, (err, res) => (err ? reject(err) : resolve(res as T)));
+    });
+  }
+
+  async addWire(spec: WireSpec): Promise<PbWireStatus> {
+    const res = await this.call<{ wire: PbWireStatus }>('AddWire', { wire: specToPb(spec) });
+    return res.wire;
+  }
+
+  async removeWire(uid: number): Promise<void> {
+    await this.call('RemoveWire', { uid });
+  }
+
+  async listWires(): Promise<PbWireStatus[]> {
+    return (await this.call<{ wires: PbWireStatus[] }>('ListWires', {})).wires;
+  }
+
+  health(timeoutMs = 30000): Promise<PbHealth> {
+    return this.call<PbHealth>('Health', {}, timeoutMs);
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}

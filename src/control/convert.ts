@@ -1,0 +1,103 @@
+// Mapping between the control API's messages and the daemon's own types.
+import type { EndpointKind, EndpointSpec } from '../endpoint/index.js';
+import type { EndCounters, WireSpec } from '../dataplane/wire.js';
+import type { WireStatus } from '../daemon/daemon.js';
+
+export interface PbEndpoint {
+  kind: string;
+  pod: string;
+  netns: string;
+  ifname: string;
+  mac: string;
+  mtu: number;
+  ips: string[];
+}
+export interface PbWireSpec {
+  uid: number;
+  local: PbEndpoint | null;
+  peer: { node: string; address: string } | null;
+  local_peer: PbEndpoint | null;
+}
+export interface PbDrops {
+  queue_full: number;
+  peer_down: number;
+  too_big: number;
+  kernel_ring: number;
+  truncated: number;
+  send_busy: number;
+  send_error: number;
+}
+export interface PbCounters {
+  rx_frames: number;
+  rx_bytes: number;
+  tx_frames: number;
+  tx_bytes: number;
+  drops: PbDrops;
+}
+export interface PbWireStatus {
+  spec: PbWireSpec;
+  state: string;
+  ends: Array<{ name: string; ifindex: number; vnet_hdr: boolean; counters: PbCounters }>;
+}
+
+const KIND_TO_PB: Record<EndpointKind, string> = { veth: 'ENDPOINT_KIND_VETH', tap: 'ENDPOINT_KIND_TAP', host: 'ENDPOINT_KIND_HOST' };
+
+export function endpointToPb(e: EndpointSpec): PbEndpoint {
+  return { kind: KIND_TO_PB[e.kind], pod: e.pod, netns: e.netns, ifname: e.ifname, mac: e.mac, mtu: e.mtu, ips: e.ips };
+}
+
+export function endpointFromPb(e: PbEndpoint): EndpointSpec {
+  const kind = (Object.keys(KIND_TO_PB) as EndpointKind[]).find((k) => KIND_TO_PB[k] === e.kind);
+  return {
+    kind: kind ?? (String(e.kind).replace(/^ENDPOINT_KIND_/, '').toLowerCase() as EndpointKind),
+    pod: e.pod || e.netns,
+    netns: e.netns,
+    ifname: e.ifname,
+    mac: e.mac,
+    mtu: e.mtu,
+    ips: e.ips ?? [],
+  };
+}
+
+export function specToPb(s: WireSpec): PbWireSpec {
+  return {
+    uid: s.uid,
+    local: endpointToPb(s.local),
+    peer: s.peer ? { node: s.peer.node, address: s.peer.address } : null,
+    local_peer: s.localPeer ? endpointToPb(s.localPeer) : null,
+  };
+}
+
+export function specFromPb(s: PbWireSpec): WireSpec {
+  const spec: WireSpec = { uid: Number(s.uid), local: s.local ? endpointFromPb(s.local) : (undefined as unknown as EndpointSpec) };
+  if (s.peer && (s.peer.node || s.peer.address)) spec.peer = { node: s.peer.node, address: s.peer.address };
+  if (s.local_peer && s.local_peer.ifname) spec.localPeer = endpointFromPb(s.local_peer);
+  return spec;
+}
+
+function countersToPb(c: EndCounters): PbCounters {
+  const d = c.drops;
+  return {
+    rx_frames: c.rxFrames,
+    rx_bytes: c.rxBytes,
+    tx_frames: c.txFrames,
+    tx_bytes: c.txBytes,
+    drops: {
+      queue_full: d.queueFull,
+      peer_down: d.peerDown,
+      too_big: d.tooBig,
+      kernel_ring: d.kernelRing,
+      truncated: d.truncated,
+      send_busy: d.sendBusy,
+      send_error: d.sendError,
+    },
+  };
+}
+
+export function statusToPb(w: WireStatus): PbWireStatus {
+  return {
+    spec: specToPb(w.spec),
+    state: w.state === 'up' ? 'WIRE_STATE_UP' : 'WIRE_STATE_DOWN',
+    ends: w.ends.map((e) => ({ name: e.name, ifindex: e.ifindex, vnet_hdr: e.vnetHdr, counters: countersToPb(e.counters) })),
+  };
+}

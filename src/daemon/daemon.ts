@@ -1,0 +1,328 @@
+// The wire daemon: owns ports, wires, peer streams and the control API, and
+// persists its desired wires so a restart re-attaches to the same interfaces.
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+
+import * as grpc from '@grpc/grpc-js';
+
+import { createEndpoint, type Endpoint, endpointProblems, type EndpointSpec } from '../endpoint/index.js';
+import { DecodedBatch, decodeBatch, encodeBatch } from '../dataplane/codec.js';
+import { dataplaneServiceDefinition, Peers, type PeerStats, serverOptions } from '../dataplane/peers.js';
+import { type EndCounters, forwardLocal, Wire, type WireEnd, type WireSpec } from '../dataplane/wire.js';
+
+export class WireError extends Error {
+  constructor(
+    readonly code: grpc.status,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface TlsFiles {
+  cert: string;
+  key: string;
+  ca: string;
+  /** name the peers' certificates are issued for */
+  serverName: string;
+}
+
+export interface DaemonOptions {
+  node: string;
+  lab: string;
+  /** host:port of the data-plane listener */
+  listen: string;
+  /** gRPC address of the control listener, e.g. unix:///run/patchwire/n1.sock */
+  control: string;
+  /** file holding the desired wires ('' for none) */
+  state: string;
+  /** null: plain text (only when asked for) */
+  tls: TlsFiles | null;
+  log?: (msg: string) => void;
+}
+
+export interface EndStatus {
+  name: string;
+  ifindex: number;
+  vnetHdr: boolean;
+  counters: EndCounters;
+}
+
+export interface WireStatus {
+  spec: WireSpec;
+  state: 'up' | 'down';
+  ends: EndStatus[];
+}
+
+export interface Health {
+  node: string;
+  lab: string;
+  pid: number;
+  listen: string;
+  wires: number;
+  peers: PeerStats[];
+  unknownWire: number;
+  malformed: number;
+}
+
+async function credentials(tls: TlsFiles | null): Promise<{ server: grpc.ServerCredentials; client: grpc.ChannelCredentials; options: grpc.ChannelOptions }> {
+  if (!tls) return { server: grpc.ServerCredentials.createInsecure(), client: grpc.credentials.createInsecure(), options: {} };
+  const [cert, key, ca] = await Promise.all([readFile(tls.cert), readFile(tls.key), readFile(tls.ca)]);
+  return {
+    // Mutual TLS: a peer without a certificate from our CA cannot subscribe.
+    server: grpc.ServerCredentials.createSsl(ca, [{ cert_chain: cert, private_key: key }], true),
+    client: grpc.credentials.createSsl(ca, key, cert),
+    options: { 'grpc.ssl_target_name_override': tls.serverName, 'grpc.default_authority': tls.serverName },
+  };
+}
+
+function bindAsync(server: grpc.Server, addr: string, creds: grpc.ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) =>
+    server.bindAsync(addr, creds, (err, port) => (err ? reject(new Error(`cannot listen on ${addr}: ${err.message}`)) : resolve(port))),
+  );
+}
+
+export class Daemon {
+  private readonly wires = new Map<number, Wire>();
+  private readonly busy = new Set<number>();
+  private peers!: Peers;
+  private readonly data = new grpc.Server(serverOptions);
+  private readonly controlServer = new grpc.Server();
+  private readonly decoded = new DecodedBatch();
+  private readonly touched: WireEnd[] = [];
+  private clientCreds!: grpc.ChannelCredentials;
+  private clientOptions: grpc.ChannelOptions = {};
+  unknownWire = 0;
+  malformed = 0;
+  private readonly log: (msg: string) => void;
+
+  constructor(readonly opts: DaemonOptions) {
+    this.log = opts.log ?? ((m) => process.stderr.write(`[${opts.node}] ${m}\n`));
+  }
+
+  async start(controlService: (d: Daemon) => [grpc.ServiceDefinition, grpc.UntypedServiceImplementation]): Promise<void> {
+    const creds = await credentials(this.opts.tls);
+    this.clientCreds = creds.client;
+    this.clientOptions = creds.options;
+    this.peers = new Peers(
+      { node: this.opts.node, lab: this.opts.lab },
+      this.clientCreds,
+      (buf, from) => this.receive(buf, from),
+      () => undefined,
+      this.clientOptions,
+    );
+    this.data.addService(dataplaneServiceDefinition, { subscribe: this.peers.serveSubscribe });
+    await bindAsync(this.data, this.opts.listen, creds.server);
+    const [def, impl] = controlService(this);
+    this.controlServer.addService(def, impl);
+    if (this.opts.control.startsWith('unix:')) {
+      const sock = this.opts.control.replace(/^unix:(\/\/)?/, '');
+      await mkdir(path.dirname(sock), { recursive: true, mode: 0o700 });
+      await import('node:fs/promises').then((fs) => fs.rm(sock, { force: true }));
+    }
+    await bindAsync(this.controlServer, this.opts.control, grpc.ServerCredentials.createInsecure());
+    await this.restore();
+    this.log(`listening on ${this.opts.listen}, control ${this.opts.control}, ${this.wires.size} wires`);
+  }
+
+  /** Re-creates the wires of the state file, re-attaching to existing interfaces. */
+  private async restore(): Promise<void> {
+    if (!this.opts.state) return;
+    let specs: WireSpec[];
+    try {
+      const parsed = JSON.parse(await readFile(this.opts.state, 'utf8')) as { wires: WireSpec[] };
+      specs = parsed.wires;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw new Error(`state file ${this.opts.state}: ${(err as Error).message}`);
+    }
+    for (const spec of specs) {
+      try {
+        await this.addWire(spec, { attach: true, persist: false, checkPeer: false });
+      } catch (err) {
+        this.log(`restoring wire ${spec.uid} failed: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  private async persist(): Promise<void> {
+    if (!this.opts.state) return;
+    const tmp = `${this.opts.state}.tmp`;
+    await mkdir(path.dirname(this.opts.state), { recursive: true });
+    const wires = [...this.wires.values()].map((w) => w.spec);
+    await writeFile(tmp, JSON.stringify({ version: 1, node: this.opts.node, wires }, null, 1));
+    await rename(tmp, this.opts.state);
+  }
+
+  private specProblems(spec: WireSpec): string[] {
+    const out: string[] = [];
+    if (!Number.isSafeInteger(spec.uid) || spec.uid <= 0) out.push(`wire uid ${spec.uid} must be a positive integer`);
+    if (!spec.local) return [...out, 'wire has no local endpoint'];
+    const ends = [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])];
+    for (const e of ends) out.push(...endpointProblems(e).map((p) => `${e.pod || e.netns}/${e.ifname}: ${p}`));
+    if (!!spec.peer === !!spec.localPeer) out.push('a wire needs exactly one of peer (another daemon) or local_peer (this daemon)');
+    if (spec.peer) {
+      if (!spec.peer.node) out.push('peer node name is empty');
+      if (!/^[^\s]+:\d{1,5}$/.test(spec.peer.address)) out.push(`peer address '${spec.peer.address}' is not host:port`);
+    }
+    if (spec.localPeer && spec.localPeer.netns === spec.local.netns && spec.localPeer.ifname === spec.local.ifname) {
+      out.push(`wire ${spec.uid} joins ${spec.local.ifname} to itself`);
+    }
+    return out;
+  }
+
+  private endpointInUse(e: EndpointSpec): number | undefined {
+    for (const w of this.wires.values()) {
+      for (const end of w.ends) if (end.endpoint.spec.netns === e.netns && end.endpoint.spec.ifname === e.ifname) return w.spec.uid;
+    }
+    return undefined;
+  }
+
+  private waitForPeer(address: string): Promise<void> {
+    const client = new grpc.Client(address, this.clientCreds, this.clientOptions);
+    return new Promise<void>((resolve, reject) => {
+      client.waitForReady(Date.now() + 3000, (err) => {
+        client.close();
+        if (err) reject(new WireError(grpc.status.UNAVAILABLE, `peer daemon at ${address} cannot be reached: ${err.message}`));
+        else resolve();
+      });
+    });
+  }
+
+  async addWire(spec: WireSpec, o: { attach: boolean; persist: boolean; checkPeer: boolean }): Promise<WireStatus> {
+    const problems = this.specProblems(spec);
+    if (problems.length) throw new WireError(grpc.status.INVALID_ARGUMENT, problems.join('; '));
+    if (this.wires.has(spec.uid) || this.busy.has(spec.uid)) {
+      throw new WireError(grpc.status.ALREADY_EXISTS, `wire ${spec.uid} already exists on node ${this.opts.node}`);
+    }
+    for (const e of [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])]) {
+      const other = this.endpointInUse(e);
+      if (other !== undefined) throw new WireError(grpc.status.ALREADY_EXISTS, `${e.netns}/${e.ifname} is already the end of wire ${other}`);
+    }
+    this.busy.add(spec.uid);
+    const opened: Endpoint[] = [];
+    try {
+      if (spec.peer && o.checkPeer) await this.waitForPeer(spec.peer.address);
+      for (const e of [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])]) {
+        const ep = createEndpoint(e);
+        try {
+          await ep.open(o.attach);
+        } catch (err) {
+          throw new WireError(grpc.status.FAILED_PRECONDITION, `${e.pod || e.netns}/${e.ifname}: ${(err as Error).message}`);
+        }
+        opened.push(ep);
+      }
+    } catch (err) {
+      for (const ep of opened) await ep.close(true);
+      this.busy.delete(spec.uid);
+      throw err;
+    }
+    const wire = new Wire(spec, opened);
+    this.wires.set(spec.uid, wire);
+    this.busy.delete(spec.uid);
+    this.startForwarding(wire);
+    if (spec.peer) this.peers.ensure(spec.peer.node, spec.peer.address);
+    if (o.persist) await this.persist();
+    return this.status(wire);
+  }
+
+  private startForwarding(wire: Wire): void {
+    const [a, b] = wire.ends as [WireEnd, WireEnd | undefined];
+    if (b) {
+      a.endpoint.port.start((n) => forwardLocal(a, b, n));
+      b.endpoint.port.start((n) => forwardLocal(b, a, n));
+      return;
+    }
+    const peer = wire.spec.peer!;
+    const port = a.endpoint.port;
+    const rx = new Uint8Array(port.rx);
+    const uid = wire.spec.uid;
+    const vnet = a.endpoint.vnetHdr;
+    port.start((n) => {
+      const batch = encodeBatch(uid, rx, port.meta, n, vnet);
+      const r = this.peers.send(peer.node, batch, n);
+      if (r === 'peer_down') a.peerDown += n;
+      else if (r === 'queue_full') a.queueFull += n;
+    });
+  }
+
+  /** A batch from a peer: hand each frame to its wire's endpoint. */
+  private receive(buf: Buffer, from: string): void {
+    const d = this.decoded;
+    try {
+      decodeBatch(buf, d);
+    } catch (err) {
+      this.malformed++;
+      return;
+    }
+    this.peers.countIn(from, d.count);
+    let lastUid = -1;
+    let end: WireEnd | undefined;
+    for (let i = 0; i < d.count; i++) {
+      const uid = d.wire[i]!;
+      if (uid !== lastUid) {
+        lastUid = uid;
+        const w = this.wires.get(uid);
+        // Frames for a local pair never come from a peer; treat as unknown.
+        end = w && !w.isLocalPair && w.spec.peer?.node === from ? w.ends[0] : undefined;
+        if (end && end.pending === 0) this.touched.push(end);
+      }
+      if (!end) {
+        this.unknownWire++;
+        continue;
+      }
+      end.queue(buf, d.hdrOff[i]!, d.dataOff[i]!, d.dataLen[i]!);
+    }
+    for (const e of this.touched) e.flush();
+    this.touched.length = 0;
+  }
+
+  async removeWire(uid: number): Promise<void> {
+    const wire = this.wires.get(uid);
+    if (!wire) throw new WireError(grpc.status.NOT_FOUND, `wire ${uid} does not exist on node ${this.opts.node}`);
+    this.wires.delete(uid);
+    for (const end of wire.ends) await end.endpoint.close(true);
+    this.peers.retain(new Set([...this.wires.values()].flatMap((w) => (w.spec.peer ? [w.spec.peer.node] : []))));
+    await this.persist();
+  }
+
+  private status(wire: Wire): WireStatus {
+    const up = wire.isLocalPair || this.peers.isUp(wire.spec.peer!.node);
+    return {
+      spec: wire.spec,
+      state: up ? 'up' : 'down',
+      ends: wire.ends.map((e) => ({
+        name: e.endpoint.name,
+        ifindex: e.endpoint.ifindex,
+        vnetHdr: e.endpoint.vnetHdr,
+        counters: e.counters(),
+      })),
+    };
+  }
+
+  listWires(): WireStatus[] {
+    return [...this.wires.values()].sort((a, b) => a.spec.uid - b.spec.uid).map((w) => this.status(w));
+  }
+
+  health(): Health {
+    return {
+      node: this.opts.node,
+      lab: this.opts.lab,
+      pid: process.pid,
+      listen: this.opts.listen,
+      wires: this.wires.size,
+      peers: this.peers.stats(),
+      unknownWire: this.unknownWire,
+      malformed: this.malformed,
+    };
+  }
+
+  /** Stops serving. Interfaces stay, so a restarted daemon picks them up. */
+  async shutdown(): Promise<void> {
+    for (const w of this.wires.values()) for (const e of w.ends) await e.endpoint.close(false);
+    this.wires.clear();
+    this.peers?.close();
+    this.data.forceShutdown();
+    this.controlServer.forceShutdown();
+  }
+}

@@ -1,0 +1,128 @@
+// A wire joins one local endpoint to its far end: another local endpoint, or
+// a wire end on a peer daemon. It never looks at MAC addresses: every frame
+// read on one end leaves the other end unchanged.
+import type { Endpoint, EndpointSpec } from '../endpoint/index.js';
+import { VNET_HDR_LEN } from '../native/wire.js';
+
+export interface PeerRef {
+  node: string;
+  address: string;
+}
+
+export interface WireSpec {
+  uid: number;
+  local: EndpointSpec;
+  peer?: PeerRef;
+  localPeer?: EndpointSpec;
+}
+
+export interface DropCounters {
+  queueFull: number;
+  peerDown: number;
+  tooBig: number;
+  kernelRing: number;
+  truncated: number;
+  sendBusy: number;
+  sendError: number;
+}
+
+export interface EndCounters {
+  rxFrames: number;
+  rxBytes: number;
+  txFrames: number;
+  txBytes: number;
+  drops: DropCounters;
+}
+
+const SCRATCH = 256;
+
+/** One endpoint of a wire on this daemon, with the frames queued for it. */
+export class WireEnd {
+  /** drops the daemon decides (the port counts its own) */
+  queueFull = 0;
+  peerDown = 0;
+  tooBig = 0;
+  private n = 0;
+  private hdrOff = new Int32Array(SCRATCH);
+  private dataOff = new Int32Array(SCRATCH);
+  private dataLen = new Int32Array(SCRATCH);
+  private buf: Uint8Array | null = null;
+
+  constructor(readonly endpoint: Endpoint) {}
+
+  /**
+   * Queues a frame that lives in `buf` for sending out of this end; frames
+   * of one flush must share a buffer. Frames larger than the endpoint's MTU
+   * allows (and not GSO super-frames) are counted as too_big.
+   */
+  queue(buf: Uint8Array, hdrOff: number, dataOff: number, dataLen: number): void {
+    if (dataLen > this.endpoint.maxFrame && (hdrOff < 0 || buf[hdrOff + 1] === 0)) {
+      this.tooBig++;
+      return;
+    }
+    if (this.n === this.hdrOff.length) this.flush();
+    this.buf = buf;
+    const i = this.n++;
+    this.hdrOff[i] = hdrOff;
+    this.dataOff[i] = dataOff;
+    this.dataLen[i] = dataLen;
+  }
+
+  get pending(): number {
+    return this.n;
+  }
+
+  flush(): void {
+    if (this.n === 0 || this.buf === null) return;
+    this.endpoint.port.send(this.buf, this.hdrOff, this.dataOff, this.dataLen, this.n);
+    this.n = 0;
+    this.buf = null;
+  }
+
+  counters(): EndCounters {
+    const s = this.endpoint.port.stats();
+    return {
+      rxFrames: s.rxFrames,
+      rxBytes: s.rxBytes,
+      txFrames: s.txFrames,
+      txBytes: s.txBytes,
+      drops: {
+        queueFull: this.queueFull,
+        peerDown: this.peerDown,
+        tooBig: this.tooBig + s.txTooBig,
+        kernelRing: s.kernelDrops,
+        truncated: s.truncated,
+        sendBusy: s.txBusy,
+        sendError: s.txError,
+      },
+    };
+  }
+}
+
+export class Wire {
+  readonly ends: WireEnd[];
+
+  constructor(
+    readonly spec: WireSpec,
+    endpoints: Endpoint[],
+  ) {
+    this.ends = endpoints.map((e) => new WireEnd(e));
+  }
+
+  get isLocalPair(): boolean {
+    return this.ends.length === 2;
+  }
+}
+
+/** Moves a batch just read on `from` straight to `to` (both ends on this daemon). */
+export function forwardLocal(from: WireEnd, to: WireEnd, count: number): void {
+  const port = from.endpoint.port;
+  const rx = new Uint8Array(port.rx);
+  const meta = port.meta;
+  const hdr = from.endpoint.vnetHdr ? VNET_HDR_LEN : 0;
+  for (let i = 0; i < count; i++) {
+    const off = meta[2 * i]!;
+    to.queue(rx, hdr ? off : -1, off + hdr, meta[2 * i + 1]! - hdr);
+  }
+  to.flush();
+}

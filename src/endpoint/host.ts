@@ -1,0 +1,33 @@
+// host endpoint: an interface that already exists (a VM's tap, a physical
+// NIC). The daemon reads and writes it with AF_PACKET and never deletes it.
+import { type NativePort, wire } from '../native/wire.js';
+import { linkExists, netnsPath } from '../netns/ip.js';
+import { type Endpoint, type EndpointSpec, effectiveMtu, makePort, maxFrameFor } from './endpoint.js';
+
+export class HostEndpoint implements Endpoint {
+  readonly name: string;
+  port!: NativePort;
+  vnetHdr = false;
+  ifindex = 0;
+  readonly maxFrame: number;
+
+  constructor(readonly spec: EndpointSpec) {
+    this.name = `${spec.pod}/${spec.ifname}`;
+    this.maxFrame = maxFrameFor(effectiveMtu(spec));
+  }
+
+  async open(): Promise<void> {
+    const { spec } = this;
+    if (!(await linkExists(spec.netns, spec.ifname))) {
+      throw new Error(`interface '${spec.ifname}' does not exist in network namespace '${spec.netns || '(daemon)'}'`);
+    }
+    const opened = wire.openPacket(spec.ifname, netnsPath(spec.netns), { vnetHdr: true });
+    this.vnetHdr = opened.vnetHdr;
+    this.ifindex = opened.ifindex;
+    this.port = makePort(opened.fd, 'packet', opened.vnetHdr, effectiveMtu(spec));
+  }
+
+  async close(): Promise<void> {
+    this.port?.close();
+  }
+}

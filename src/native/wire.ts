@@ -1,0 +1,58 @@
+// Typed access to the native frame I/O addon built from wire/.
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface OpenedFd {
+  fd: number;
+  ifindex: number;
+  /** whether frames carry a virtio-net header on this fd */
+  vnetHdr: boolean;
+}
+
+export interface PortStats {
+  rxFrames: number;
+  rxBytes: number;
+  txFrames: number;
+  txBytes: number;
+  kernelDrops: number;
+  truncated: number;
+  vlanRestored: number;
+  txBusy: number;
+  txTooBig: number;
+  txError: number;
+  lastTxError: string;
+}
+
+/**
+ * A native port. Received frames are written into `rx`; for frame i of a
+ * batch, `meta[2i]` is its offset in `rx` and `meta[2i+1]` its length, the
+ * virtio-net header included when the port has one. The contents are only
+ * valid during the onFrames callback.
+ */
+export interface NativePort {
+  readonly rx: ArrayBuffer;
+  readonly meta: Int32Array;
+  start(onFrames: (count: number) => void): void;
+  pause(): void;
+  send(buf: Uint8Array, hdrOff: Int32Array, dataOff: Int32Array, dataLen: Int32Array, count: number): number;
+  stats(): PortStats;
+  close(): void;
+}
+
+interface Addon {
+  openPacket(ifname: string, netnsPath: string, opts: { vnetHdr: boolean; bufBytes?: number }): OpenedFd;
+  openTap(name: string, netnsPath: string, opts: { vnetHdr: boolean; persist: boolean }): OpenedFd;
+  unpersistTap(fd: number): void;
+  Port: new (fd: number, kind: 'packet' | 'tap', vnetHdr: boolean, slotSize: number, slots: number) => NativePort;
+  HEADROOM: number;
+  VNET_HDR_LEN: number;
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+// dist/src/native -> repo root
+const root = path.resolve(here, '..', '..', '..');
+const require = createRequire(import.meta.url);
+
+export const wire: Addon = require(path.join(root, 'wire', 'build', 'Release', 'patchwire_wire.node')) as Addon;
+export const VNET_HDR_LEN = wire.VNET_HDR_LEN;

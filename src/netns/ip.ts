@@ -1,0 +1,106 @@
+// Thin helpers around iproute2. Control-plane only: never on the frame path.
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+
+export class CommandError extends Error {
+  constructor(
+    message: string,
+    readonly stderr: string,
+  ) {
+    super(message);
+  }
+}
+
+export function run(cmd: string, args: string[], opts: { input?: string } = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(cmd, args, { maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      if (err) {
+        const msg = (stderr || err.message).trim();
+        reject(new CommandError(`${cmd} ${args.join(' ')}: ${msg}`, msg));
+      } else resolve(stdout);
+    });
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
+  });
+}
+
+export function ip(...args: string[]): Promise<string> {
+  return run('ip', args);
+}
+
+/** A network namespace given by name (under /var/run/netns) or by path. */
+export function netnsPath(netns: string): string {
+  if (netns === '') return '';
+  return netns.startsWith('/') ? netns : path.join('/var/run/netns', netns);
+}
+
+export function netnsExists(netns: string): boolean {
+  return netns === '' || existsSync(netnsPath(netns));
+}
+
+/** `ip -n NS` for named namespaces, `ip -netns PATH` does not exist, so paths go through nsenter. */
+export function ipIn(netns: string, ...args: string[]): Promise<string> {
+  if (netns === '') return ip(...args);
+  if (!netns.startsWith('/')) return ip('-n', netns, ...args);
+  return run('nsenter', [`--net=${netns}`, 'ip', ...args]);
+}
+
+export async function linkExists(netns: string, ifname: string): Promise<boolean> {
+  try {
+    await ipIn(netns, 'link', 'show', 'dev', ifname);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function linkIndex(netns: string, ifname: string): Promise<number> {
+  const out = await ipIn(netns, '-j', 'link', 'show', 'dev', ifname);
+  const parsed = JSON.parse(out) as Array<{ ifindex: number }>;
+  return parsed[0]?.ifindex ?? 0;
+}
+
+const IFNAME_RE = /^[^\s/:]+$/;
+
+/** Why a Linux interface name is invalid, or null. */
+export function ifnameProblem(name: string): string | null {
+  const bytes = Buffer.byteLength(name);
+  if (bytes === 0) return 'interface name is empty';
+  if (bytes > 15) return `interface name '${name}' is ${bytes} bytes long; Linux allows at most 15`;
+  if (name === '.' || name === '..' || !IFNAME_RE.test(name)) {
+    return `interface name '${name}' is not a valid Linux name (no '/', ':' or white space, not '.' or '..')`;
+  }
+  return null;
+}
+
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
+export function macProblem(mac: string): string | null {
+  if (mac === '' || MAC_RE.test(mac)) return null;
+  return `MAC address '${mac}' is not of the form 02:00:00:00:00:01`;
+}
+
+export const MTU_MIN = 68;
+export const MTU_MAX = 65535;
+export function mtuProblem(mtu: number): string | null {
+  if (mtu === 0) return null;
+  if (!Number.isInteger(mtu) || mtu < MTU_MIN || mtu > MTU_MAX) return `MTU ${mtu} is out of range (${MTU_MIN} to ${MTU_MAX})`;
+  return null;
+}
+
+export function cidrProblem(cidr: string): string | null {
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(cidr);
+  if (!m) return `address '${cidr}' is not in CIDR form (e.g. 192.0.2.1/24)`;
+  const [, addr, lenStr] = m;
+  const len = Number(lenStr);
+  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(addr!);
+  if (v4) {
+    if (v4.slice(1).some((o) => Number(o) > 255)) return `address '${cidr}' has an octet over 255`;
+    if (len > 32) return `address '${cidr}' has a prefix length over 32`;
+    return null;
+  }
+  if (addr!.includes(':') && /^[0-9a-f:.]+$/i.test(addr!)) {
+    if (len > 128) return `address '${cidr}' has a prefix length over 128`;
+    return null;
+  }
+  return `address '${cidr}' is not an IPv4 or IPv6 address`;
+}

@@ -1,0 +1,168 @@
+// Native frame I/O for patchwire: opening AF_PACKET sockets and taps inside
+// network namespaces, and the batched Port.
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>  // before the linux/ headers, which then skip their copies
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/if_tun.h>
+#include <napi.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "netns.h"
+#include "port.h"
+
+namespace pw {
+namespace {
+
+std::string Errno(const std::string& what) { return what + ": " + strerror(errno); }
+
+// openPacket(ifname, netnsPath, {vnetHdr, bufBytes}) -> {fd, ifindex, vnetHdr}
+Napi::Value OpenPacket(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsString() || !info[2].IsObject()) {
+    Napi::TypeError::New(env, "openPacket(ifname, netnsPath, options)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string ifname = info[0].As<Napi::String>();
+  std::string ns = info[1].As<Napi::String>();
+  auto opts = info[2].As<Napi::Object>();
+  bool wantVnet = opts.Get("vnetHdr").ToBoolean();
+  int bufBytes = opts.Has("bufBytes") ? opts.Get("bufBytes").ToNumber().Int32Value() : (4 << 20);
+  if (ifname.empty() || ifname.size() >= IFNAMSIZ) {
+    Napi::Error::New(env, "interface name '" + ifname + "' must be 1 to 15 bytes").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  int fd = -1, ifindex = 0;
+  bool vnet = false;
+  std::string err = RunInNetns(ns, [&]() -> std::string {
+    ifindex = if_nametoindex(ifname.c_str());
+    if (ifindex == 0) return "interface " + ifname + " not found" + (ns.empty() ? "" : " in " + ns);
+    // Protocol 0: nothing is queued until bind(), so no frame from another
+    // interface slips in between socket() and bind().
+    fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return Errno("socket(AF_PACKET)");
+    int one = 1;
+    // The virtio-net header keeps GSO super-frames whole and partial
+    // checksums valid; it must be set before anything else touches the socket.
+    if (wantVnet && setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof(one)) == 0) vnet = true;
+    if (setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, &one, sizeof(one)) != 0) return Errno("PACKET_AUXDATA");
+    // Frames we inject must not be read back and sent home again.
+    setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one));
+    setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufBytes, sizeof(bufBytes)) != 0)
+      setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufBytes, sizeof(bufBytes));
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bufBytes, sizeof(bufBytes)) != 0)
+      setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufBytes, sizeof(bufBytes));
+    sockaddr_ll sll;
+    memset(&sll, 0, sizeof(sll));
+    sll.sll_family = AF_PACKET;
+    sll.sll_protocol = htons(ETH_P_ALL);
+    sll.sll_ifindex = ifindex;
+    if (bind(fd, reinterpret_cast<sockaddr*>(&sll), sizeof(sll)) != 0) return Errno("bind " + ifname);
+    packet_mreq mr;
+    memset(&mr, 0, sizeof(mr));
+    mr.mr_ifindex = ifindex;
+    mr.mr_type = PACKET_MR_PROMISC;
+    if (setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof(mr)) != 0) return Errno("promiscuous " + ifname);
+    return "";
+  });
+  if (!err.empty()) {
+    if (fd >= 0) close(fd);
+    Napi::Error::New(env, err).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto out = Napi::Object::New(env);
+  out.Set("fd", fd);
+  out.Set("ifindex", ifindex);
+  out.Set("vnetHdr", vnet);
+  return out;
+}
+
+// openTap(name, netnsPath, {vnetHdr, persist}) -> {fd, ifindex, vnetHdr}
+// Creates the tap, or attaches to a persistent one of that name.
+Napi::Value OpenTap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsString() || !info[2].IsObject()) {
+    Napi::TypeError::New(env, "openTap(name, netnsPath, options)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string name = info[0].As<Napi::String>();
+  std::string ns = info[1].As<Napi::String>();
+  auto opts = info[2].As<Napi::Object>();
+  bool wantVnet = opts.Get("vnetHdr").ToBoolean();
+  bool persist = opts.Get("persist").ToBoolean();
+  if (name.empty() || name.size() >= IFNAMSIZ) {
+    Napi::Error::New(env, "interface name '" + name + "' must be 1 to 15 bytes").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = -1, ifindex = 0;
+  bool vnet = false;
+  std::string err = RunInNetns(ns, [&]() -> std::string {
+    fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return Errno("open /dev/net/tun");
+    ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (wantVnet ? IFF_VNET_HDR : 0);
+    if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
+      if (errno == EINVAL || errno == EBUSY) return "interface " + name + " already exists and is not a free tap";
+      return Errno("TUNSETIFF " + name);
+    }
+    vnet = wantVnet;
+    if (vnet) {
+      int sz = Port::kVnetHdrLen;
+      ioctl(fd, TUNSETVNETHDRSZ, &sz);
+      // Accept checksum-offloaded and TSO frames from the kernel; without
+      // this the tap segments and checksums everything before we read it.
+      unsigned off = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+      if (ioctl(fd, TUNSETOFFLOAD, off) != 0) ioctl(fd, TUNSETOFFLOAD, 0);
+    }
+    if (ioctl(fd, TUNSETPERSIST, persist ? 1 : 0) != 0) return Errno("TUNSETPERSIST " + name);
+    ifindex = if_nametoindex(name.c_str());
+    return "";
+  });
+  if (!err.empty()) {
+    if (fd >= 0) close(fd);
+    Napi::Error::New(env, err).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto out = Napi::Object::New(env);
+  out.Set("fd", fd);
+  out.Set("ifindex", ifindex);
+  out.Set("vnetHdr", vnet);
+  return out;
+}
+
+// unpersistTap(fd): the tap disappears when this fd closes.
+Napi::Value UnpersistTap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].ToNumber().Int32Value();
+  if (ioctl(fd, TUNSETPERSIST, 0) != 0) {
+    Napi::Error::New(env, Errno("TUNSETPERSIST 0")).ThrowAsJavaScriptException();
+  }
+  return env.Undefined();
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("openPacket", Napi::Function::New(env, OpenPacket));
+  exports.Set("openTap", Napi::Function::New(env, OpenTap));
+  exports.Set("unpersistTap", Napi::Function::New(env, UnpersistTap));
+  exports.Set("Port", Port::Init(env));
+  exports.Set("HEADROOM", Port::kHeadroom);
+  exports.Set("VNET_HDR_LEN", Port::kVnetHdrLen);
+  return exports;
+}
+
+}  // namespace pw
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return pw::Init(env, exports); }
+NODE_API_MODULE(patchwire_wire, InitModule)
