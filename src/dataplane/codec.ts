@@ -105,7 +105,9 @@ export class DecodedBatch {
   }
 }
 
-export class DecodeError extends Error {}
+export class DecodeError extends Error {
+  override name = 'DecodeError';
+}
 
 function readVarint(buf: Uint8Array, pos: number, end: number): [number, number] {
   let v = 0;

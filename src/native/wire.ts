@@ -1,7 +1,8 @@
 // Typed access to the native frame I/O addon built from wire/.
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+
+import { PACKAGE_ROOT } from '../paths.js';
 
 export interface OpenedFd {
   fd: number;
@@ -49,10 +50,7 @@ interface Addon {
   VNET_HDR_LEN: number;
 }
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-// dist/src/native -> repo root
-const root = path.resolve(here, '..', '..', '..');
 const require = createRequire(import.meta.url);
 
-export const wire: Addon = require(path.join(root, 'wire', 'build', 'Release', 'patchwire_wire.node')) as Addon;
+export const wire: Addon = require(path.join(PACKAGE_ROOT, 'wire', 'build', 'Release', 'patchwire_wire.node')) as Addon;
 export const VNET_HDR_LEN = wire.VNET_HDR_LEN;

@@ -1,12 +1,12 @@
 // proto-loader for the control plane (the frame path has its own codec).
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-export const PROTO_ROOT = path.resolve(here, '..', '..', '..', 'proto');
+import { PACKAGE_ROOT } from '../paths.js';
+
+export const PROTO_ROOT = path.join(PACKAGE_ROOT, 'proto');
 
 let cached: grpc.GrpcObject | null = null;
 

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the tools the test suite drives, when they are missing, and makes
+# sure the project is built. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have ip || need+=(iproute2)
+have tcpdump || need+=(tcpdump)
+have tshark || need+=(tshark)
+have lldpd || need+=(lldpd)
+have iperf3 || need+=(iperf3)
+have ping || need+=(iputils-ping)
+have arping || need+=(arping)
+have ethtool || need+=(ethtool)
+have nsenter || need+=(util-linux)
+have openssl || need+=(openssl)
+[ -x /usr/bin/python3 ] || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if [ ! -f wire/build/Release/patchwire_wire.node ] || [ ! -f dist/src/cli/main.js ]; then
+  echo "setup: building" >&2
+  npm run build --silent
+fi
