@@ -1,5 +1,8 @@
 // patchwire command line: dispatches to one module per command.
+import { TopologyErrors } from '../topology/model.js';
+import { superviseMain } from '../lab/supervisor.js';
 import { daemonMain, DAEMON_HELP } from './daemon.js';
+import { LAB_HELP, labMain } from './lab.js';
 import { UsageError } from './usage.js';
 import { WIRE_HELP, wireMain } from './wire.js';
 
@@ -8,6 +11,12 @@ const HELP = `patchwire: virtual patch cables for network labs
 Usage: patchwire COMMAND [options]
 
 Commands:
+  up        build a lab from a topology file, or reconcile a running one
+  down      tear a lab down, leaving nothing behind
+  status    a lab's nodes and wires, with counters and drops
+  exec      run a command inside a pod of a lab
+  validate  check a topology file
+  ls        list labs on this machine
   daemon    run a wire daemon (one per node)
   wire      add, remove or list the wires of a daemon
   health    show a daemon's health and peers
@@ -15,12 +24,23 @@ Commands:
 
 Run 'patchwire COMMAND --help' for the options of a command.
 
+${LAB_HELP}
 ${DAEMON_HELP}
 ${WIRE_HELP}`;
 
 async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
+    case 'up':
+    case 'down':
+    case 'status':
+    case 'exec':
+    case 'validate':
+    case 'ls':
+      process.exitCode = await labMain(cmd, rest);
+      return;
+    case 'supervise':
+      return superviseMain(rest);
     case 'daemon':
       return daemonMain(rest);
     case 'wire':
@@ -40,6 +60,10 @@ async function main(argv: string[]): Promise<void> {
 
 main(process.argv.slice(2)).catch((err: Error & { code?: unknown; details?: string }) => {
   const msg = err.details ?? err.message;
+  if (err instanceof TopologyErrors) {
+    process.stderr.write(`patchwire: ${err.errors.length} error${err.errors.length === 1 ? '' : 's'} in the topology:\n${msg}\n`);
+    process.exit(1);
+  }
   process.stderr.write(`patchwire: ${msg}\n`);
   process.exit(err instanceof UsageError || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? 2 : 1);
 });

@@ -1,0 +1,131 @@
+// Lab commands: up, down, status, exec, validate, ls.
+import { parseArgs } from 'node:util';
+
+import { down, execIn, status, type StatusReport, up } from '../lab/lab.js';
+import { table } from '../lab/progress.js';
+import { alive, listLabs, readLab, readSupervisor } from '../lab/state.js';
+import { loadTopology } from '../topology/load.js';
+import { UsageError } from './usage.js';
+
+export const LAB_HELP = `Lab commands (one machine; pods are network namespaces):
+  patchwire up -f FILE [--name LAB] [--nodes N] [--json]
+      Build the lab in FILE (meshnet Topology objects or a containerlab file),
+      or change a running lab to match an edited FILE (only the difference).
+      Pods are placed round-robin on N emulated nodes (default 2), each running
+      its own daemon; every link becomes a wire.
+  patchwire down LAB            remove every namespace, interface, process and file of the lab
+  patchwire status LAB [--json] nodes, pods and wires with counters and drops
+  patchwire exec LAB POD -- CMD [ARGS...]
+                                run CMD in the pod's network namespace; exits with its code
+  patchwire validate -f FILE    check a topology file without creating anything
+  patchwire ls [--json]         labs on this machine
+`;
+
+function fmtStatus(s: StatusReport): string {
+  let out = `lab ${s.name} (${s.file})\n\n`;
+  out += table([
+    ['NODE', 'PID', 'ADDRESS', 'HEALTH', 'RESTARTS'],
+    ...s.nodes.map((n) => [n.name, String(n.pid), n.address, n.healthy ? 'ok' : 'DOWN', String(n.restarts)]),
+  ]);
+  out += '\n';
+  const sumDrops = (d: Record<string, number>): number => Object.values(d).reduce((a, b) => a + Number(b), 0);
+  out += table([
+    ['UID', 'A', 'B', 'NODES', 'STATE', 'A->B FRAMES', 'A->B BYTES', 'B->A FRAMES', 'B->A BYTES', 'DROPS'],
+    ...s.wires.map((w) => [
+      String(w.uid),
+      w.endpoints[0],
+      w.endpoints[1],
+      w.nodes[0] === w.nodes[1] ? w.nodes[0] : `${w.nodes[0]}-${w.nodes[1]}`,
+      w.state,
+      String(w.a_to_b.frames),
+      String(w.a_to_b.bytes),
+      String(w.b_to_a.frames),
+      String(w.b_to_a.bytes),
+      String(sumDrops(w.ends[0]!.drops) + sumDrops(w.ends[1]!.drops)),
+    ]),
+  ]);
+  return out;
+}
+
+export async function labMain(cmd: string, argv: string[]): Promise<number> {
+  if (cmd === 'exec') {
+    const dd = argv.indexOf('--');
+    const head = dd >= 0 ? argv.slice(0, dd) : argv.slice(0, 2);
+    const rest = dd >= 0 ? argv.slice(dd + 1) : argv.slice(2);
+    if (head.includes('--help') || head.includes('-h')) {
+      process.stdout.write(LAB_HELP);
+      return 0;
+    }
+    if (head.length !== 2) throw new UsageError('usage: patchwire exec LAB POD -- CMD [ARGS...]');
+    return execIn(head[0]!, head[1]!, rest);
+  }
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      file: { type: 'string', short: 'f' },
+      name: { type: 'string' },
+      nodes: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(LAB_HELP);
+    return 0;
+  }
+  switch (cmd) {
+    case 'validate': {
+      if (!values.file) throw new UsageError('validate: -f FILE is required');
+      const m = loadTopology(values.file);
+      process.stdout.write(`${values.file}: ok (${m.format} format, ${m.pods.length} pods, ${m.links.length} links)\n`);
+      return 0;
+    }
+    case 'up': {
+      if (!values.file) throw new UsageError('up: -f FILE is required');
+      let nodes: number | undefined;
+      if (values.nodes !== undefined) {
+        nodes = Number(values.nodes);
+        if (!Number.isInteger(nodes) || nodes < 1) throw new UsageError(`up: --nodes '${values.nodes}' must be a whole number of at least 1`);
+      }
+      const r = await up({ file: values.file, name: values.name, nodes, quiet: values.json });
+      if (values.json) {
+        process.stdout.write(JSON.stringify({ name: r.state.name, created: r.created, added: r.added, removed: r.removed, kept: r.kept, seconds: r.seconds }) + '\n');
+        return 0;
+      }
+      const verb = r.created ? 'is up' : `reconciled: ${r.added} links added, ${r.removed} removed, ${r.kept} untouched`;
+      process.stdout.write(`lab ${r.state.name} ${verb} in ${r.seconds.toFixed(1)}s\n\n`);
+      process.stdout.write(fmtStatus(await status(r.state.name)));
+      process.stdout.write(`\nTry: patchwire exec ${r.state.name} ${r.state.pods[0]?.name ?? 'POD'} -- ip addr\n     patchwire down ${r.state.name}\n`);
+      return 0;
+    }
+    case 'down': {
+      const name = positionals[0];
+      if (!name) throw new UsageError('down: LAB is required');
+      await down(name);
+      return 0;
+    }
+    case 'status': {
+      const name = positionals[0];
+      if (!name) throw new UsageError('status: LAB is required');
+      const s = await status(name);
+      process.stdout.write(values.json ? JSON.stringify(s, null, 1) + '\n' : fmtStatus(s));
+      return 0;
+    }
+    case 'ls': {
+      const labs = listLabs().map((name) => {
+        const st = readLab(name)!;
+        return { name, nodes: st.nodes.length, pods: st.pods.length, links: st.links.length, running: alive(readSupervisor(name)?.pid), file: st.file };
+      });
+      if (values.json) process.stdout.write(JSON.stringify({ labs }, null, 1) + '\n');
+      else if (labs.length === 0) process.stdout.write('no labs\n');
+      else
+        process.stdout.write(
+          table([['LAB', 'NODES', 'PODS', 'LINKS', 'RUNNING', 'FILE'], ...labs.map((l) => [l.name, String(l.nodes), String(l.pods), String(l.links), l.running ? 'yes' : 'no', l.file])]),
+        );
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown command '${cmd}'`);
+  }
+}

@@ -1,0 +1,475 @@
+// Lab mode on one machine: pods are network namespaces, each emulated node
+// is a namespace with its own daemon process, and every link is a wire.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+
+import { ControlClient } from '../control/client.js';
+import type { PbWireStatus } from '../control/convert.js';
+import type { WireSpec } from '../dataplane/wire.js';
+import type { EndpointSpec } from '../endpoint/endpoint.js';
+import { PACKAGE_ROOT } from '../paths.js';
+import { loadTopology } from '../topology/load.js';
+import type { LabModel, LinkEnd, LinkModel } from '../topology/model.js';
+import { pool, Progress } from './progress.js';
+import {
+  alive,
+  labDir,
+  labNameProblem,
+  type LabNode,
+  type LabPod,
+  type LabState,
+  makeNode,
+  podNs,
+  readLab,
+  readSupervisor,
+  underlayNs,
+  writeLab,
+} from './state.js';
+
+const CLI = `${PACKAGE_ROOT}/bin/patchwire.js`;
+
+export class LabError extends Error {}
+
+function ipq(...args: string[]): void {
+  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+function netnsList(): Set<string> {
+  const out = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+  return new Set(out.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export function labNameFor(model: LabModel, file: string, name?: string): string {
+  const n = name ?? model.name ?? path.basename(file).replace(/\.(clab\.)?ya?ml$/, '').replace(/[^a-z0-9_]/gi, '_').toLowerCase();
+  const p = labNameProblem(n);
+  if (p) throw new LabError(`${p}; choose one with --name`);
+  return n;
+}
+
+/** Places pods on nodes: pinned pods where pinned, the rest round-robin in file order. */
+export function placePods(model: LabModel, nodes: number, existing: LabPod[], lab: string): LabPod[] {
+  const out: LabPod[] = [];
+  const have = new Map(existing.map((p) => [p.name, p]));
+  let rr = existing.length;
+  for (const pod of model.pods) {
+    const prev = have.get(pod.name);
+    if (prev) {
+      out.push(prev);
+      continue;
+    }
+    let node: string;
+    if (pod.node) {
+      const idx = Number(pod.node.slice(4));
+      if (idx > nodes) throw new LabError(`pod ${pod.name} is pinned to ${pod.node}, but the lab has ${nodes} nodes`);
+      node = pod.node;
+    } else node = `node${(rr++ % nodes) + 1}`;
+    out.push({ name: pod.name, ns: podNs(lab, pod.name), node });
+  }
+  return out;
+}
+
+function endpointSpec(end: LinkEnd, pod: LabPod): EndpointSpec {
+  return { kind: end.kind, pod: pod.name, netns: pod.ns, ifname: end.intf, mac: end.mac ?? '', mtu: end.mtu ?? 0, ips: end.ip ? [end.ip] : [] };
+}
+
+class Clients {
+  private readonly map = new Map<string, ControlClient>();
+  constructor(private readonly state: LabState) {}
+  node(name: string): LabNode {
+    const n = this.state.nodes.find((x) => x.name === name);
+    if (!n) throw new LabError(`lab ${this.state.name} has no node ${name}`);
+    return n;
+  }
+  get(name: string): ControlClient {
+    let c = this.map.get(name);
+    if (!c) {
+      c = new ControlClient(this.node(name).control);
+      this.map.set(name, c);
+    }
+    return c;
+  }
+  close(): void {
+    for (const c of this.map.values()) c.close();
+  }
+}
+
+function podOf(state: LabState, name: string): LabPod {
+  const p = state.pods.find((x) => x.name === name);
+  if (!p) throw new LabError(`lab ${state.name} has no pod ${name}`);
+  return p;
+}
+
+async function addLink(state: LabState, clients: Clients, link: LinkModel): Promise<void> {
+  const pa = podOf(state, link.a.pod);
+  const pb = podOf(state, link.b.pod);
+  const ea = endpointSpec(link.a, pa);
+  const eb = endpointSpec(link.b, pb);
+  if (pa.node === pb.node) {
+    // Same node: still a wire through the daemon, so it can be counted and captured.
+    await clients.get(pa.node).addWire({ uid: link.uid, local: ea, localPeer: eb });
+    return;
+  }
+  const na = clients.node(pa.node);
+  const nb = clients.node(pb.node);
+  const sa: WireSpec = { uid: link.uid, local: ea, peer: { node: nb.name, address: nb.address } };
+  const sb: WireSpec = { uid: link.uid, local: eb, peer: { node: na.name, address: na.address } };
+  await clients.get(na.name).addWire(sa);
+  try {
+    await clients.get(nb.name).addWire(sb);
+  } catch (err) {
+    await clients.get(na.name).removeWire(link.uid).catch(() => undefined);
+    throw err;
+  }
+}
+
+async function removeLink(state: LabState, clients: Clients, link: LinkModel): Promise<void> {
+  const nodes = new Set([podOf(state, link.a.pod).node, podOf(state, link.b.pod).node]);
+  for (const n of nodes) {
+    await clients.get(n).removeWire(link.uid).catch((err: { code?: number }) => {
+      if (err.code !== 5 /* NOT_FOUND */) throw err;
+    });
+  }
+}
+
+function startSupervisor(state: LabState): void {
+  const log = openSync(path.join(labDir(state.name), 'supervisor.log'), 'a');
+  const child = spawn(process.execPath, [CLI, 'supervise', state.name], { detached: true, stdio: ['ignore', log, log] });
+  child.unref();
+}
+
+async function waitHealthy(state: LabState, clients: Clients, timeoutMs = 20000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (const node of state.nodes) {
+    for (;;) {
+      try {
+        await clients.get(node.name).health(1000);
+        break;
+      } catch (err) {
+        if (Date.now() > deadline) {
+          let tail = '';
+          try {
+            tail = readFileSync(node.log, 'utf8').trim().split('\n').slice(-5).join('\n');
+          } catch {
+            /* no log yet */
+          }
+          throw new LabError(`daemon on ${node.name} did not start: ${(err as Error).message}${tail ? `\n${tail}` : ''}`);
+        }
+        await sleep(100);
+      }
+    }
+  }
+}
+
+async function waitWiresUp(state: LabState, clients: Clients, uids: Set<number>, timeoutMs = 30000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const lists = await Promise.all(state.nodes.map((n) => clients.get(n.name).listWires()));
+    const down = new Set<number>();
+    for (const l of lists) for (const w of l) if (uids.has(w.spec.uid) && w.state !== 'WIRE_STATE_UP') down.add(w.spec.uid);
+    if (down.size === 0) return;
+    if (Date.now() > deadline) throw new LabError(`wires still down after ${timeoutMs / 1000}s: ${[...down].slice(0, 10).join(', ')}`);
+    await sleep(100);
+  }
+}
+
+export interface UpOptions {
+  file: string;
+  name?: string;
+  nodes?: number;
+  quiet?: boolean;
+}
+
+export interface UpResult {
+  state: LabState;
+  created: boolean;
+  added: number;
+  removed: number;
+  kept: number;
+  seconds: number;
+}
+
+function sameLink(x: LinkModel, y: LinkModel): boolean {
+  return JSON.stringify(x) === JSON.stringify(y);
+}
+
+/** Brings a lab up, or reconciles a running one with an edited file. */
+export async function up(o: UpOptions): Promise<UpResult> {
+  const t0 = Date.now();
+  const model = loadTopology(o.file); // validation before anything is created
+  const name = labNameFor(model, o.file, o.name);
+  const progress = new Progress(o.quiet);
+  const existing = readLab(name);
+  if (existing) return reconcile(existing, model, o, progress, t0);
+
+  const nodeCount = o.nodes ?? 2;
+  if (!Number.isInteger(nodeCount) || nodeCount < 1 || nodeCount > 64) throw new LabError(`--nodes ${o.nodes} must be 1 to 64`);
+  const pods = placePods(model, nodeCount, [], name);
+  const taken = netnsList();
+  for (const p of pods) if (taken.has(p.ns)) throw new LabError(`network namespace ${p.ns} already exists (left from another run? 'patchwire down ${name}' removes it)`);
+  const state: LabState = {
+    version: 1,
+    name,
+    file: path.resolve(o.file),
+    created: new Date().toISOString(),
+    underlay: underlayNs(name),
+    nodes: Array.from({ length: nodeCount }, (_, i) => makeNode(name, i + 1)),
+    pods,
+    links: [],
+  };
+  const clients = new Clients(state);
+  try {
+    progress.update(`creating ${nodeCount} nodes`, true);
+    mkdirSync(labDir(name), { recursive: true, mode: 0o755 });
+    writeLab(state); // written first, so 'down' can clean up whatever follows
+    ipq('netns', 'add', state.underlay);
+    ipq('-n', state.underlay, 'link', 'add', 'br0', 'type', 'bridge');
+    ipq('-n', state.underlay, 'link', 'set', 'br0', 'up');
+    state.nodes.forEach((n, i) => {
+      ipq('netns', 'add', n.ns);
+      ipq('-n', n.ns, 'link', 'set', 'lo', 'up');
+      ipq('-n', state.underlay, 'link', 'add', `n${i + 1}`, 'type', 'veth', 'peer', 'name', 'ul0', 'netns', n.ns);
+      ipq('-n', state.underlay, 'link', 'set', `n${i + 1}`, 'master', 'br0', 'up');
+      ipq('-n', n.ns, 'addr', 'add', `${n.ip}/16`, 'dev', 'ul0');
+      ipq('-n', n.ns, 'link', 'set', 'ul0', 'up');
+    });
+    startSupervisor(state);
+    await waitHealthy(state, clients);
+    progress.update(`creating ${pods.length} pods`, true);
+    for (const p of pods) {
+      ipq('netns', 'add', p.ns);
+      ipq('-n', p.ns, 'link', 'set', 'lo', 'up');
+    }
+    await addLinks(state, clients, model.links, progress);
+    progress.done();
+    return { state, created: true, added: model.links.length, removed: 0, kept: 0, seconds: (Date.now() - t0) / 1000 };
+  } catch (err) {
+    progress.done();
+    clients.close();
+    await down(name, { quiet: true }).catch(() => undefined);
+    throw err;
+  } finally {
+    clients.close();
+  }
+}
+
+async function addLinks(state: LabState, clients: Clients, links: LinkModel[], progress: Progress): Promise<void> {
+  let done = 0;
+  await pool(links, 8, async (link) => {
+    await addLink(state, clients, link);
+    state.links.push(link);
+    done++;
+    progress.update(`wiring [${done}/${links.length}] ${link.a.pod}:${link.a.intf} <-> ${link.b.pod}:${link.b.intf}`);
+  });
+  state.links.sort((a, b) => a.uid - b.uid);
+  writeLab(state);
+  progress.update(`waiting for ${links.length} wires to come up`, true);
+  await waitWiresUp(state, clients, new Set(links.map((l) => l.uid)));
+}
+
+async function reconcile(state: LabState, model: LabModel, o: UpOptions, progress: Progress, t0: number): Promise<UpResult> {
+  if (o.nodes !== undefined && o.nodes !== state.nodes.length) {
+    throw new LabError(`lab ${state.name} runs on ${state.nodes.length} nodes; the node count cannot change while it is up (down it first)`);
+  }
+  const clients = new Clients(state);
+  try {
+    const sup = readSupervisor(state.name);
+    if (!alive(sup?.pid)) {
+      progress.update('restarting the lab supervisor', true);
+      startSupervisor(state);
+    }
+    await waitHealthy(state, clients);
+    const want = new Map(model.links.map((l) => [l.uid, l]));
+    const removed = state.links.filter((l) => !want.has(l.uid) || !sameLink(want.get(l.uid)!, l));
+    const keptUids = new Set(state.links.filter((l) => !removed.includes(l)).map((l) => l.uid));
+    const added = model.links.filter((l) => !keptUids.has(l.uid));
+    progress.update(`reconciling: ${added.length} links to add, ${removed.length} to remove`, true);
+    for (const l of removed) {
+      await removeLink(state, clients, l);
+      state.links = state.links.filter((x) => x !== l);
+      writeLab(state);
+    }
+    const wantPods = new Set(model.pods.map((p) => p.name));
+    for (const p of state.pods.filter((x) => !wantPods.has(x.name))) {
+      ipq('netns', 'del', p.ns);
+    }
+    const pods = placePods(model, state.nodes.length, state.pods.filter((p) => wantPods.has(p.name)), state.name);
+    const have = netnsList();
+    for (const p of pods) {
+      if (!have.has(p.ns)) {
+        ipq('netns', 'add', p.ns);
+        ipq('-n', p.ns, 'link', 'set', 'lo', 'up');
+      }
+    }
+    state.pods = pods;
+    state.file = path.resolve(o.file);
+    writeLab(state);
+    await addLinks(state, clients, added, progress);
+    progress.done();
+    return { state, created: false, added: added.length, removed: removed.length, kept: keptUids.size, seconds: (Date.now() - t0) / 1000 };
+  } finally {
+    progress.done();
+    clients.close();
+  }
+}
+
+/** Processes of a lab: its supervisor and daemons, found from /proc (a crash may have lost the pid files). */
+function labProcesses(name: string): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
+    let cmd: string[];
+    try {
+      cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    if (!cmd.some((a) => a.endsWith('patchwire.js'))) continue;
+    const isSup = cmd.includes('supervise') && cmd[cmd.indexOf('supervise') + 1] === name;
+    const li = cmd.indexOf('--lab');
+    const isDaemon = cmd.includes('daemon') && li >= 0 && cmd[li + 1] === name;
+    if (isSup || isDaemon) out.push(Number(d));
+  }
+  return out;
+}
+
+export async function down(name: string, o: { quiet?: boolean } = {}): Promise<{ namespaces: number; processes: number }> {
+  const p = labNameProblem(name);
+  if (p) throw new LabError(p);
+  const state = readLab(name);
+  const sup = readSupervisor(name);
+  const dirExists = existsSync(labDir(name));
+  // Supervisor first, so it does not restart the daemons we stop.
+  const procs = labProcesses(name);
+  if (sup?.pid && procs.includes(sup.pid)) process.kill(sup.pid, 'SIGTERM');
+  for (let i = 0; i < 50 && labProcesses(name).length > 0; i++) await sleep(100);
+  const left = labProcesses(name);
+  for (const pid of left) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+  const names = new Set<string>();
+  if (state) {
+    for (const pd of state.pods) names.add(pd.ns);
+    for (const n of state.nodes) names.add(n.ns);
+    names.add(state.underlay);
+  }
+  // Namespaces of this lab that the state file no longer lists (an interrupted up).
+  for (const ns of netnsList()) {
+    if (ns === underlayNs(name) || (ns.startsWith(`pwn-${name}-node`) && /^\d+$/.test(ns.slice(`pwn-${name}-node`.length)))) names.add(ns);
+  }
+  const present = netnsList();
+  let removed = 0;
+  for (const ns of names) {
+    if (!present.has(ns)) continue;
+    spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+    removed++;
+  }
+  rmSync(labDir(name), { recursive: true, force: true });
+  if (!state && !dirExists && removed === 0 && procs.length === 0) throw new LabError(`no lab named '${name}'`);
+  if (!o.quiet) process.stderr.write(`lab ${name}: removed ${removed} namespaces and ${procs.length} processes\n`);
+  return { namespaces: removed, processes: procs.length };
+}
+
+export interface WireReport {
+  uid: number;
+  endpoints: [string, string];
+  nodes: [string, string];
+  state: 'up' | 'down' | 'missing';
+  a_to_b: { frames: number; bytes: number };
+  b_to_a: { frames: number; bytes: number };
+  drops: Record<string, Record<string, number>>;
+  ends: Array<{ name: string; node: string; ifindex: number; rx_frames: number; rx_bytes: number; tx_frames: number; tx_bytes: number; drops: Record<string, number> }>;
+}
+
+export interface StatusReport {
+  name: string;
+  file: string;
+  nodes: Array<{ name: string; pid: number; address: string; healthy: boolean; restarts: number; unknown_wire: number }>;
+  pods: Array<{ name: string; node: string; netns: string }>;
+  wires: WireReport[];
+}
+
+export async function status(name: string): Promise<StatusReport> {
+  const state = readLab(name);
+  if (!state) throw new LabError(`no lab named '${name}' (see 'patchwire ls')`);
+  const sup = readSupervisor(name);
+  const clients = new Clients(state);
+  try {
+    const nodes: StatusReport['nodes'] = [];
+    const wiresByNode = new Map<string, PbWireStatus[]>();
+    await Promise.all(
+      state.nodes.map(async (n) => {
+        try {
+          const [h, w] = await Promise.all([clients.get(n.name).health(2000), clients.get(n.name).listWires()]);
+          nodes.push({ name: n.name, pid: h.pid, address: n.address, healthy: true, restarts: sup?.restarts[n.name] ?? 0, unknown_wire: h.unknown_wire });
+          wiresByNode.set(n.name, w);
+        } catch {
+          nodes.push({ name: n.name, pid: sup?.daemons[n.name] ?? 0, address: n.address, healthy: false, restarts: sup?.restarts[n.name] ?? 0, unknown_wire: 0 });
+        }
+      }),
+    );
+    nodes.sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
+    const wires: WireReport[] = state.links.map((l) => {
+      const pa = podOf(state, l.a.pod);
+      const pb = podOf(state, l.b.pod);
+      const nameA = `${pa.name}/${l.a.intf}`;
+      const nameB = `${pb.name}/${l.b.intf}`;
+      const found = (node: string, end: string): { w: PbWireStatus; e: PbWireStatus['ends'][number] } | undefined => {
+        for (const w of wiresByNode.get(node) ?? []) {
+          if (w.spec.uid !== l.uid) continue;
+          const e = w.ends.find((x) => x.name === end);
+          if (e) return { w, e };
+        }
+        return undefined;
+      };
+      const ea = found(pa.node, nameA);
+      const eb = found(pb.node, nameB);
+      const stateOf = !ea || !eb ? 'missing' : ea.w.state === 'WIRE_STATE_UP' && eb.w.state === 'WIRE_STATE_UP' ? 'up' : 'down';
+      const endReport = (x: typeof ea, n: string, node: string): WireReport['ends'][number] => ({
+        name: n,
+        node,
+        ifindex: x?.e.ifindex ?? 0,
+        rx_frames: x?.e.counters.rx_frames ?? 0,
+        rx_bytes: x?.e.counters.rx_bytes ?? 0,
+        tx_frames: x?.e.counters.tx_frames ?? 0,
+        tx_bytes: x?.e.counters.tx_bytes ?? 0,
+        drops: { ...(x?.e.counters.drops ?? {}) } as unknown as Record<string, number>,
+      });
+      const ra = endReport(ea, nameA, pa.node);
+      const rb = endReport(eb, nameB, pb.node);
+      return {
+        uid: l.uid,
+        endpoints: [nameA, nameB],
+        nodes: [pa.node, pb.node],
+        state: stateOf,
+        // What left the far end's interface is what crossed the wire.
+        a_to_b: { frames: rb.tx_frames, bytes: rb.tx_bytes },
+        b_to_a: { frames: ra.tx_frames, bytes: ra.tx_bytes },
+        drops: { [nameA]: ra.drops, [nameB]: rb.drops },
+        ends: [ra, rb],
+      };
+    });
+    return { name, file: state.file, nodes, pods: state.pods.map((p) => ({ name: p.name, node: p.node, netns: p.ns })), wires };
+  } finally {
+    clients.close();
+  }
+}
+
+export function execIn(name: string, pod: string, cmd: string[]): number {
+  const state = readLab(name);
+  if (!state) throw new LabError(`no lab named '${name}' (see 'patchwire ls')`);
+  const p = state.pods.find((x) => x.name === pod);
+  if (!p) throw new LabError(`lab ${name} has no pod '${pod}' (pods: ${state.pods.map((x) => x.name).join(', ')})`);
+  if (cmd.length === 0) throw new LabError('exec: no command given (patchwire exec LAB POD -- CMD [ARGS...])');
+  const r = spawnSync('ip', ['netns', 'exec', p.ns, ...cmd], { stdio: 'inherit' });
+  if (r.error) throw new LabError(`exec ${cmd[0]}: ${r.error.message}`);
+  return r.status ?? 128 + 1;
+}

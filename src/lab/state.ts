@@ -1,0 +1,121 @@
+// Where a lab lives on this machine, and what it is made of.
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+import type { LinkModel } from '../topology/model.js';
+
+export const LABS_DIR = process.env.PATCHWIRE_LABS_DIR ?? '/run/patchwire/labs';
+export const DATA_PORT = 7000;
+export const LAB_NAME_RE = /^[a-z0-9][a-z0-9_]{0,15}$/;
+
+export interface LabNode {
+  name: string;
+  ns: string;
+  ip: string;
+  address: string;
+  control: string;
+  state: string;
+  log: string;
+}
+
+export interface LabPod {
+  name: string;
+  ns: string;
+  node: string;
+}
+
+export interface LabState {
+  version: 1;
+  name: string;
+  file: string;
+  created: string;
+  underlay: string;
+  nodes: LabNode[];
+  pods: LabPod[];
+  links: LinkModel[];
+}
+
+export interface SupervisorState {
+  pid: number;
+  daemons: Record<string, number>;
+  restarts: Record<string, number>;
+}
+
+export function labDir(name: string): string {
+  return path.join(LABS_DIR, name);
+}
+
+export function labNameProblem(name: string): string | null {
+  return LAB_NAME_RE.test(name) ? null : `lab name '${name}' must be 1 to 16 characters of a-z, 0-9 and '_', starting with a letter or digit`;
+}
+
+/** Namespace names: pods, nodes and the underlay of one lab never collide with another lab's. */
+export function podNs(lab: string, pod: string): string {
+  return `pw-${lab}-${pod}`;
+}
+export function nodeNs(lab: string, node: string): string {
+  return `pwn-${lab}-${node}`;
+}
+export function underlayNs(lab: string): string {
+  return `pwu-${lab}`;
+}
+
+export function makeNode(lab: string, index: number): LabNode {
+  const name = `node${index}`;
+  const dir = labDir(lab);
+  const ip = `198.18.${Math.floor(index / 250)}.${(index % 250) + 1}`;
+  return {
+    name,
+    ns: nodeNs(lab, name),
+    ip,
+    address: `${ip}:${DATA_PORT}`,
+    control: `unix://${path.join(dir, `${name}.sock`)}`,
+    state: path.join(dir, `${name}.wires.json`),
+    log: path.join(dir, `${name}.log`),
+  };
+}
+
+export function readLab(name: string): LabState | null {
+  const file = path.join(labDir(name), 'lab.json');
+  if (!existsSync(file)) return null;
+  return JSON.parse(readFileSync(file, 'utf8')) as LabState;
+}
+
+export function writeLab(state: LabState): void {
+  const dir = labDir(state.name);
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const file = path.join(dir, 'lab.json');
+  writeFileSync(`${file}.tmp`, JSON.stringify(state, null, 1));
+  renameSync(`${file}.tmp`, file);
+}
+
+export function readSupervisor(name: string): SupervisorState | null {
+  try {
+    return JSON.parse(readFileSync(path.join(labDir(name), 'supervisor.json'), 'utf8')) as SupervisorState;
+  } catch {
+    return null;
+  }
+}
+
+export function writeSupervisor(name: string, s: SupervisorState): void {
+  const file = path.join(labDir(name), 'supervisor.json');
+  writeFileSync(`${file}.tmp`, JSON.stringify(s));
+  renameSync(`${file}.tmp`, file);
+}
+
+export function listLabs(): string[] {
+  if (!existsSync(LABS_DIR)) return [];
+  return readdirSync(LABS_DIR)
+    .filter((d) => existsSync(path.join(LABS_DIR, d, 'lab.json')))
+    .sort();
+}
+
+export function alive(pid: number | undefined): boolean {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,61 @@
+// `patchwire supervise LAB`: keeps one daemon per emulated node running. A
+// daemon that dies (kill -9, crash) is started again; it restores its wires
+// from its state file and re-attaches to the pods' interfaces.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { openSync } from 'node:fs';
+
+import { PACKAGE_ROOT } from '../paths.js';
+import { type LabNode, readLab, type SupervisorState, writeSupervisor } from './state.js';
+
+const CLI = `${PACKAGE_ROOT}/bin/patchwire.js`;
+
+export function daemonArgs(lab: string, node: LabNode): string[] {
+  return ['daemon', '--node', node.name, '--lab', lab, '--listen', node.address, '--control', node.control, '--state', node.state, '--insecure'];
+}
+
+export async function superviseMain(argv: string[]): Promise<void> {
+  const lab = argv[0];
+  if (!lab) throw new Error('supervise: lab name required');
+  const state = readLab(lab);
+  if (!state) throw new Error(`supervise: no lab named '${lab}'`);
+  const sup: SupervisorState = { pid: process.pid, daemons: {}, restarts: {} };
+  const children = new Map<string, ChildProcess>();
+  let stopping = false;
+
+  const start = (node: LabNode): void => {
+    const log = openSync(node.log, 'a');
+    // Lab daemons talk only across the lab's own underlay namespace, hence
+    // plain text; a cluster deployment uses TLS.
+    const child = spawn('ip', ['netns', 'exec', node.ns, process.execPath, CLI, ...daemonArgs(lab, node)], { stdio: ['ignore', log, log] });
+    children.set(node.name, child);
+    sup.daemons[node.name] = child.pid ?? 0;
+    writeSupervisor(lab, sup);
+    child.on('exit', (code, signal) => {
+      if (stopping) return;
+      sup.restarts[node.name] = (sup.restarts[node.name] ?? 0) + 1;
+      process.stderr.write(`supervise: daemon ${node.name} exited (${signal ?? code}); restarting\n`);
+      setTimeout(() => !stopping && start(node), 200);
+    });
+  };
+  for (const node of state.nodes) start(node);
+
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    const pending = [...children.values()].filter((c) => c.exitCode === null && c.signalCode === null);
+    let left = pending.length;
+    if (left === 0) process.exit(0);
+    for (const c of pending) {
+      c.once('exit', () => --left === 0 && process.exit(0));
+      c.kill('SIGTERM');
+    }
+    setTimeout(() => {
+      for (const c of pending) c.kill('SIGKILL');
+      process.exit(0);
+    }, 5000).unref();
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  // Stay alive; children keep the loop busy.
+  await new Promise(() => undefined);
+}

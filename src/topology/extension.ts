@@ -1,0 +1,62 @@
+// patchwire's own per-link and per-pod options, under a `patchwire:` key that
+// meshnet, KNE and containerlab ignore.
+import { macProblem, mtuProblem } from '../netns/ip.js';
+import type { LinkEnd } from './model.js';
+
+export const LINK_EXTENSION_KEYS = ['kind', 'mtu', 'mac'] as const;
+export const POD_EXTENSION_KEYS = ['node'] as const;
+
+export interface LinkExtension {
+  kind?: LinkEnd['kind'];
+  mtu?: number;
+  mac?: string;
+}
+
+type Report = (field: string, message: string) => void;
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export function parseLinkExtension(v: unknown, field: string, report: Report): LinkExtension {
+  if (v === undefined || v === null) return {};
+  if (!isObject(v)) {
+    report(field, 'must be a mapping with keys kind, mtu, mac');
+    return {};
+  }
+  const out: LinkExtension = {};
+  for (const key of Object.keys(v)) {
+    if (!(LINK_EXTENSION_KEYS as readonly string[]).includes(key)) report(`${field}.${key}`, `unknown key '${key}' (known: ${LINK_EXTENSION_KEYS.join(', ')})`);
+  }
+  if (v.kind !== undefined) {
+    if (v.kind === 'veth' || v.kind === 'tap') out.kind = v.kind;
+    else report(`${field}.kind`, `'${String(v.kind)}' is not an endpoint kind (veth or tap)`);
+  }
+  if (v.mtu !== undefined) {
+    const p = typeof v.mtu === 'number' ? mtuProblem(v.mtu) : `MTU '${String(v.mtu)}' is not a number`;
+    if (p) report(`${field}.mtu`, p);
+    else out.mtu = v.mtu as number;
+  }
+  if (v.mac !== undefined) {
+    const p = typeof v.mac === 'string' ? macProblem(v.mac) : 'MAC must be a string';
+    if (p) report(`${field}.mac`, p);
+    else out.mac = v.mac as string;
+  }
+  return out;
+}
+
+export function parsePodExtension(v: unknown, field: string, report: Report): { node?: string } {
+  if (v === undefined || v === null) return {};
+  if (!isObject(v)) {
+    report(field, 'must be a mapping with key node');
+    return {};
+  }
+  for (const key of Object.keys(v)) {
+    if (!(POD_EXTENSION_KEYS as readonly string[]).includes(key)) report(`${field}.${key}`, `unknown key '${key}' (known: ${POD_EXTENSION_KEYS.join(', ')})`);
+  }
+  if (v.node === undefined) return {};
+  if (typeof v.node === 'number' && Number.isInteger(v.node) && v.node > 0) return { node: `node${v.node}` };
+  if (typeof v.node === 'string' && /^node[1-9][0-9]*$/.test(v.node)) return { node: v.node };
+  report(`${field}.node`, `'${String(v.node)}' is not an emulated node (node1, node2, ... or a number)`);
+  return {};
+}

@@ -1,0 +1,43 @@
+// Reads a topology file in either format and validates it whole, before
+// anything is created: every error of the file at once.
+import { readFileSync } from 'node:fs';
+
+import { LineCounter, parseAllDocuments } from 'yaml';
+
+import { looksLikeContainerlab, parseContainerlab } from './containerlab.js';
+import { parseMeshnet } from './meshnet.js';
+import { type LabModel, type TopologyError, TopologyErrors } from './model.js';
+
+export function parseTopology(text: string, file: string): LabModel {
+  const lc = new LineCounter();
+  const docs = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false });
+  const errors: TopologyError[] = [];
+  const values: unknown[] = [];
+  for (const doc of Array.isArray(docs) ? docs : [docs]) {
+    for (const e of doc.errors) {
+      const pos = e.linePos?.[0] ?? lc.linePos(e.pos[0]);
+      errors.push({ file, line: pos.line, col: pos.col, message: e.message.split('\n')[0]! });
+    }
+    if (doc.errors.length === 0) values.push(doc.toJS({ maxAliasCount: 1000 }));
+  }
+  if (errors.length) throw new TopologyErrors(errors);
+  const nonEmpty = values.filter((v) => v !== null && v !== undefined);
+  if (nonEmpty.length === 0) throw new TopologyErrors([{ file, message: 'holds no topology (the file is empty)' }]);
+  const result =
+    nonEmpty.length === 1 && looksLikeContainerlab(nonEmpty[0])
+      ? parseContainerlab(nonEmpty[0] as Record<string, unknown>, file)
+      : parseMeshnet(nonEmpty, file);
+  if (result.errors.length) throw new TopologyErrors(result.errors);
+  if (result.model.pods.length === 0) throw new TopologyErrors([{ file, message: 'declares no pods' }]);
+  return result.model;
+}
+
+export function loadTopology(file: string): LabModel {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new TopologyErrors([{ file, message: `cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` }]);
+  }
+  return parseTopology(text, file);
+}
