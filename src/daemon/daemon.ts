@@ -145,7 +145,16 @@ export class Daemon {
     }
   }
 
-  private async persist(): Promise<void> {
+  private persisting: Promise<void> = Promise.resolve();
+
+  /** Writes the desired wires; writes are queued so concurrent API calls never interleave them. */
+  private persist(): Promise<void> {
+    const next = this.persisting.then(() => this.writeState());
+    this.persisting = next.catch(() => undefined);
+    return next;
+  }
+
+  private async writeState(): Promise<void> {
     if (!this.opts.state) return;
     const tmp = `${this.opts.state}.tmp`;
     await mkdir(path.dirname(this.opts.state), { recursive: true });
