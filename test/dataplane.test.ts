@@ -114,14 +114,15 @@ t.test('lldpd in both pods lists the other as its neighbor', async (t) => {
           const r = await net.exec(me.netns, 'lldpcli', ['-u', sock, '-f', 'keyvalue', 'show', 'neighbors']);
           out = r.stdout + r.stderr;
           if (out.toLowerCase().includes(other.mac.toLowerCase())) break;
-          await net.exec(me.netns, 'lldpcli', ['-u', sock, 'update']);
+          // Ask the far lldpd to send now rather than at its next 30 s tick.
+          await net.exec(other.netns, 'lldpcli', ['-u', `${net.dir}/lldpd-${other.netns}.sock`, 'update']);
           await new Promise((r) => setTimeout(r, 500));
         }
         t.match(out.toLowerCase(), other.mac.toLowerCase(), `${c.name}: lldpd in ${me.netns} sees ${other.netns} (${other.mac})`, { logs });
         t.match(out, new RegExp(`patchwire-test ${other.netns}`), 'with its system description');
       }
     } finally {
-      for (const p of procs) p.kill('SIGTERM');
+      await Promise.all(procs.map((p) => new Promise((r) => (p.exitCode !== null ? r(null) : (p.once('exit', r), p.kill('SIGTERM'))))));
     }
   }
 });
