@@ -21,6 +21,9 @@ Options:
   --tls-ca FILE
   --tls-server-name N  name the peers' certificates carry (default patchwire)
   --insecure           plain-text data plane (only for isolated labs)
+  --http HOST:PORT     serve packet capture over HTTP: GET /capture?wire=POD/INTF[&follow=1][&format=pcap]
+  --capture-ring-bytes N
+                       capture ring per wire end, bytes (default 4194304); 0 turns the rings off
 `;
 
 export async function daemonMain(argv: string[]): Promise<void> {
@@ -37,6 +40,8 @@ export async function daemonMain(argv: string[]): Promise<void> {
       'tls-ca': { type: 'string' },
       'tls-server-name': { type: 'string', default: 'patchwire' },
       insecure: { type: 'boolean', default: false },
+      http: { type: 'string', default: '' },
+      'capture-ring-bytes': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -54,7 +59,14 @@ export async function daemonMain(argv: string[]): Promise<void> {
   } else if (!values.insecure) {
     throw new UsageError('daemon: give --tls-cert/--tls-key/--tls-ca, or --insecure for a plain-text data plane');
   }
+  let ringBytes: number | undefined;
+  if (values['capture-ring-bytes'] !== undefined) {
+    ringBytes = Number(values['capture-ring-bytes']);
+    if (!Number.isSafeInteger(ringBytes) || ringBytes < 0) throw new UsageError(`daemon: --capture-ring-bytes '${values['capture-ring-bytes']}' is not a byte count`);
+  }
   const daemon = new Daemon({
+    http: values.http,
+    captureRingBytes: ringBytes,
     node: values.node,
     lab: values.lab!,
     listen: values.listen,

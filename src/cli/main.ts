@@ -2,6 +2,7 @@
 import { TopologyErrors } from '../topology/model.js';
 import { superviseMain } from '../lab/supervisor.js';
 import { daemonMain, DAEMON_HELP } from './daemon.js';
+import { CAPTURE_HELP, captureMain } from './capture.js';
 import { LAB_HELP, labMain } from './lab.js';
 import { UsageError } from './usage.js';
 import { WIRE_HELP, wireMain } from './wire.js';
@@ -17,6 +18,7 @@ Commands:
   exec      run a command inside a pod of a lab
   validate  check a topology file
   ls        list labs on this machine
+  capture   capture the frames of wire ends as pcapng (ring, then live)
   daemon    run a wire daemon (one per node)
   wire      add, remove or list the wires of a daemon
   health    show a daemon's health and peers
@@ -25,6 +27,7 @@ Commands:
 Run 'patchwire COMMAND --help' for the options of a command.
 
 ${LAB_HELP}
+${CAPTURE_HELP}
 ${DAEMON_HELP}
 ${WIRE_HELP}`;
 
@@ -38,6 +41,9 @@ async function main(argv: string[]): Promise<void> {
     case 'validate':
     case 'ls':
       process.exitCode = await labMain(cmd, rest);
+      return;
+    case 'capture':
+      process.exitCode = await captureMain(rest);
       return;
     case 'supervise':
       return superviseMain(rest);

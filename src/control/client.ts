@@ -16,6 +16,13 @@ export interface PbHealth {
   peers: Array<{ node: string; address: string; inbound: boolean; outbound: boolean; reconnects: number; frames_in: number; frames_out: number }>;
 }
 
+export interface PbCaptureResponse {
+  interfaces: Array<{ id: number; name: string; description: string }>;
+  frames: Array<{ interface_id: number; timestamp_us: number; outbound: boolean; original_length: number; data: Buffer }>;
+  ring_done: boolean;
+  drops: number;
+}
+
 export class ControlClient {
   private readonly client: grpc.Client & Record<string, (req: unknown, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void>;
 
@@ -45,6 +52,11 @@ export class ControlClient {
 
   health(timeoutMs = 30000): Promise<PbHealth> {
     return this.call<PbHealth>('Health', {}, timeoutMs);
+  }
+
+  /** Server-streaming capture of wire ends on this daemon. */
+  capture(req: { wires: string[]; follow: boolean; count: number; duration_ms: number }): grpc.ClientReadableStream<PbCaptureResponse> {
+    return (this.client as unknown as { Capture(r: unknown): grpc.ClientReadableStream<PbCaptureResponse> }).Capture(req);
   }
 
   close(): void {

@@ -17,6 +17,7 @@ export interface PbWireSpec {
   local: PbEndpoint | null;
   peer: { node: string; address: string } | null;
   local_peer: PbEndpoint | null;
+  capture_ring_bytes: number;
 }
 export interface PbDrops {
   queue_full: number;
@@ -33,6 +34,7 @@ export interface PbCounters {
   tx_frames: number;
   tx_bytes: number;
   drops: PbDrops;
+  capture_drops: number;
 }
 export interface PbWireStatus {
   spec: PbWireSpec;
@@ -65,6 +67,7 @@ export function specToPb(s: WireSpec): PbWireSpec {
     local: endpointToPb(s.local),
     peer: s.peer ? { node: s.peer.node, address: s.peer.address } : null,
     local_peer: s.localPeer ? endpointToPb(s.localPeer) : null,
+    capture_ring_bytes: s.captureRingBytes ?? 0,
   };
 }
 
@@ -72,6 +75,7 @@ export function specFromPb(s: PbWireSpec): WireSpec {
   const spec: WireSpec = { uid: Number(s.uid), local: s.local ? endpointFromPb(s.local) : (undefined as unknown as EndpointSpec) };
   if (s.peer && (s.peer.node || s.peer.address)) spec.peer = { node: s.peer.node, address: s.peer.address };
   if (s.local_peer && s.local_peer.ifname) spec.localPeer = endpointFromPb(s.local_peer);
+  if (Number(s.capture_ring_bytes) > 0) spec.captureRingBytes = Number(s.capture_ring_bytes);
   return spec;
 }
 
@@ -91,6 +95,7 @@ function countersToPb(c: EndCounters): PbCounters {
       send_busy: d.sendBusy,
       send_error: d.sendError,
     },
+    capture_drops: c.captureDrops,
   };
 }
 

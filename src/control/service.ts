@@ -1,6 +1,8 @@
 // The ControlService implementation on top of a Daemon.
 import * as grpc from '@grpc/grpc-js';
 
+import { CaptureSession } from '../capture/session.js';
+import { READER_QUEUE_BYTES } from '../capture/http.js';
 import { Daemon, WireError } from '../daemon/daemon.js';
 import { controlService } from '../proto/load.js';
 import { type PbWireSpec, specFromPb, statusToPb } from './convert.js';
@@ -54,5 +56,37 @@ export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.Unty
       };
     }),
   };
-  return [controlService().service, impl as unknown as grpc.UntypedServiceImplementation];
+  const Capture = (call: grpc.ServerWritableStream<{ wires: string[]; follow: boolean; count: number; duration_ms: number }, unknown>): void => {
+    const req = call.request;
+    let picked: ReturnType<Daemon['captureSources']>;
+    try {
+      picked = d.captureSources(req.wires);
+    } catch (err) {
+      call.emit('error', { code: err instanceof WireError ? err.code : grpc.status.INTERNAL, details: (err as Error).message });
+      return;
+    }
+    let first = true;
+    const session: CaptureSession = new CaptureSession(
+      picked.sources,
+      { follow: req.follow, count: Number(req.count), durationMs: Number(req.duration_ms), maxQueueBytes: READER_QUEUE_BYTES },
+      {
+        write: (recs, ringDone) => {
+          const msg = {
+            interfaces: first ? picked.interfaces : [],
+            frames: recs.map((r) => ({ interface_id: r.iface, timestamp_us: r.tsUs, outbound: r.outbound, original_length: r.origLen, data: r.data })),
+            ring_done: ringDone,
+            drops: session.drops,
+          };
+          first = false;
+          return call.write(msg);
+        },
+        end: () => call.end(),
+      },
+    );
+    call.on('drain', () => session.resume());
+    call.on('cancelled', () => session.stop());
+    call.on('close', () => session.stop());
+    session.start();
+  };
+  return [controlService().service, { ...impl, Capture } as unknown as grpc.UntypedServiceImplementation];
 }

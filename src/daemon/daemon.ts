@@ -9,6 +9,9 @@ import { createEndpoint, type Endpoint, endpointProblems, type EndpointSpec } fr
 import { DecodedBatch, decodeBatch, encodeBatch } from '../dataplane/codec.js';
 import { dataplaneServiceDefinition, Peers, type PeerStats, serverOptions } from '../dataplane/peers.js';
 import { type EndCounters, forwardLocal, Wire, type WireEnd, type WireSpec } from '../dataplane/wire.js';
+import { DEFAULT_RING_BYTES } from '../capture/ring.js';
+import type { CaptureInterface } from '../capture/format.js';
+import type { CaptureSource } from '../capture/session.js';
 
 export class WireError extends Error {
   constructor(
@@ -38,6 +41,10 @@ export interface DaemonOptions {
   state: string;
   /** null: plain text (only when asked for) */
   tls: TlsFiles | null;
+  /** capture ring per wire end, bytes (default DEFAULT_RING_BYTES) */
+  captureRingBytes?: number;
+  /** host:port for the HTTP capture endpoint ('' for none) */
+  http?: string;
   log?: (msg: string) => void;
 }
 
@@ -94,6 +101,7 @@ export class Daemon {
   private clientOptions: grpc.ChannelOptions = {};
   unknownWire = 0;
   malformed = 0;
+  private httpServer: import('node:http').Server | null = null;
   private readonly log: (msg: string) => void;
 
   constructor(readonly opts: DaemonOptions) {
@@ -121,6 +129,10 @@ export class Daemon {
       await import('node:fs/promises').then((fs) => fs.rm(sock, { force: true }));
     }
     await bindAsync(this.controlServer, this.opts.control, grpc.ServerCredentials.createInsecure());
+    if (this.opts.http) {
+      const { startHttp } = await import('../capture/http.js');
+      this.httpServer = await startHttp(this, this.opts.http);
+    }
     await this.restore();
     this.log(`listening on ${this.opts.listen}, control ${this.opts.control}, ${this.wires.size} wires`);
   }
@@ -226,7 +238,7 @@ export class Daemon {
       this.busy.delete(spec.uid);
       throw err;
     }
-    const wire = new Wire(spec, opened);
+    const wire = new Wire(spec, opened, spec.captureRingBytes || (this.opts.captureRingBytes ?? DEFAULT_RING_BYTES));
     this.wires.set(spec.uid, wire);
     this.busy.delete(spec.uid);
     this.startForwarding(wire);
@@ -244,10 +256,11 @@ export class Daemon {
     }
     const peer = wire.spec.peer!;
     const port = a.endpoint.port;
-    const rx = new Uint8Array(port.rx);
+    const rx = a.rxView;
     const uid = wire.spec.uid;
     const vnet = a.endpoint.vnetHdr;
     port.start((n) => {
+      a.captureRx(n);
       const batch = encodeBatch(uid, rx, port.meta, n, vnet);
       const r = this.peers.send(peer.node, batch, n);
       if (r === 'peer_down') a.peerDown += n;
@@ -309,6 +322,27 @@ export class Daemon {
     };
   }
 
+  /**
+   * The capture sources for wire ends named "pod/intf", numbered in the order
+   * asked. Unknown names are an error naming them.
+   */
+  captureSources(names: string[]): { sources: CaptureSource[]; interfaces: CaptureInterface[] } {
+    if (names.length === 0) throw new WireError(grpc.status.INVALID_ARGUMENT, 'name at least one wire end as pod/intf');
+    const byName = new Map<string, WireEnd>();
+    for (const w of this.wires.values()) for (const e of w.ends) byName.set(e.endpoint.name, e);
+    const missing = names.filter((n) => !byName.has(n));
+    if (missing.length) {
+      throw new WireError(grpc.status.NOT_FOUND, `no wire end ${missing.join(', ')} on node ${this.opts.node} (it has: ${[...byName.keys()].sort().join(', ') || 'none'})`);
+    }
+    const sources: CaptureSource[] = [];
+    const interfaces: CaptureInterface[] = [];
+    names.forEach((n, i) => {
+      sources.push({ ring: byName.get(n)!.ring, iface: i });
+      interfaces.push({ id: i, name: n, description: `node ${this.opts.node}, lab ${this.opts.lab}` });
+    });
+    return { sources, interfaces };
+  }
+
   listWires(): WireStatus[] {
     return [...this.wires.values()].sort((a, b) => a.spec.uid - b.spec.uid).map((w) => this.status(w));
   }
@@ -333,5 +367,7 @@ export class Daemon {
     this.peers?.close();
     this.data.forceShutdown();
     this.controlServer.forceShutdown();
+    this.httpServer?.closeAllConnections();
+    this.httpServer?.close();
   }
 }

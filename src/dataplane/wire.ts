@@ -1,6 +1,7 @@
 // A wire joins one local endpoint to its far end: another local endpoint, or
 // a wire end on a peer daemon. It never looks at MAC addresses: every frame
 // read on one end leaves the other end unchanged.
+import { CaptureRing } from '../capture/ring.js';
 import type { Endpoint, EndpointSpec } from '../endpoint/index.js';
 import { VNET_HDR_LEN } from '../native/wire.js';
 
@@ -14,6 +15,8 @@ export interface WireSpec {
   local: EndpointSpec;
   peer?: PeerRef;
   localPeer?: EndpointSpec;
+  /** bytes of capture ring per wire end (0 or absent: the daemon's default) */
+  captureRingBytes?: number;
 }
 
 export interface DropCounters {
@@ -32,6 +35,8 @@ export interface EndCounters {
   txFrames: number;
   txBytes: number;
   drops: DropCounters;
+  /** frames live capture readers could not take (wire frames are never lost for capture) */
+  captureDrops: number;
 }
 
 const SCRATCH = 256;
@@ -47,8 +52,35 @@ export class WireEnd {
   private dataOff = new Int32Array(SCRATCH);
   private dataLen = new Int32Array(SCRATCH);
   private buf: Uint8Array | null = null;
+  readonly ring: CaptureRing;
+  /** the port's receive buffer, viewed once */
+  readonly rxView: Uint8Array;
 
-  constructor(readonly endpoint: Endpoint) {}
+  constructor(
+    readonly endpoint: Endpoint,
+    ringBytes: number,
+  ) {
+    this.ring = new CaptureRing(ringBytes);
+    this.rxView = new Uint8Array(endpoint.port.rx);
+  }
+
+  /** Mirrors a batch just read from the endpoint (the pod sent it) into the ring. */
+  captureRx(count: number): void {
+    const meta = this.endpoint.port.meta;
+    const hdr = this.endpoint.vnetHdr ? VNET_HDR_LEN : 0;
+    if (hdr === 0) this.ring.record(this.rxView, meta, 2, 0, meta.subarray(1), 2, count, true);
+    else {
+      const lens = this.lenScratch(count);
+      for (let i = 0; i < count; i++) lens[i] = meta[2 * i + 1]! - hdr;
+      this.ring.record(this.rxView, meta, 2, hdr, lens, 1, count, true);
+    }
+  }
+
+  private lens = new Int32Array(64);
+  private lenScratch(n: number): Int32Array {
+    if (this.lens.length < n) this.lens = new Int32Array(n);
+    return this.lens;
+  }
 
   /**
    * Queues a frame that lives in `buf` for sending out of this end; frames
@@ -74,6 +106,7 @@ export class WireEnd {
 
   flush(): void {
     if (this.n === 0 || this.buf === null) return;
+    this.ring.record(this.buf, this.dataOff, 1, 0, this.dataLen, 1, this.n, false);
     this.endpoint.port.send(this.buf, this.hdrOff, this.dataOff, this.dataLen, this.n);
     this.n = 0;
     this.buf = null;
@@ -95,6 +128,7 @@ export class WireEnd {
         sendBusy: s.txBusy,
         sendError: s.txError,
       },
+      captureDrops: this.ring.readerDrops,
     };
   }
 }
@@ -105,8 +139,9 @@ export class Wire {
   constructor(
     readonly spec: WireSpec,
     endpoints: Endpoint[],
+    ringBytes: number,
   ) {
-    this.ends = endpoints.map((e) => new WireEnd(e));
+    this.ends = endpoints.map((e) => new WireEnd(e, ringBytes));
   }
 
   get isLocalPair(): boolean {
@@ -116,8 +151,9 @@ export class Wire {
 
 /** Moves a batch just read on `from` straight to `to` (both ends on this daemon). */
 export function forwardLocal(from: WireEnd, to: WireEnd, count: number): void {
+  from.captureRx(count);
   const port = from.endpoint.port;
-  const rx = new Uint8Array(port.rx);
+  const rx = from.rxView;
   const meta = port.meta;
   const hdr = from.endpoint.vnetHdr ? VNET_HDR_LEN : 0;
   for (let i = 0; i < count; i++) {

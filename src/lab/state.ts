@@ -6,6 +6,7 @@ import type { LinkModel } from '../topology/model.js';
 
 export const LABS_DIR = process.env.PATCHWIRE_LABS_DIR ?? '/run/patchwire/labs';
 export const DATA_PORT = 7000;
+export const HTTP_PORT = 8080;
 export const LAB_NAME_RE = /^[a-z0-9][a-z0-9_]{0,15}$/;
 
 export interface LabNode {
@@ -13,6 +14,8 @@ export interface LabNode {
   ns: string;
   ip: string;
   address: string;
+  /** HTTP capture endpoint, inside the node's namespace */
+  http: string;
   control: string;
   state: string;
   log: string;
@@ -69,6 +72,7 @@ export function makeNode(lab: string, index: number): LabNode {
     ns: nodeNs(lab, name),
     ip,
     address: `${ip}:${DATA_PORT}`,
+    http: `${ip}:${HTTP_PORT}`,
     control: `unix://${path.join(dir, `${name}.sock`)}`,
     state: path.join(dir, `${name}.wires.json`),
     log: path.join(dir, `${name}.log`),

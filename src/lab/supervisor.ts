@@ -10,7 +10,7 @@ import { type LabNode, readLab, type SupervisorState, writeSupervisor } from './
 const CLI = `${PACKAGE_ROOT}/bin/patchwire.js`;
 
 export function daemonArgs(lab: string, node: LabNode): string[] {
-  return ['daemon', '--node', node.name, '--lab', lab, '--listen', node.address, '--control', node.control, '--state', node.state, '--insecure'];
+  return ['daemon', '--node', node.name, '--lab', lab, '--listen', node.address, '--control', node.control, '--state', node.state, '--insecure', ...(node.http ? ['--http', node.http] : [])];
 }
 
 export async function superviseMain(argv: string[]): Promise<void> {

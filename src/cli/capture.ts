@@ -1,0 +1,116 @@
+// `patchwire capture LAB POD/INTF [POD/INTF ...]`: one time-ordered capture
+// of wire ends on any nodes of a lab, to stdout (pipe it into
+// `wireshark -k -i -`) or a file.
+import { createWriteStream } from 'node:fs';
+import type { Writable } from 'node:stream';
+import { parseArgs } from 'node:util';
+
+import type { CaptureFormat, CaptureInterface } from '../capture/format.js';
+import { mergeCapture, type MergeSource } from '../capture/merge.js';
+import { ControlClient } from '../control/client.js';
+import { LabError } from '../lab/lab.js';
+import { readLab } from '../lab/state.js';
+import { UsageError } from './usage.js';
+
+export const CAPTURE_HELP = `patchwire capture LAB POD/INTF [POD/INTF ...] [options]
+
+Captures every frame of the named wire ends, on whichever nodes they are, as
+one time-ordered pcapng stream: first what the always-on capture rings hold
+(frames from before you asked), then, with --follow, live frames.
+
+Options:
+  -w FILE              write to FILE instead of stdout
+  --follow             keep streaming live frames (until --count, --duration or Ctrl-C)
+  --count N            stop after N frames
+  --duration S         stop after S seconds
+  --format F           pcapng (default) or pcap
+  --json               print a JSON summary on stderr at the end
+
+Directions (pcapng epb_flags) are those of the pod's interface: outbound =
+the pod sent it, inbound = the wire delivered it to the pod.
+
+  patchwire capture demo r1/eth1 --follow | wireshark -k -i -
+  patchwire capture demo r1/eth1 r2/eth2 -w both.pcapng
+`;
+
+export async function captureMain(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      write: { type: 'string', short: 'w' },
+      follow: { type: 'boolean', default: false },
+      count: { type: 'string' },
+      duration: { type: 'string' },
+      format: { type: 'string', default: 'pcapng' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(CAPTURE_HELP);
+    return 0;
+  }
+  const [lab, ...names] = positionals;
+  if (!lab || names.length === 0) throw new UsageError(`capture: name a lab and at least one POD/INTF\n\n${CAPTURE_HELP}`);
+  const format = values.format as CaptureFormat;
+  if (format !== 'pcapng' && format !== 'pcap') throw new UsageError(`capture: --format '${values.format}' is not pcapng or pcap`);
+  const count = values.count === undefined ? 0 : Number(values.count);
+  if (!Number.isInteger(count) || count < 0) throw new UsageError(`capture: --count '${values.count}' is not a whole number`);
+  const duration = values.duration === undefined ? 0 : Number(values.duration);
+  if (!Number.isFinite(duration) || duration < 0) throw new UsageError(`capture: --duration '${values.duration}' is not a number of seconds`);
+
+  const state = readLab(lab);
+  if (!state) throw new LabError(`no lab named '${lab}' (see 'patchwire ls')`);
+  const ends = new Set(state.links.flatMap((l) => [`${l.a.pod}/${l.a.intf}`, `${l.b.pod}/${l.b.intf}`]));
+  const byNode = new Map<string, MergeSource>();
+  const interfaces: CaptureInterface[] = [];
+  const clients: ControlClient[] = [];
+  names.forEach((name, id) => {
+    if (!ends.has(name)) throw new LabError(`lab ${lab} has no wire end '${name}' (ends: ${[...ends].sort().join(', ')})`);
+    const pod = state.pods.find((p) => p.name === name.split('/')[0])!;
+    const node = state.nodes.find((n) => n.name === pod.node)!;
+    let src = byNode.get(node.name);
+    if (!src) {
+      const client = new ControlClient(node.control);
+      clients.push(client);
+      src = { client, wires: [] };
+      byNode.set(node.name, src);
+    }
+    src.wires.push({ name, id });
+    interfaces.push({ id, name, description: `node ${node.name}, lab ${lab}` });
+  });
+
+  const out: Writable = values.write ? createWriteStream(values.write) : process.stdout;
+  const tty = process.stderr.isTTY === true && !values.json;
+  let lastShown = 0;
+  const m = mergeCapture([...byNode.values()], {
+    format,
+    follow: values.follow,
+    count,
+    durationMs: duration * 1000,
+    interfaces,
+    out,
+    onProgress: (frames, bytes) => {
+      const now = Date.now();
+      if (tty && now - lastShown > 200) {
+        lastShown = now;
+        process.stderr.write(`\r\x1b[2K${frames} frames, ${bytes} bytes`);
+      }
+    },
+  });
+  // Wireshark closing the pipe, or Ctrl-C, ends the capture cleanly.
+  out.on('error', () => m.stop());
+  process.once('SIGINT', () => m.stop());
+  process.once('SIGTERM', () => m.stop());
+  try {
+    const r = await m.done;
+    await new Promise<void>((res) => (out === process.stdout ? res() : out.end(res)));
+    if (tty) process.stderr.write('\r\x1b[2K');
+    if (values.json) process.stderr.write(JSON.stringify(r) + '\n');
+    else if (tty || values.write) process.stderr.write(`captured ${r.frames} frames, ${r.bytes} bytes${r.drops ? `; ${r.drops} live frames lost to slow reading` : ''}\n`);
+    return 0;
+  } finally {
+    for (const c of clients) c.close();
+  }
+}
