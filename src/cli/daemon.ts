@@ -24,6 +24,9 @@ Options:
   --http HOST:PORT     serve packet capture over HTTP: GET /capture?wire=POD/INTF[&follow=1][&format=pcap]
   --capture-ring-bytes N
                        capture ring per wire end, bytes (default 4194304); 0 turns the rings off
+  --capture-dir DIR    also write every wire end to pcapng files in DIR, rotated:
+  --capture-file-bytes N   start a new file at N bytes (default 16777216)
+  --capture-files K        keep K files per wire end (default 8)
 `;
 
 export async function daemonMain(argv: string[]): Promise<void> {
@@ -42,6 +45,9 @@ export async function daemonMain(argv: string[]): Promise<void> {
       insecure: { type: 'boolean', default: false },
       http: { type: 'string', default: '' },
       'capture-ring-bytes': { type: 'string' },
+      'capture-dir': { type: 'string' },
+      'capture-file-bytes': { type: 'string', default: String(16 << 20) },
+      'capture-files': { type: 'string', default: '8' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -64,7 +70,16 @@ export async function daemonMain(argv: string[]): Promise<void> {
     ringBytes = Number(values['capture-ring-bytes']);
     if (!Number.isSafeInteger(ringBytes) || ringBytes < 0) throw new UsageError(`daemon: --capture-ring-bytes '${values['capture-ring-bytes']}' is not a byte count`);
   }
+  let captureFiles;
+  if (values['capture-dir']) {
+    const maxBytes = Number(values['capture-file-bytes']);
+    const maxFiles = Number(values['capture-files']);
+    if (!Number.isSafeInteger(maxBytes) || maxBytes < 1024) throw new UsageError(`daemon: --capture-file-bytes '${values['capture-file-bytes']}' must be at least 1024`);
+    if (!Number.isSafeInteger(maxFiles) || maxFiles < 1) throw new UsageError(`daemon: --capture-files '${values['capture-files']}' must be at least 1`);
+    captureFiles = { dir: values['capture-dir'], maxBytes, maxFiles };
+  }
   const daemon = new Daemon({
+    captureFiles,
     http: values.http,
     captureRingBytes: ringBytes,
     node: values.node,

@@ -39,7 +39,7 @@ export interface PbCounters {
 export interface PbWireStatus {
   spec: PbWireSpec;
   state: string;
-  ends: Array<{ name: string; ifindex: number; vnet_hdr: boolean; counters: PbCounters }>;
+  ends: Array<{ name: string; ifindex: number; vnet_hdr: boolean; counters: PbCounters; file_capture: string }>;
 }
 
 const KIND_TO_PB: Record<EndpointKind, string> = { veth: 'ENDPOINT_KIND_VETH', tap: 'ENDPOINT_KIND_TAP', host: 'ENDPOINT_KIND_HOST' };
@@ -103,6 +103,6 @@ export function statusToPb(w: WireStatus): PbWireStatus {
   return {
     spec: specToPb(w.spec),
     state: w.state === 'up' ? 'WIRE_STATE_UP' : 'WIRE_STATE_DOWN',
-    ends: w.ends.map((e) => ({ name: e.name, ifindex: e.ifindex, vnet_hdr: e.vnetHdr, counters: countersToPb(e.counters) })),
+    ends: w.ends.map((e) => ({ name: e.name, ifindex: e.ifindex, vnet_hdr: e.vnetHdr, counters: countersToPb(e.counters), file_capture: e.fileCapture })),
   };
 }

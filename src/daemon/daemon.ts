@@ -12,6 +12,7 @@ import { type EndCounters, forwardLocal, Wire, type WireEnd, type WireSpec } fro
 import { DEFAULT_RING_BYTES } from '../capture/ring.js';
 import type { CaptureInterface } from '../capture/format.js';
 import type { CaptureSource } from '../capture/session.js';
+import { FileCapture, type FileCaptureOptions } from '../capture/files.js';
 
 export class WireError extends Error {
   constructor(
@@ -45,10 +46,14 @@ export interface DaemonOptions {
   captureRingBytes?: number;
   /** host:port for the HTTP capture endpoint ('' for none) */
   http?: string;
+  /** write every wire end to rotated pcapng files here (absent: no files) */
+  captureFiles?: FileCaptureOptions;
   log?: (msg: string) => void;
 }
 
 export interface EndStatus {
+  /** file capture: '' (none), 'writing PATH', or 'stopped: REASON' */
+  fileCapture: string;
   name: string;
   ifindex: number;
   vnetHdr: boolean;
@@ -102,6 +107,7 @@ export class Daemon {
   unknownWire = 0;
   malformed = 0;
   private httpServer: import('node:http').Server | null = null;
+  private readonly files = new Map<WireEnd, FileCapture>();
   private readonly log: (msg: string) => void;
 
   constructor(readonly opts: DaemonOptions) {
@@ -242,6 +248,16 @@ export class Daemon {
     this.wires.set(spec.uid, wire);
     this.busy.delete(spec.uid);
     this.startForwarding(wire);
+    if (this.opts.captureFiles) {
+      for (const e of wire.ends) {
+        const fc = new FileCapture(e.ring, { id: 0, name: e.endpoint.name, description: `node ${this.opts.node}, lab ${this.opts.lab}` }, this.opts.captureFiles, this.log);
+        this.files.set(e, fc);
+        await fc.start().catch((err: Error) => {
+          fc.stopped = err.message;
+          this.log(`file capture of ${e.endpoint.name} did not start: ${err.message}`);
+        });
+      }
+    }
     if (spec.peer) this.peers.ensure(spec.peer.node, spec.peer.address);
     if (o.persist) await this.persist();
     return this.status(wire);
@@ -303,7 +319,11 @@ export class Daemon {
     const wire = this.wires.get(uid);
     if (!wire) throw new WireError(grpc.status.NOT_FOUND, `wire ${uid} does not exist on node ${this.opts.node}`);
     this.wires.delete(uid);
-    for (const end of wire.ends) await end.endpoint.close(true);
+    for (const end of wire.ends) {
+      this.files.get(end)?.stop();
+      this.files.delete(end);
+      await end.endpoint.close(true);
+    }
     this.peers.retain(new Set([...this.wires.values()].flatMap((w) => (w.spec.peer ? [w.spec.peer.node] : []))));
     await this.persist();
   }
@@ -314,6 +334,7 @@ export class Daemon {
       spec: wire.spec,
       state: up ? 'up' : 'down',
       ends: wire.ends.map((e) => ({
+        fileCapture: this.fileState(e),
         name: e.endpoint.name,
         ifindex: e.endpoint.ifindex,
         vnetHdr: e.endpoint.vnetHdr,
@@ -343,6 +364,12 @@ export class Daemon {
     return { sources, interfaces };
   }
 
+  private fileState(e: WireEnd): string {
+    const f = this.files.get(e);
+    if (!f) return '';
+    return f.stopped ? `stopped: ${f.stopped}` : `writing ${f.current}`;
+  }
+
   listWires(): WireStatus[] {
     return [...this.wires.values()].sort((a, b) => a.spec.uid - b.spec.uid).map((w) => this.status(w));
   }
@@ -362,6 +389,7 @@ export class Daemon {
 
   /** Stops serving. Interfaces stay, so a restarted daemon picks them up. */
   async shutdown(): Promise<void> {
+    for (const f of this.files.values()) f.stop();
     for (const w of this.wires.values()) for (const e of w.ends) await e.endpoint.close(false);
     this.wires.clear();
     this.peers?.close();

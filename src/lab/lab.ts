@@ -386,7 +386,7 @@ export interface WireReport {
   a_to_b: { frames: number; bytes: number };
   b_to_a: { frames: number; bytes: number };
   drops: Record<string, Record<string, number>>;
-  ends: Array<{ name: string; node: string; ifindex: number; rx_frames: number; rx_bytes: number; tx_frames: number; tx_bytes: number; drops: Record<string, number> }>;
+  ends: Array<{ name: string; node: string; ifindex: number; rx_frames: number; rx_bytes: number; tx_frames: number; tx_bytes: number; drops: Record<string, number>; capture_drops: number }>;
 }
 
 export interface StatusReport {
@@ -442,6 +442,7 @@ export async function status(name: string): Promise<StatusReport> {
         tx_frames: x?.e.counters.tx_frames ?? 0,
         tx_bytes: x?.e.counters.tx_bytes ?? 0,
         drops: { ...(x?.e.counters.drops ?? {}) } as unknown as Record<string, number>,
+        capture_drops: x?.e.counters.capture_drops ?? 0,
       });
       const ra = endReport(ea, nameA, pa.node);
       const rb = endReport(eb, nameB, pb.node);

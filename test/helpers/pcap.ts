@@ -25,3 +25,50 @@ export function readPcap(file: string): PcapRecord[] {
   }
   return out;
 }
+
+export interface PcapngFile {
+  interfaces: Array<{ name: string; description: string; tsresol: number }>;
+  packets: Array<{ iface: number; tsUs: number; flags: number; origLen: number; data: Buffer }>;
+}
+
+/** A small pcapng reader (little-endian sections), independent of the writer under test. */
+export function readPcapng(file: string): PcapngFile {
+  const buf = readFileSync(file);
+  const out: PcapngFile = { interfaces: [], packets: [] };
+  let pos = 0;
+  if (buf.readUInt32LE(0) !== 0x0a0d0d0a) throw new Error(`${file}: not pcapng`);
+  const opts = (start: number, end: number): Map<number, Buffer> => {
+    const m = new Map<number, Buffer>();
+    let o = start;
+    while (o + 4 <= end) {
+      const code = buf.readUInt16LE(o);
+      const len = buf.readUInt16LE(o + 2);
+      if (code === 0) break;
+      m.set(code, buf.subarray(o + 4, o + 4 + len));
+      o += 4 + ((len + 3) & ~3);
+    }
+    return m;
+  };
+  while (pos + 12 <= buf.length) {
+    const type = buf.readUInt32LE(pos);
+    const len = buf.readUInt32LE(pos + 4);
+    if (len < 12 || pos + len > buf.length) break;
+    if (buf.readUInt32LE(pos + len - 4) !== len) throw new Error(`${file}: block at ${pos} has mismatched lengths`);
+    if (type === 1) {
+      const o = opts(pos + 16, pos + len - 4);
+      out.interfaces.push({ name: o.get(2)?.toString() ?? '', description: o.get(3)?.toString() ?? '', tsresol: o.get(9)?.[0] ?? 6 });
+    } else if (type === 6) {
+      const cap = buf.readUInt32LE(pos + 20);
+      const o = opts(pos + 28 + ((cap + 3) & ~3), pos + len - 4);
+      out.packets.push({
+        iface: buf.readUInt32LE(pos + 8),
+        tsUs: buf.readUInt32LE(pos + 12) * 2 ** 32 + buf.readUInt32LE(pos + 16),
+        flags: o.get(2)?.readUInt32LE(0) ?? 0,
+        origLen: buf.readUInt32LE(pos + 24),
+        data: buf.subarray(pos + 28, pos + 28 + cap),
+      });
+    }
+    pos += len;
+  }
+  return out;
+}

@@ -1,0 +1,100 @@
+// Optional capture of a wire end to pcapng files on disk, rotated by size and
+// count. A write error (disk full) stops file capture for that end with a
+// logged reason; forwarding goes on.
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+
+import { CaptureWriter, type CaptureInterface } from './format.js';
+import type { CaptureRing } from './ring.js';
+import { CaptureSession } from './session.js';
+
+export interface FileCaptureOptions {
+  dir: string;
+  /** rotate when the current file reaches this size */
+  maxBytes: number;
+  /** keep at most this many files per wire end */
+  maxFiles: number;
+}
+
+export class FileCapture {
+  /** "" while writing; the reason once stopped */
+  stopped = '';
+  current = '';
+  private stream: WriteStream | null = null;
+  private written = 0;
+  private seq = 0;
+  private session: CaptureSession | null = null;
+  private readonly base: string;
+  private writer: CaptureWriter;
+
+  constructor(
+    private readonly ring: CaptureRing,
+    private readonly iface: CaptureInterface,
+    private readonly o: FileCaptureOptions,
+    private readonly log: (msg: string) => void,
+  ) {
+    this.base = iface.name.replace(/[^A-Za-z0-9_.-]/g, '_');
+    this.writer = new CaptureWriter('pcapng', [{ ...iface, id: 0 }]);
+  }
+
+  async start(): Promise<void> {
+    await mkdir(this.o.dir, { recursive: true });
+    const existing = (await readdir(this.o.dir)).filter((f) => f.startsWith(`${this.base}.`) && f.endsWith('.pcapng'));
+    const seqOf = (f: string): number => Number(f.slice(this.base.length + 1, -7)) || 0;
+    this.seq = existing.reduce((m, f) => Math.max(m, seqOf(f)), 0);
+    // A restarted daemon continues the numbering and keeps the count.
+    for (const f of existing) if (seqOf(f) <= this.seq + 1 - this.o.maxFiles) await rm(path.join(this.o.dir, f), { force: true });
+    this.open();
+    this.session = new CaptureSession([{ ring: this.ring, iface: 0 }], { follow: true, count: 0, durationMs: 0, maxQueueBytes: 8 << 20 }, {
+      write: (recs) => {
+        if (recs.length === 0 || !this.stream) return true;
+        const buf = this.writer.records(recs);
+        this.written += buf.length;
+        const ok = this.stream.write(buf);
+        if (this.written >= this.o.maxBytes) {
+          this.open();
+          return true;
+        }
+        return ok;
+      },
+      end: () => undefined,
+    });
+    this.session.start();
+  }
+
+  private open(): void {
+    this.stream?.end();
+    this.seq++;
+    this.current = this.fileName(this.seq);
+    // The file that falls out of the count, by number: no directory listing
+    // to race with files still being opened.
+    if (this.seq > this.o.maxFiles) void rm(this.fileName(this.seq - this.o.maxFiles), { force: true });
+    this.writer = new CaptureWriter('pcapng', [{ ...this.iface, id: 0 }]);
+    const s = createWriteStream(this.current);
+    s.on('error', (err) => this.fail(err));
+    s.on('drain', () => this.session?.resume());
+    const head = this.writer.header();
+    s.write(head);
+    this.written = head.length;
+    this.stream = s;
+  }
+
+  private fileName(seq: number): string {
+    return path.join(this.o.dir, `${this.base}.${String(seq).padStart(6, '0')}.pcapng`);
+  }
+
+  private fail(err: Error): void {
+    if (this.stopped) return;
+    this.stopped = `${(err as NodeJS.ErrnoException).code ?? 'error'}: ${err.message}`;
+    this.log(`file capture of ${this.iface.name} stopped: ${this.stopped}; forwarding goes on`);
+    this.stop();
+  }
+
+  stop(): void {
+    this.session?.stop();
+    this.session = null;
+    this.stream?.destroy();
+    this.stream = null;
+  }
+}

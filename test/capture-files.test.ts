@@ -1,0 +1,75 @@
+// Per-wire capture files: rotation by size and count, and a full disk that
+// stops file capture with a reason while forwarding goes on.
+import { mkdirSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+
+import t from 'tap';
+
+import { sendFrames } from './helpers/frames.js';
+import { readPcapng } from './helpers/pcap.js';
+import { TestNet, run, sh, sleep, waitFor } from './helpers/testnet.js';
+
+const net = new TestNet('pwtf');
+const full = path.join(net.dir, 'full');
+t.teardown(async () => {
+  await net.cleanup().catch(() => undefined);
+  await run('umount', [full]);
+});
+
+function frames(tag: string, n: number): Buffer[] {
+  return Array.from({ length: n }, (_, i) => {
+    const f = Buffer.alloc(100, 0x33);
+    Buffer.from('02ee0000000202ee0000000188b5', 'hex').copy(f);
+    f.write(`${tag}${String(i).padStart(5, '0')}`, 14, 'ascii');
+    return f;
+  });
+}
+
+t.test('files rotate by size and keep the newest by count', async (t) => {
+  const dir = path.join(net.dir, 'files');
+  const na = await net.addNode('na', { extraArgs: ['--insecure', '--capture-dir', dir, '--capture-file-bytes', '20000', '--capture-files', '3'] });
+  const nb = await net.addNode('nb');
+  const p1 = net.addPod('p1');
+  const p2 = net.addPod('p2');
+  await net.crossWire(1, na, net.endpoint('veth', p1, 'eth1'), nb, net.endpoint('veth', p2, 'eth1'));
+  const sent = frames('PWTFILE', 800);
+  await sendFrames(net, p1, 'eth1', sent, 0.0005);
+  await sleep(1000);
+  const files = readdirSync(dir).filter((f) => f.startsWith(`${p1}_eth1.`)).sort();
+  t.equal(files.length, 3, `three files kept (${files.join(', ')})`);
+  t.ok(Number(files[0]!.split('.')[1]) > 1, 'older files were rotated away');
+  for (const f of files) {
+    const r = await run('tshark', ['-r', path.join(dir, f)]);
+    t.equal(r.code, 0);
+    t.equal(r.stderr.split('\n').filter((l) => l && !l.startsWith('Running as user')).length, 0, `tshark reads ${f} without a warning`);
+  }
+  const kept = files.map((f) => readPcapng(path.join(dir, f)));
+  t.ok(kept.every((k) => k.interfaces[0]!.name === `${p1}/eth1`), 'each file names its wire end');
+  const seq = kept.flatMap((k) => k.packets).filter((p) => p.data.includes(Buffer.from('PWTFILE'))).map((p) => Number(p.data.subarray(21, 26).toString()));
+  t.equal(seq[seq.length - 1], 799, 'the kept files end with the last frame sent');
+  t.ok(seq[0]! > 0, `the oldest frames were rotated away (kept from #${seq[0]})`);
+  t.ok(seq.every((v, i) => i === 0 || v === seq[i - 1]! + 1), 'and the kept frames are contiguous, in order');
+  const w = (await na.client.listWires())[0]!;
+  t.match(w.ends[0]!.file_capture, /^writing .*\.pcapng$/);
+});
+
+t.test('a full disk stops file capture with a reason; forwarding goes on', async (t) => {
+  mkdirSync(full, { recursive: true });
+  sh('mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', full);
+  const nc = await net.addNode('nc', { extraArgs: ['--insecure', '--capture-dir', full, '--capture-file-bytes', '1048576', '--capture-files', '4'] });
+  const nb = net.nodes.get('nb')!;
+  const p3 = net.addPod('p3');
+  const p4 = net.addPod('p4');
+  await net.crossWire(2, nc, net.endpoint('veth', p3, 'eth1', { ips: ['198.19.2.1/24'] }), nb, net.endpoint('veth', p4, 'eth1', { ips: ['198.19.2.2/24'] }));
+  await sendFrames(net, p3, 'eth1', frames('PWTFULL', 1500), 0.0002);
+  const w = await waitFor('file capture to stop', async () => {
+    const x = (await nc.client.listWires())[0]!;
+    return x.ends[0]!.file_capture.startsWith('stopped') ? x : undefined;
+  });
+  t.match(w.ends[0]!.file_capture, /stopped: ENOSPC/, 'the reason is reported');
+  t.match(await import('node:fs').then((fs) => fs.readFileSync(nc.log, 'utf8')), /file capture of pwtfp3\/eth1 stopped: ENOSPC.*forwarding goes on/, 'and logged');
+  const ping = await net.exec(p3, 'ping', ['-c', '3', '-i', '0.2', '-W', '2', '198.19.2.2']);
+  t.equal(ping.code, 0, 'the wire still forwards');
+  const drops = Object.values(w.ends[0]!.counters.drops).reduce((a, b) => a + Number(b), 0);
+  t.equal(drops - w.ends[0]!.counters.drops.peer_down, 0, 'no wire frame was lost to the full disk');
+});
