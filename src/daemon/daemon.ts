@@ -1,6 +1,7 @@
 // The wire daemon: owns ports, wires, peer streams and the control API, and
 // persists its desired wires so a restart re-attaches to the same interfaces.
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 
 import * as grpc from '@grpc/grpc-js';
@@ -88,6 +89,16 @@ async function credentials(tls: TlsFiles | null): Promise<{ server: grpc.ServerC
   };
 }
 
+function listenTcp(addr: string, onConnection: (s: net.Socket) => void): Promise<net.Server> {
+  const m = /^\[?([^\]]*)\]?:(\d+)$/.exec(addr);
+  if (!m) return Promise.reject(new Error(`listen address '${addr}' is not host:port`));
+  const server = net.createServer({ noDelay: true, keepAlive: true }, onConnection);
+  return new Promise((resolve, reject) => {
+    server.once('error', (err) => reject(new Error(`cannot listen on ${addr}: ${err.message}`)));
+    server.listen(Number(m[2]), m[1] || undefined, () => resolve(server));
+  });
+}
+
 function bindAsync(server: grpc.Server, addr: string, creds: grpc.ServerCredentials): Promise<number> {
   return new Promise((resolve, reject) =>
     server.bindAsync(addr, creds, (err, port) => (err ? reject(new Error(`cannot listen on ${addr}: ${err.message}`)) : resolve(port))),
@@ -107,6 +118,7 @@ export class Daemon {
   unknownWire = 0;
   malformed = 0;
   private httpServer: import('node:http').Server | null = null;
+  private dataListener: net.Server | null = null;
   private readonly files = new Map<WireEnd, FileCapture>();
   private readonly log: (msg: string) => void;
 
@@ -126,7 +138,12 @@ export class Daemon {
       this.clientOptions,
     );
     this.data.addService(dataplaneServiceDefinition, { subscribe: this.peers.serveSubscribe });
-    await bindAsync(this.data, this.opts.listen, creds.server);
+    // Frames flow from this server to its subscribers. grpc-js turns Nagle off
+    // only on client sockets, so the daemon accepts the TCP connections itself
+    // (TCP_NODELAY on) and hands them to grpc-js: without it a lone frame
+    // waits for the peer's delayed ACK (milliseconds of RTT per hop).
+    const injector = this.data.createConnectionInjector(creds.server);
+    this.dataListener = await listenTcp(this.opts.listen, (sock) => injector.injectConnection(sock));
     const [def, impl] = controlService(this);
     this.controlServer.addService(def, impl);
     if (this.opts.control.startsWith('unix:')) {
@@ -393,6 +410,7 @@ export class Daemon {
     for (const w of this.wires.values()) for (const e of w.ends) await e.endpoint.close(false);
     this.wires.clear();
     this.peers?.close();
+    this.dataListener?.close();
     this.data.forceShutdown();
     this.controlServer.forceShutdown();
     this.httpServer?.closeAllConnections();
