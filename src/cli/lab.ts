@@ -8,11 +8,12 @@ import { loadTopology } from '../topology/load.js';
 import { UsageError } from './usage.js';
 
 export const LAB_HELP = `Lab commands (one machine; pods are network namespaces):
-  patchwire up -f FILE [--name LAB] [--nodes N] [--json]
+  patchwire up -f FILE [--name LAB] [--nodes N] [--capture-ring-bytes N] [--json]
       Build the lab in FILE (meshnet Topology objects or a containerlab file),
       or change a running lab to match an edited FILE (only the difference).
       Pods are placed round-robin on N emulated nodes (default 2), each running
-      its own daemon; every link becomes a wire.
+      its own daemon; every link becomes a wire. --capture-ring-bytes sizes
+      each wire end's capture ring (default 4 MiB; 0 turns capture off).
   patchwire down LAB            remove every namespace, interface, process and file of the lab
   patchwire status LAB [--json] nodes, pods and wires with counters and drops
   patchwire exec LAB POD -- CMD [ARGS...]
@@ -66,6 +67,7 @@ export async function labMain(cmd: string, argv: string[]): Promise<number> {
       file: { type: 'string', short: 'f' },
       name: { type: 'string' },
       nodes: { type: 'string' },
+      'capture-ring-bytes': { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
@@ -88,7 +90,12 @@ export async function labMain(cmd: string, argv: string[]): Promise<number> {
         nodes = Number(values.nodes);
         if (!Number.isInteger(nodes) || nodes < 1) throw new UsageError(`up: --nodes '${values.nodes}' must be a whole number of at least 1`);
       }
-      const r = await up({ file: values.file, name: values.name, nodes, quiet: values.json });
+      let ring: number | undefined;
+      if (values['capture-ring-bytes'] !== undefined) {
+        ring = Number(values['capture-ring-bytes']);
+        if (!Number.isSafeInteger(ring) || ring < 0) throw new UsageError(`up: --capture-ring-bytes '${values['capture-ring-bytes']}' is not a byte count`);
+      }
+      const r = await up({ file: values.file, name: values.name, nodes, quiet: values.json, captureRingBytes: ring });
       if (values.json) {
         process.stdout.write(JSON.stringify({ name: r.state.name, created: r.created, added: r.added, removed: r.removed, kept: r.kept, seconds: r.seconds }) + '\n');
         return 0;

@@ -182,6 +182,8 @@ export interface UpOptions {
   name?: string;
   nodes?: number;
   quiet?: boolean;
+  /** capture ring per wire end for the lab's daemons */
+  captureRingBytes?: number;
 }
 
 export interface UpResult {
@@ -220,6 +222,7 @@ export async function up(o: UpOptions): Promise<UpResult> {
     nodes: Array.from({ length: nodeCount }, (_, i) => makeNode(name, i + 1)),
     pods,
     links: [],
+    ...(o.captureRingBytes !== undefined ? { captureRingBytes: o.captureRingBytes } : {}),
   };
   const clients = new Clients(state);
   try {

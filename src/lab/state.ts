@@ -36,6 +36,8 @@ export interface LabState {
   nodes: LabNode[];
   pods: LabPod[];
   links: LinkModel[];
+  /** passed to every daemon as --capture-ring-bytes (absent: the daemon's default) */
+  captureRingBytes?: number;
 }
 
 export interface SupervisorState {

@@ -1,0 +1,61 @@
+// npm run bench:micro: benchmark.js micro-benchmarks of the hot functions:
+// frame batch encode/decode, the capture ring, the pcapng writer.
+import { createRequire } from 'node:module';
+
+import { CaptureWriter } from '../src/capture/format.js';
+import { CaptureRing } from '../src/capture/ring.js';
+import { DecodedBatch, decodeBatch, encodeBatch } from '../src/dataplane/codec.js';
+
+interface BenchmarkTarget {
+  name: string;
+  hz: number;
+  stats: { rme: number };
+}
+interface Suite {
+  add(name: string, fn: () => void): Suite;
+  on(ev: string, fn: (e: { target: BenchmarkTarget }) => void): Suite;
+  run(opts: { async: boolean }): void;
+}
+const require = createRequire(import.meta.url);
+const Benchmark = require('benchmark') as { Suite: new () => Suite };
+
+const FRAMES = 64;
+function portBatch(size: number, vnet: boolean): { rx: Uint8Array; meta: Int32Array } {
+  const slot = 65536 + 256;
+  const rx = new Uint8Array(slot * FRAMES);
+  const meta = new Int32Array(FRAMES * 2);
+  for (let i = 0; i < FRAMES; i++) {
+    meta[2 * i] = i * slot + 4;
+    meta[2 * i + 1] = size + (vnet ? 10 : 0);
+    rx.fill(i, i * slot + 4, i * slot + 4 + size + 10);
+  }
+  return { rx, meta };
+}
+
+const small = portBatch(64, true);
+const mtu = portBatch(1514, true);
+const gso = portBatch(65000, true);
+for (const b of [small, mtu, gso]) b.rx[(b.meta[0] ?? 0) + 1] = 0; // plain frames: zero header
+const encoded1514 = encodeBatch(7, mtu.rx, mtu.meta, FRAMES, true);
+const decoded = new DecodedBatch();
+const ring = new CaptureRing(4 << 20);
+const lens = new Int32Array(FRAMES).fill(1514);
+const offs = new Int32Array(FRAMES).map((_, i) => i * (65536 + 256) + 14);
+const writer = new CaptureWriter('pcapng', [{ id: 0, name: 'a/eth1', description: 'bench' }]);
+writer.header();
+const recs = Array.from({ length: FRAMES }, (_, i) => ({ iface: 0, tsUs: 1_700_000_000_000_000 + i, outbound: true, origLen: 1514, data: Buffer.alloc(1514, i) }));
+
+const suite = new Benchmark.Suite();
+suite
+  .add(`encodeBatch ${FRAMES} x 64 B`, () => void encodeBatch(7, small.rx, small.meta, FRAMES, true))
+  .add(`encodeBatch ${FRAMES} x 1514 B`, () => void encodeBatch(7, mtu.rx, mtu.meta, FRAMES, true))
+  .add(`encodeBatch ${FRAMES} x 64 KB GSO`, () => void encodeBatch(7, gso.rx, gso.meta, FRAMES, true))
+  .add(`decodeBatch ${FRAMES} x 1514 B`, () => decodeBatch(encoded1514, decoded))
+  .add(`CaptureRing.record ${FRAMES} x 1514 B`, () => ring.record(mtu.rx, offs, 1, 0, lens, 1, FRAMES, true))
+  .add(`pcapng writer ${FRAMES} x 1514 B`, () => void writer.records(recs))
+  .on('cycle', (e) => {
+    const t = e.target;
+    const framesPerSec = t.hz * FRAMES;
+    process.stdout.write(`${t.name.padEnd(36)} ${Math.round(t.hz).toLocaleString('en').padStart(10)} batches/s  ${(framesPerSec / 1e6).toFixed(2).padStart(7)} M frames/s  ±${t.stats.rme.toFixed(1)}%\n`);
+  })
+  .run({ async: false });

@@ -1,0 +1,339 @@
+// npm run bench [-- --quick]: the same workloads over four paths between two
+// pod namespaces, in one run on this machine:
+//   veth            a direct veth pair (the ceiling)
+//   vxlan           kernel VXLAN between two emulated nodes (meshnet/containerlab's cross-node link)
+//   patchwire-veth  a patchwire wire with veth endpoints, pods on two emulated nodes
+//   patchwire-tap   the same with tap endpoints
+// Writes bench/results/latest.json (+ a dated copy) and latest.svg, and
+// prints a table with each patchwire figure as a ratio to veth and vxlan.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { PACKAGE_ROOT } from '../src/paths.js';
+
+const quick = process.argv.includes('--quick');
+const CLI = path.join(PACKAGE_ROOT, 'bin', 'patchwire.js');
+const RESULTS = path.join(PACKAGE_ROOT, 'bench', 'results');
+const TCP_SECONDS = quick ? 3 : 10;
+const PINGS = quick ? 100 : 500;
+const UDP_SECONDS = quick ? 1 : 3;
+const UDP_RATES = quick ? [50_000, 100_000, 200_000, 300_000] : [25_000, 50_000, 100_000, 150_000, 200_000, 300_000, 400_000, 500_000];
+const FIXED_PPS = 100_000;
+const A_IP = '198.19.0.1';
+const B_IP = '198.19.0.2';
+const log = (m: string): void => void process.stderr.write(`bench: ${m}\n`);
+
+interface Run {
+  path: string;
+  tcp_gbps: number;
+  udp_small_pps: number;
+  udp_small_loss_pct: number;
+  rtt_p50_ms: number;
+  rtt_p99_ms: number;
+  rtt_loaded_p99_ms: number;
+  cpu_pct: number;
+  rss_mb: number;
+}
+
+function sh(cmd: string, ...args: string[]): string {
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+function quiet(cmd: string, ...args: string[]): void {
+  spawnSync(cmd, args, { stdio: 'ignore' });
+}
+function inNs(ns: string, cmd: string, ...args: string[]): string {
+  return sh('ip', 'netns', 'exec', ns, cmd, ...args);
+}
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return 0;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+}
+
+function pingRtts(ns: string, count: number): number[] {
+  const out = spawnSync('ip', ['netns', 'exec', ns, 'ping', '-c', String(count), '-i', '0.01', '-W', '1', B_IP], { encoding: 'utf8' }).stdout;
+  return [...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
+}
+
+async function iperfServer(ns: string): Promise<() => void> {
+  const p = spawn('ip', ['netns', 'exec', ns, 'iperf3', '-s'], { stdio: 'ignore' });
+  await sleep(400);
+  return () => p.kill('SIGKILL');
+}
+
+function tcp(ns: string, seconds: number): number {
+  const r = JSON.parse(inNs(ns, 'iperf3', '-c', B_IP, '-t', String(seconds), '-J')) as { end: { sum_received: { bits_per_second: number } } };
+  return r.end.sum_received.bits_per_second / 1e9;
+}
+
+function udpSmall(ns: string, pps: number, seconds: number): number {
+  // 22-byte payload: 14 + 20 + 8 + 22 = 64-byte frames.
+  const bps = pps * 22 * 8;
+  const out = spawnSync('ip', ['netns', 'exec', ns, 'iperf3', '-c', B_IP, '-u', '-l', '22', '-b', String(bps), '-t', String(seconds), '-w', '4M', '-J'], { encoding: 'utf8' }).stdout;
+  const r = JSON.parse(out) as { end: { sum: { lost_percent: number; packets: number } } };
+  // The generator itself may not reach the offered rate: count that as loss.
+  const sent = r.end.sum.packets / seconds;
+  const shortfall = sent < pps * 0.95 ? 100 * (1 - sent / pps) : 0;
+  return Math.max(r.end.sum.lost_percent, shortfall);
+}
+
+function cpuTicks(pids: number[]): number {
+  let t = 0;
+  for (const pid of pids) {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      t += Number(f[11]) + Number(f[12]);
+    } catch {
+      /* gone */
+    }
+  }
+  return t;
+}
+function peakRssMb(pids: number[]): number {
+  let m = 0;
+  for (const pid of pids) {
+    try {
+      const kb = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+      m = Math.max(m, kb / 1024);
+    } catch {
+      /* gone */
+    }
+  }
+  return m;
+}
+
+interface Path {
+  name: string;
+  a: string;
+  b: string;
+  pids: number[];
+  teardown(): void;
+}
+
+function vethPath(): Path {
+  const a = 'pwb-veth-a';
+  const b = 'pwb-veth-b';
+  for (const ns of [a, b]) {
+    quiet('ip', 'netns', 'del', ns);
+    sh('ip', 'netns', 'add', ns);
+    sh('ip', '-n', ns, 'link', 'set', 'lo', 'up');
+  }
+  sh('ip', '-n', a, 'link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'eth1', 'netns', b);
+  sh('ip', '-n', a, 'addr', 'add', `${A_IP}/24`, 'dev', 'eth1');
+  sh('ip', '-n', b, 'addr', 'add', `${B_IP}/24`, 'dev', 'eth1');
+  sh('ip', '-n', a, 'link', 'set', 'eth1', 'up');
+  sh('ip', '-n', b, 'link', 'set', 'eth1', 'up');
+  return { name: 'veth', a, b, pids: [], teardown: () => [a, b].forEach((n) => quiet('ip', 'netns', 'del', n)) };
+}
+
+function vxlanPath(): Path {
+  const [n1, n2, a, b] = ['pwb-vx-n1', 'pwb-vx-n2', 'pwb-vx-a', 'pwb-vx-b'];
+  for (const ns of [n1, n2, a, b]) {
+    quiet('ip', 'netns', 'del', ns);
+    sh('ip', 'netns', 'add', ns);
+    sh('ip', '-n', ns, 'link', 'set', 'lo', 'up');
+  }
+  sh('ip', '-n', n1, 'link', 'add', 'ul0', 'type', 'veth', 'peer', 'name', 'ul0', 'netns', n2);
+  sh('ip', '-n', n1, 'addr', 'add', '198.18.0.1/24', 'dev', 'ul0');
+  sh('ip', '-n', n2, 'addr', 'add', '198.18.0.2/24', 'dev', 'ul0');
+  sh('ip', '-n', n1, 'link', 'set', 'ul0', 'up');
+  sh('ip', '-n', n2, 'link', 'set', 'ul0', 'up');
+  // As meshnet/koko do: the VXLAN device is made on the node and moved into the pod.
+  for (const [node, pod, local, remote] of [
+    [n1, a, '198.18.0.1', '198.18.0.2'],
+    [n2, b, '198.18.0.2', '198.18.0.1'],
+  ] as const) {
+    sh('ip', '-n', node, 'link', 'add', 'vx0', 'type', 'vxlan', 'id', '42', 'local', local, 'remote', remote, 'dev', 'ul0', 'dstport', '4789');
+    sh('ip', '-n', node, 'link', 'set', 'vx0', 'netns', pod, 'name', 'eth1');
+  }
+  sh('ip', '-n', a, 'addr', 'add', `${A_IP}/24`, 'dev', 'eth1');
+  sh('ip', '-n', b, 'addr', 'add', `${B_IP}/24`, 'dev', 'eth1');
+  sh('ip', '-n', a, 'link', 'set', 'eth1', 'up');
+  sh('ip', '-n', b, 'link', 'set', 'eth1', 'up');
+  return { name: 'vxlan', a, b, pids: [], teardown: () => [a, b, n1, n2].forEach((n) => quiet('ip', 'netns', 'del', n)) };
+}
+
+function patchwirePath(kind: 'veth' | 'tap', ringBytes?: number): Path {
+  const lab = `pwb${kind}${ringBytes === 0 ? 'nc' : ''}`;
+  quiet(process.execPath, CLI, 'down', lab);
+  const file = path.join(os.tmpdir(), `${lab}.clab.yml`);
+  writeFileSync(
+    file,
+    `name: ${lab}\ntopology:\n  nodes:\n    a: {patchwire: {node: node1}}\n    b: {patchwire: {node: node2}}\n  links:\n    - endpoints: ["a:eth1", "b:eth1"]\n      patchwire: {kind: ${kind}}\n`,
+  );
+  sh(process.execPath, CLI, 'up', '-f', file, '--name', lab, '--nodes', '2', '--json', ...(ringBytes !== undefined ? ['--capture-ring-bytes', String(ringBytes)] : []));
+  const a = `pw-${lab}-a`;
+  const b = `pw-${lab}-b`;
+  sh('ip', '-n', a, 'addr', 'add', `${A_IP}/24`, 'dev', 'eth1');
+  sh('ip', '-n', b, 'addr', 'add', `${B_IP}/24`, 'dev', 'eth1');
+  const st = JSON.parse(sh(process.execPath, CLI, 'status', lab, '--json')) as { nodes: Array<{ pid: number }> };
+  return {
+    name: `patchwire-${kind}`,
+    a,
+    b,
+    pids: st.nodes.map((n) => n.pid),
+    teardown: () => quiet(process.execPath, CLI, 'down', lab),
+  };
+}
+
+async function measure(p: Path): Promise<Run> {
+  log(`${p.name}: ping`);
+  inNs(p.a, 'ping', '-c', '3', '-i', '0.2', B_IP); // ARP and warm-up
+  const idle = pingRtts(p.a, PINGS);
+  const stop = await iperfServer(p.b);
+  try {
+    log(`${p.name}: TCP ${TCP_SECONDS}s`);
+    const t0 = Date.now();
+    const c0 = cpuTicks(p.pids);
+    let loaded: number[] = [];
+    const pinger = new Promise<void>((res) => {
+      setTimeout(() => {
+        const pr = spawn('ip', ['netns', 'exec', p.a, 'ping', '-c', String(Math.max(20, (TCP_SECONDS - 2) * 50)), '-i', '0.02', '-W', '1', B_IP], { stdio: ['ignore', 'pipe', 'ignore'] });
+        let out = '';
+        pr.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        pr.on('close', () => {
+          loaded = [...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
+          res();
+        });
+      }, 500);
+    });
+    const tcpRun = new Promise<number>((res) => {
+      const pr = spawn('ip', ['netns', 'exec', p.a, 'iperf3', '-c', B_IP, '-t', String(TCP_SECONDS), '-J'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      let out = '';
+      pr.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      pr.on('close', () => res((JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e9));
+    });
+    const [gbps] = await Promise.all([tcpRun, pinger]);
+    const cpu = p.pids.length ? (100 * (cpuTicks(p.pids) - c0)) / (((Date.now() - t0) / 1000) * 100) : 0;
+    log(`${p.name}: small UDP`);
+    let best = 0;
+    for (const pps of UDP_RATES) {
+      if (udpSmall(p.a, pps, UDP_SECONDS) < 0.1) best = pps;
+      else break;
+    }
+    const fixedLoss = udpSmall(p.a, FIXED_PPS, UDP_SECONDS);
+    return {
+      path: p.name,
+      tcp_gbps: round(gbps),
+      udp_small_pps: best,
+      udp_small_loss_pct: round(fixedLoss),
+      rtt_p50_ms: round(percentile(idle, 50)),
+      rtt_p99_ms: round(percentile(idle, 99)),
+      rtt_loaded_p99_ms: round(percentile(loaded, 99)),
+      cpu_pct: round(cpu),
+      rss_mb: round(peakRssMb(p.pids)),
+    };
+  } finally {
+    stop();
+  }
+}
+
+const round = (x: number): number => Math.round(x * 1000) / 1000;
+
+function svg(runs: Run[]): string {
+  const metrics: Array<[keyof Run, string]> = [
+    ['tcp_gbps', 'TCP Gbit/s'],
+    ['udp_small_pps', '64 B UDP pps (<0.1% loss)'],
+    ['rtt_p50_ms', 'RTT p50 ms'],
+    ['rtt_loaded_p99_ms', 'RTT p99 under load, ms'],
+  ];
+  const colors = ['#4e79a7', '#f28e2b', '#59a14f', '#e15759'];
+  const W = 220;
+  const H = 200;
+  let body = '';
+  metrics.forEach(([k, label], mi) => {
+    const x0 = 20 + mi * (W + 20);
+    const max = Math.max(...runs.map((r) => Number(r[k])), 1e-9);
+    body += `<text x="${x0}" y="20" font-size="12">${label}</text>`;
+    runs.forEach((r, ri) => {
+      const v = Number(r[k]);
+      const h = (v / max) * (H - 60);
+      const x = x0 + ri * (W / runs.length);
+      body += `<rect x="${x}" y="${H - 20 - h}" width="${W / runs.length - 8}" height="${h}" fill="${colors[ri % 4]}"/>`;
+      body += `<text x="${x}" y="${H - 24 - h}" font-size="10">${v}</text>`;
+    });
+  });
+  const legend = runs.map((r, i) => `<rect x="${20 + i * 150}" y="${H}" width="10" height="10" fill="${colors[i % 4]}"/><text x="${34 + i * 150}" y="${H + 10}" font-size="11">${r.path}</text>`).join('');
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${20 + metrics.length * (W + 20)}" height="${H + 30}" font-family="sans-serif">${body}${legend}</svg>\n`;
+}
+
+function table(runs: Run[], captureOn: number, captureOff: number): string {
+  const veth = runs.find((r) => r.path === 'veth')!;
+  const vx = runs.find((r) => r.path === 'vxlan')!;
+  const ratio = (v: number, base: number): string => (base ? `${(v / base).toFixed(2)}x` : '-');
+  const rows = [['path', 'TCP Gbit/s', 'vs veth', 'vs vxlan', 'UDP64 pps', 'vs vxlan', 'loss@100k %', 'RTT p50', 'RTT p99', 'loaded p99', 'CPU %', 'RSS MB']];
+  for (const r of runs) {
+    rows.push([
+      r.path,
+      String(r.tcp_gbps),
+      ratio(r.tcp_gbps, veth.tcp_gbps),
+      ratio(r.tcp_gbps, vx.tcp_gbps),
+      String(r.udp_small_pps),
+      ratio(r.udp_small_pps, vx.udp_small_pps),
+      String(r.udp_small_loss_pct),
+      String(r.rtt_p50_ms),
+      String(r.rtt_p99_ms),
+      String(r.rtt_loaded_p99_ms),
+      String(r.cpu_pct),
+      String(r.rss_mb),
+    ]);
+  }
+  const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  const lines = rows.map((r) => '| ' + r.map((c, i) => c.padEnd(w[i]!)).join(' | ') + ' |');
+  lines.splice(1, 0, '|' + w.map((n) => '-'.repeat(n + 2)).join('|') + '|');
+  return `${lines.join('\n')}\n\npatchwire-veth TCP with capture rings on: ${captureOn} Gbit/s, off: ${captureOff} Gbit/s (${ratio(captureOn, captureOff)})\n`;
+}
+
+async function main(): Promise<void> {
+  for (const tool of ['iperf3', 'ping', 'ip']) {
+    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`${tool} is missing: run 'bash scripts/setup-host.sh'`);
+  }
+  const t0 = Date.now();
+  const runs: Run[] = [];
+  const makers: Array<() => Path> = [vethPath, vxlanPath, () => patchwirePath('veth'), () => patchwirePath('tap')];
+  for (const make of makers) {
+    const p = make();
+    try {
+      runs.push(await measure(p));
+    } finally {
+      p.teardown();
+    }
+  }
+  log('patchwire-veth TCP with capture rings off');
+  const off = patchwirePath('veth', 0);
+  let captureOff = 0;
+  try {
+    inNs(off.a, 'ping', '-c', '2', '-i', '0.2', B_IP);
+    const stop = await iperfServer(off.b);
+    captureOff = round(tcp(off.a, TCP_SECONDS));
+    stop();
+  } finally {
+    off.teardown();
+  }
+  const captureOn = runs.find((r) => r.path === 'patchwire-veth')!.tcp_gbps;
+  const result = {
+    machine: { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model ?? '', mem_gb: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version },
+    date: new Date().toISOString(),
+    quick,
+    seconds: Math.round((Date.now() - t0) / 1000),
+    runs,
+    capture_on: { tcp_gbps: captureOn },
+    capture_off: { tcp_gbps: captureOff },
+  };
+  mkdirSync(RESULTS, { recursive: true });
+  const latest = path.join(RESULTS, 'latest.json');
+  writeFileSync(latest, JSON.stringify(result, null, 2) + '\n');
+  copyFileSync(latest, path.join(RESULTS, `${result.date.slice(0, 19).replace(/[:]/g, '')}.json`));
+  writeFileSync(path.join(RESULTS, 'latest.svg'), svg(runs));
+  process.stdout.write(table(runs, captureOn, captureOff));
+  process.stdout.write(`\n${result.seconds}s; results in bench/results/latest.json and latest.svg\n`);
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`bench: ${err.message}\n`);
+  process.exit(1);
+});
