@@ -73,3 +73,20 @@ export function endpointProblems(spec: EndpointSpec): string[] {
   if (spec.netns !== '' && !netnsExists(spec.netns)) out.push(`network namespace '${spec.netns}' does not exist`);
   return out;
 }
+
+/** What every kind shares: its name, its port once open, and the frame size its MTU allows. */
+export abstract class EndpointBase implements Endpoint {
+  readonly name: string;
+  readonly maxFrame: number;
+  port!: NativePort;
+  vnetHdr = false;
+  ifindex = 0;
+
+  constructor(readonly spec: EndpointSpec) {
+    this.name = `${spec.pod}/${spec.ifname}`;
+    this.maxFrame = maxFrameFor(effectiveMtu(spec));
+  }
+
+  abstract open(attach: boolean): Promise<void>;
+  abstract close(remove: boolean): Promise<void>;
+}

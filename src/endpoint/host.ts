@@ -1,20 +1,11 @@
 // host endpoint: an interface that already exists (a VM's tap, a physical
 // NIC). The daemon reads and writes it with AF_PACKET and never deletes it.
-import { type NativePort, wire } from '../native/wire.js';
+import { wire } from '../native/wire.js';
 import { linkExists, netnsPath } from '../netns/ip.js';
-import { type Endpoint, type EndpointSpec, effectiveMtu, makePort, maxFrameFor } from './endpoint.js';
+import { EndpointBase, type EndpointSpec, effectiveMtu, makePort } from './endpoint.js';
 
-export class HostEndpoint implements Endpoint {
-  readonly name: string;
-  port!: NativePort;
-  vnetHdr = false;
-  ifindex = 0;
-  readonly maxFrame: number;
+export class HostEndpoint extends EndpointBase {
 
-  constructor(readonly spec: EndpointSpec) {
-    this.name = `${spec.pod}/${spec.ifname}`;
-    this.maxFrame = maxFrameFor(effectiveMtu(spec));
-  }
 
   async open(): Promise<void> {
     const { spec } = this;

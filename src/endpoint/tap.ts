@@ -1,23 +1,14 @@
 // tap endpoint: the daemon creates a persistent tap inside the pod namespace
 // and holds its fd. Persistent, so the pod's interface outlives a daemon
 // crash and a restarted daemon re-attaches to the same device.
-import { type NativePort, wire } from '../native/wire.js';
+import { wire } from '../native/wire.js';
 import { linkExists, linkIndex, netnsPath } from '../netns/ip.js';
 import { configurePodInterface } from './configure.js';
-import { type Endpoint, type EndpointSpec, effectiveMtu, makePort, maxFrameFor } from './endpoint.js';
+import { EndpointBase, type EndpointSpec, effectiveMtu, makePort } from './endpoint.js';
 
-export class TapEndpoint implements Endpoint {
-  readonly name: string;
-  port!: NativePort;
-  vnetHdr = false;
-  ifindex = 0;
-  readonly maxFrame: number;
+export class TapEndpoint extends EndpointBase {
   private fd = -1;
 
-  constructor(readonly spec: EndpointSpec) {
-    this.name = `${spec.pod}/${spec.ifname}`;
-    this.maxFrame = maxFrameFor(effectiveMtu(spec));
-  }
 
   async open(attach: boolean): Promise<void> {
     const { spec } = this;

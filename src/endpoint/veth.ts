@@ -4,28 +4,22 @@
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 
-import { type NativePort, wire } from '../native/wire.js';
-import { ip, linkExists, linkIndex, netnsPath } from '../netns/ip.js';
+import { wire } from '../native/wire.js';
+import { ip, linkExists, linkIndex } from '../netns/ip.js';
 import { configurePodInterface } from './configure.js';
-import { type Endpoint, type EndpointSpec, effectiveMtu, makePort, maxFrameFor } from './endpoint.js';
+import { EndpointBase, type EndpointSpec, effectiveMtu, makePort } from './endpoint.js';
 
 /** Stable host-side name, so a restarted daemon finds the same interface. */
 export function vethHostName(spec: EndpointSpec): string {
   return 'pw' + createHash('sha1').update(`${spec.netns}\0${spec.ifname}`).digest('hex').slice(0, 12);
 }
 
-export class VethEndpoint implements Endpoint {
-  readonly name: string;
+export class VethEndpoint extends EndpointBase {
   readonly hostName: string;
-  port!: NativePort;
-  vnetHdr = false;
-  ifindex = 0;
-  readonly maxFrame: number;
 
-  constructor(readonly spec: EndpointSpec) {
-    this.name = `${spec.pod}/${spec.ifname}`;
+  constructor(spec: EndpointSpec) {
+    super(spec);
     this.hostName = vethHostName(spec);
-    this.maxFrame = maxFrameFor(effectiveMtu(spec));
   }
 
   async open(attach: boolean): Promise<void> {
@@ -38,7 +32,7 @@ export class VethEndpoint implements Endpoint {
       }
       // A stale host end from a crash would block the name; it carries nothing.
       if (await linkExists('', this.hostName)) await ip('link', 'del', 'dev', this.hostName);
-      const peer = ['name', spec.ifname, 'netns', spec.netns.startsWith('/') ? spec.netns : spec.netns, 'mtu', mtu];
+      const peer = ['name', spec.ifname, 'netns', spec.netns, 'mtu', mtu];
       if (spec.mac) peer.push('address', spec.mac);
       await ip('link', 'add', this.hostName, 'mtu', mtu, 'type', 'veth', 'peer', ...peer);
       try {
@@ -70,5 +64,3 @@ export class VethEndpoint implements Endpoint {
     if (remove) await ip('link', 'del', 'dev', this.hostName).catch(() => undefined);
   }
 }
-
-export { netnsPath };

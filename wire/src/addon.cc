@@ -22,6 +22,21 @@ namespace {
 
 std::string Errno(const std::string& what) { return what + ": " + strerror(errno); }
 
+// The result of openPacket/openTap: {fd, ifindex, vnetHdr}, or a thrown
+// error with the fd closed, so a failure leaves nothing open.
+Napi::Value Opened(Napi::Env env, const std::string& err, int fd, int ifindex, bool vnet) {
+  if (!err.empty()) {
+    if (fd >= 0) close(fd);
+    Napi::Error::New(env, err).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto out = Napi::Object::New(env);
+  out.Set("fd", fd);
+  out.Set("ifindex", ifindex);
+  out.Set("vnetHdr", vnet);
+  return out;
+}
+
 // openPacket(ifname, netnsPath, {vnetHdr, bufBytes}) -> {fd, ifindex, vnetHdr}
 Napi::Value OpenPacket(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -73,16 +88,7 @@ Napi::Value OpenPacket(const Napi::CallbackInfo& info) {
     if (setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof(mr)) != 0) return Errno("promiscuous " + ifname);
     return "";
   });
-  if (!err.empty()) {
-    if (fd >= 0) close(fd);
-    Napi::Error::New(env, err).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  auto out = Napi::Object::New(env);
-  out.Set("fd", fd);
-  out.Set("ifindex", ifindex);
-  out.Set("vnetHdr", vnet);
-  return out;
+  return Opened(env, err, fd, ifindex, vnet);
 }
 
 // openTap(name, netnsPath, {vnetHdr, persist}) -> {fd, ifindex, vnetHdr}
@@ -128,16 +134,7 @@ Napi::Value OpenTap(const Napi::CallbackInfo& info) {
     ifindex = if_nametoindex(name.c_str());
     return "";
   });
-  if (!err.empty()) {
-    if (fd >= 0) close(fd);
-    Napi::Error::New(env, err).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  auto out = Napi::Object::New(env);
-  out.Set("fd", fd);
-  out.Set("ifindex", ifindex);
-  out.Set("vnetHdr", vnet);
-  return out;
+  return Opened(env, err, fd, ifindex, vnet);
 }
 
 // unpersistTap(fd): the tap disappears when this fd closes.
