@@ -73,3 +73,27 @@ t.test('a full disk stops file capture with a reason; forwarding goes on', async
   const drops = Object.values(w.ends[0]!.counters.drops).reduce((a, b) => a + Number(b), 0);
   t.equal(drops - w.ends[0]!.counters.drops.peer_down, 0, 'no wire frame was lost to the full disk');
 });
+
+t.test('a per-wire capture ring size bounds what the ring keeps', async (t) => {
+  const na = net.nodes.get('na')!;
+  const nb = net.nodes.get('nb')!;
+  const p5 = net.addPod('p5');
+  const p6 = net.addPod('p6');
+  await na.client.addWire({ uid: 3, local: net.endpoint('veth', p5, 'eth1'), peer: { node: nb.name, address: nb.address }, captureRingBytes: 3000 });
+  await nb.client.addWire({ uid: 3, local: net.endpoint('veth', p6, 'eth1'), peer: { node: na.name, address: na.address } });
+  await waitFor('wire 3 up', async () => (await na.client.listWires()).find((w) => w.spec.uid === 3)?.state === 'WIRE_STATE_UP');
+  await sendFrames(net, p5, 'eth1', frames('PWTSMALL', 100), 0.001);
+  await sleep(300);
+  const grab = (client: typeof na.client, wire: string): Promise<number> =>
+    new Promise((resolve, reject) => {
+      let n = 0;
+      const call = client.capture({ wires: [wire], follow: false, count: 0, duration_ms: 0 });
+      call.on('data', (m) => (n += m.frames.filter((f) => f.data.includes(Buffer.from('PWTSMALL'))).length));
+      call.on('end', () => resolve(n));
+      call.on('error', reject);
+    });
+  const small = await grab(na.client, `${p5}/eth1`);
+  const normal = await grab(nb.client, `${p6}/eth1`);
+  t.ok(small > 0 && small <= 30, `the 3000-byte ring kept only the newest frames (${small} of 100)`);
+  t.equal(normal, 100, 'the far end, with the default ring, kept all 100');
+});

@@ -163,6 +163,26 @@ t.test('a stalled reader loses capture data, never wire frames', async (t) => {
   }
 });
 
+t.test('a wire end on a node whose daemon cannot be reached: a clear error', async (t) => {
+  const s = await statusJson(LAB);
+  const sup = JSON.parse(readFileSync(`/run/patchwire/labs/${LAB}/supervisor.json`, 'utf8')) as { pid: number };
+  const node2 = s.nodes.find((n) => n.name === 'node2')!;
+  // Hold the supervisor so it does not restart the daemon at once.
+  process.kill(sup.pid, 'SIGSTOP');
+  try {
+    process.kill(node2.pid, 'SIGKILL');
+    await sleep(300);
+    const r = await pw('capture', LAB, 'r1/eth1', 'r2/eth1');
+    t.equal(r.code, 1);
+    t.match(r.stderr, /the daemon of node node2 cannot be reached/);
+  } finally {
+    process.kill(sup.pid, 'SIGCONT');
+  }
+  await waitFor('node2 back', async () => (await statusJson(LAB)).nodes.every((n) => n.healthy));
+  const again = await pw('capture', LAB, 'r2/eth1', '--count', '1', '--format', 'pcap', '-w', path.join(net.dir, 'back.pcap'));
+  t.equal(again.code, 0, 'capture works again once the daemon is back');
+});
+
 t.test('down after captures leaves nothing', async (t) => {
   await pwOk('down', LAB);
   t.same(labTraces(LAB), { namespaces: [], processes: [], dir: false });

@@ -27,13 +27,13 @@ const link = (uid: number, peer: string, li: string, pi: string, more = ''): str
 
 t.test('a valid meshnet file in each accepted shape', async (t) => {
   const a = topo('r1', link(1, 'r2', 'eth1', 'eth1', '      local_ip: 192.0.2.1/30\n'));
-  const b = topo('r2', link(1, 'r1', 'eth1', 'eth1', '      patchwire:\n        kind: tap\n        mtu: 9000\n        mac: 02:00:00:00:00:02\n'));
+  const b = topo('r2', link(1, 'r1', 'eth1', 'eth1', '      patchwire:\n        kind: tap\n        mtu: 9000\n        mac: 02:00:00:00:00:02\n        capture_bytes: 65536\n'));
   const m = parseTopology(`${a}\n---\n${b}`, 'x.yaml');
   t.equal(m.format, 'meshnet');
   t.same(m.pods.map((p) => p.name), ['r1', 'r2']);
   t.equal(m.links.length, 1);
   t.same(m.links[0]!.a, { pod: 'r1', intf: 'eth1', ip: '192.0.2.1/30', kind: 'veth' });
-  t.same(m.links[0]!.b, { pod: 'r2', intf: 'eth1', mac: '02:00:00:00:00:02', mtu: 9000, kind: 'tap' });
+  t.same(m.links[0]!.b, { pod: 'r2', intf: 'eth1', mac: '02:00:00:00:00:02', mtu: 9000, captureBytes: 65536, kind: 'tap' });
   const indent = (s: string): string => s.split('\n').map((l) => `    ${l}`).join('\n');
   const list = `apiVersion: v1\nkind: List\nitems:\n  -\n${indent(a)}\n  -\n${indent(b)}\n`;
   t.equal(parseTopology(list, 'list.yaml').links.length, 1, 'kind: List with items');
@@ -80,7 +80,8 @@ t.test('each validation error names file, object and field', async (t) => {
     ['name not valid', topo('r1', link(1, 'r1', 'eth 1', 'eth2')), /spec.links\[0\].local_intf: interface name 'eth 1' is not a valid Linux name/],
     ['bad CIDR', topo('r1', link(1, 'r1', 'eth1', 'eth2', '      local_ip: 10.0.0.1/33\n')), /spec.links\[0\].local_ip: address '10.0.0.1\/33' has a prefix length over 32/],
     ['link to itself', topo('r1', link(1, 'r1', 'eth1', 'eth1')), /Topology r1: spec.links\[0\]: links interface r1:eth1 to itself/],
-    ['unknown extension key', topo('r1', link(1, 'r1', 'eth1', 'eth2', '      patchwire:\n        speed: 10G\n')), /spec.links\[0\].patchwire.speed: unknown key 'speed' \(known: kind, mtu, mac\)/],
+    ['unknown extension key', topo('r1', link(1, 'r1', 'eth1', 'eth2', '      patchwire:\n        speed: 10G\n')), /spec.links\[0\].patchwire.speed: unknown key 'speed' \(known: kind, mtu, mac, capture_bytes\)/],
+    ['bad capture size', topo('r1', link(1, 'r1', 'eth1', 'eth2', '      patchwire:\n        capture_bytes: -5\n')), /patchwire.capture_bytes: '-5' is not a positive byte count/],
     ['bad extension kind', topo('r1', link(1, 'r1', 'eth1', 'eth2', '      patchwire:\n        kind: vxlan\n')), /patchwire.kind: 'vxlan' is not an endpoint kind/],
     ['unknown pod extension key', topo('r1', link(1, 'r1', 'eth1', 'eth2'), '\n  patchwire:\n    zone: a'), /spec.patchwire.zone: unknown key 'zone'/],
     ['YAML that does not parse', 'apiVersion: x\nkind: [Topology\nmetadata: {', /^topo.yaml:\d+:\d+: /],

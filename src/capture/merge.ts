@@ -7,6 +7,8 @@ import { type CaptureFormat, type CaptureInterface, type CaptureRecord, CaptureW
 import { nowUs } from './ring.js';
 
 export interface MergeSource {
+  /** node name, for errors */
+  node: string;
   client: ControlClient;
   /** wire end names on that daemon, with the global interface id of each */
   wires: Array<{ name: string; id: number }>;
@@ -91,7 +93,8 @@ export function mergeCapture(sources: MergeSource[], o: MergeOptions): { done: P
       if (finished || err.code === 1 /* CANCELLED by us */) return;
       finished = true;
       for (const c of calls) c.cancel();
-      reject(new Error(err.details ?? err.message));
+      const why = err.code === 14 /* UNAVAILABLE */ ? `the daemon of node ${s.node} cannot be reached (${err.details ?? err.message})` : `node ${s.node}: ${err.details ?? err.message}`;
+      reject(new Error(why));
     });
     call.on('end', () => {
       if (--open === 0) finish();

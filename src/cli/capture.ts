@@ -74,7 +74,7 @@ export async function captureMain(argv: string[]): Promise<number> {
     if (!src) {
       const client = new ControlClient(node.control);
       clients.push(client);
-      src = { client, wires: [] };
+      src = { node: node.name, client, wires: [] };
       byNode.set(node.name, src);
     }
     src.wires.push({ name, id });

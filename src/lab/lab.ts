@@ -109,15 +109,17 @@ async function addLink(state: LabState, clients: Clients, link: LinkModel): Prom
   const pb = podOf(state, link.b.pod);
   const ea = endpointSpec(link.a, pa);
   const eb = endpointSpec(link.b, pb);
+  // A per-link ring size applies to the ends that ask for it; 0 turns that end's ring off.
+  const ring = (e: LinkEnd): Partial<WireSpec> => (e.captureBytes !== undefined ? { captureRingBytes: e.captureBytes } : {});
   if (pa.node === pb.node) {
     // Same node: still a wire through the daemon, so it can be counted and captured.
-    await clients.get(pa.node).addWire({ uid: link.uid, local: ea, localPeer: eb });
+    await clients.get(pa.node).addWire({ uid: link.uid, local: ea, localPeer: eb, ...ring(link.a) });
     return;
   }
   const na = clients.node(pa.node);
   const nb = clients.node(pb.node);
-  const sa: WireSpec = { uid: link.uid, local: ea, peer: { node: nb.name, address: nb.address } };
-  const sb: WireSpec = { uid: link.uid, local: eb, peer: { node: na.name, address: na.address } };
+  const sa: WireSpec = { uid: link.uid, local: ea, peer: { node: nb.name, address: nb.address }, ...ring(link.a) };
+  const sb: WireSpec = { uid: link.uid, local: eb, peer: { node: na.name, address: na.address }, ...ring(link.b) };
   await clients.get(na.name).addWire(sa);
   try {
     await clients.get(nb.name).addWire(sb);

@@ -73,7 +73,12 @@ export function parseContainerlab(doc: Record<string, unknown>, file: string): {
       if (a.pod === b.pod && a.intf === b.intf) return report(field, `links interface ${a.pod}:${a.intf} to itself`);
       used.set(`${a.pod}:${a.intf}`, field);
       used.set(`${b.pod}:${b.intf}`, field);
-      const end = (x: { pod: string; intf: string }): LinkModel['a'] => ({ ...x, kind: ext.kind ?? 'veth', ...(ext.mtu ? { mtu: ext.mtu } : {}) });
+      const end = (x: { pod: string; intf: string }): LinkModel['a'] => ({
+        ...x,
+        kind: ext.kind ?? 'veth',
+        ...(ext.mtu ? { mtu: ext.mtu } : {}),
+        ...(ext.captureBytes !== undefined ? { captureBytes: ext.captureBytes } : {}),
+      });
       links.push({ uid: i + 1, a: end(a), b: end(b) });
     });
   }

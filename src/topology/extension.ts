@@ -3,13 +3,15 @@
 import { macProblem, mtuProblem } from '../netns/ip.js';
 import type { LinkEnd } from './model.js';
 
-export const LINK_EXTENSION_KEYS = ['kind', 'mtu', 'mac'] as const;
+export const LINK_EXTENSION_KEYS = ['kind', 'mtu', 'mac', 'capture_bytes'] as const;
 export const POD_EXTENSION_KEYS = ['node'] as const;
 
 export interface LinkExtension {
   kind?: LinkEnd['kind'];
   mtu?: number;
   mac?: string;
+  /** capture ring of this wire end, bytes */
+  captureBytes?: number;
 }
 
 type Report = (field: string, message: string) => void;
@@ -21,7 +23,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
 export function parseLinkExtension(v: unknown, field: string, report: Report): LinkExtension {
   if (v === undefined || v === null) return {};
   if (!isObject(v)) {
-    report(field, 'must be a mapping with keys kind, mtu, mac');
+    report(field, `must be a mapping with keys ${LINK_EXTENSION_KEYS.join(', ')}`);
     return {};
   }
   const out: LinkExtension = {};
@@ -36,6 +38,11 @@ export function parseLinkExtension(v: unknown, field: string, report: Report): L
     const p = typeof v.mtu === 'number' ? mtuProblem(v.mtu) : `MTU '${String(v.mtu)}' is not a number`;
     if (p) report(`${field}.mtu`, p);
     else out.mtu = v.mtu as number;
+  }
+  if (v.capture_bytes !== undefined) {
+    const n = v.capture_bytes;
+    if (typeof n === 'number' && Number.isSafeInteger(n) && n > 0) out.captureBytes = n;
+    else report(`${field}.capture_bytes`, `'${String(n)}' is not a positive byte count`);
   }
   if (v.mac !== undefined) {
     const p = typeof v.mac === 'string' ? macProblem(v.mac) : 'MAC must be a string';

@@ -171,6 +171,7 @@ export function parseMeshnet(docs: unknown[], file: string): { model: LabModel; 
       ...(d.localIp ? { ip: d.localIp } : {}),
       ...(d.ext.mac ? { mac: d.ext.mac } : {}),
       ...(d.ext.mtu ? { mtu: d.ext.mtu } : {}),
+      ...(d.ext.captureBytes !== undefined ? { captureBytes: d.ext.captureBytes } : {}),
       kind: d.ext.kind ?? 'veth',
     });
     links.push({ uid, a: end(x), b: end(y) });

@@ -8,6 +8,8 @@ export interface LinkEnd {
   ip?: string;
   mac?: string;
   mtu?: number;
+  /** capture ring of this end, bytes (absent: the daemon's default) */
+  captureBytes?: number;
   kind: Exclude<EndpointKind, 'host'>;
 }
 
