@@ -292,13 +292,22 @@ export class Daemon {
     const rx = a.rxView;
     const uid = wire.spec.uid;
     const vnet = a.endpoint.vnetHdr;
-    port.start((n) => {
+    const onFrames = (n: number): void => {
       a.captureRx(n);
       const batch = encodeBatch(uid, rx, port.meta, n, vnet);
       const r = this.peers.send(peer.node, batch, n);
       if (r === 'peer_down') a.peerDown += n;
       else if (r === 'queue_full') a.queueFull += n;
-    });
+      else if (r === 'busy') {
+        // Backpressure: stop reading until the peer stream drains; meanwhile
+        // frames wait in the socket buffer, or drop there as kernel_ring.
+        port.pause();
+        this.peers.onDrain(peer.node, () => {
+          if (this.wires.get(uid) === wire) port.start(onFrames);
+        });
+      }
+    };
+    port.start(onFrames);
   }
 
   /** A batch from a peer: hand each frame to its wire's endpoint. */

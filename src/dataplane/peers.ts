@@ -42,12 +42,20 @@ export const serverOptions: grpc.ServerOptions = {
 
 /** Bytes allowed in flight to one peer before frames count as queue_full. */
 export const MAX_QUEUED_BYTES = 32 << 20;
+/**
+ * Past this, senders are asked to pause reading their ports until the queue
+ * drains to half: under overload frames then wait (or drop, counted) in the
+ * kernel before any work is spent on them.
+ */
+export const HIGH_WATER_BYTES = 24 << 20;
 
-export type SendResult = 'ok' | 'peer_down' | 'queue_full';
+/** 'busy': sent, but pause until onDrain() calls back. */
+export type SendResult = 'ok' | 'busy' | 'peer_down' | 'queue_full';
 
 interface Outbound {
   call: grpc.ServerDuplexStream<SubscribeRequest, Buffer>;
   queuedBytes: number;
+  drainWaiters: Array<() => void>;
   framesOut: number;
   batchesOut: number;
 }
@@ -62,6 +70,12 @@ export interface PeerStats {
   framesOut: number;
   batchesIn: number;
   batchesOut: number;
+}
+
+function wake(out: Outbound): void {
+  const w = out.drainWaiters;
+  out.drainWaiters = [];
+  for (const fn of w) fn();
 }
 
 /** Our subscription to one peer: reconnects with backoff until stopped. */
@@ -171,13 +185,15 @@ export class Peers {
       node = req.node;
       const old = this.outbound.get(node);
       if (old) old.call.end();
-      this.outbound.set(node, { call, queuedBytes: 0, framesOut: 0, batchesOut: 0 });
+      this.outbound.set(node, { call, queuedBytes: 0, drainWaiters: [], framesOut: 0, batchesOut: 0 });
       call.write(encodeHelloResponse(this.self.node));
       this.onChange();
     });
     const gone = (): void => {
-      if (node && this.outbound.get(node)?.call === call) {
+      const out = node ? this.outbound.get(node) : undefined;
+      if (out?.call === call) {
         this.outbound.delete(node);
+        wake(out); // paused senders resume and count peer_down
         this.onChange();
       }
     };
@@ -228,8 +244,16 @@ export class Peers {
     out.batchesOut++;
     out.call.write(batch, () => {
       out.queuedBytes -= batch.length;
+      if (out.drainWaiters.length > 0 && out.queuedBytes <= HIGH_WATER_BYTES / 2) wake(out);
     });
-    return 'ok';
+    return out.queuedBytes > HIGH_WATER_BYTES ? 'busy' : 'ok';
+  }
+
+  /** Calls `fn` once the queue to `node` has drained (or the peer is gone). */
+  onDrain(node: string, fn: () => void): void {
+    const out = this.outbound.get(node);
+    if (!out || out.queuedBytes <= HIGH_WATER_BYTES / 2) fn();
+    else out.drainWaiters.push(fn);
   }
 
   stats(): PeerStats[] {
@@ -259,7 +283,10 @@ export class Peers {
   close(): void {
     for (const sub of this.subs.values()) sub.stop();
     this.subs.clear();
-    for (const out of this.outbound.values()) out.call.end();
+    for (const out of this.outbound.values()) {
+      out.call.end();
+      wake(out);
+    }
     this.outbound.clear();
   }
 }
