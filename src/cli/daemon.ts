@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 
 import { controlServiceFor } from '../control/service.js';
 import { Daemon, type TlsFiles } from '../daemon/daemon.js';
+import { rxSettings } from '../endpoint/endpoint.js';
 import { UsageError } from './usage.js';
 
 export const DAEMON_HELP = `patchwire daemon --node NAME --listen HOST:PORT [options]
@@ -24,6 +25,7 @@ Options:
   --http HOST:PORT     serve packet capture over HTTP: GET /capture?wire=POD/INTF[&follow=1][&format=pcap]
   --capture-ring-bytes N
                        capture ring per wire end, bytes (default 4194304); 0 turns the rings off
+  --rx MODE            how AF_PACKET endpoints receive: mmsg (recvmmsg, default) or ring (TPACKET_V3)
   --capture-dir DIR    also write every wire end to pcapng files in DIR, rotated:
   --capture-file-bytes N   start a new file at N bytes (default 16777216)
   --capture-files K        keep K files per wire end (default 8)
@@ -46,6 +48,7 @@ export async function daemonMain(argv: string[]): Promise<void> {
       http: { type: 'string', default: '' },
       'capture-ring-bytes': { type: 'string' },
       'capture-dir': { type: 'string' },
+      rx: { type: 'string', default: 'mmsg' },
       'capture-file-bytes': { type: 'string', default: String(16 << 20) },
       'capture-files': { type: 'string', default: '8' },
       help: { type: 'boolean', short: 'h' },
@@ -70,6 +73,8 @@ export async function daemonMain(argv: string[]): Promise<void> {
     ringBytes = Number(values['capture-ring-bytes']);
     if (!Number.isSafeInteger(ringBytes) || ringBytes < 0) throw new UsageError(`daemon: --capture-ring-bytes '${values['capture-ring-bytes']}' is not a byte count`);
   }
+  if (values.rx !== 'mmsg' && values.rx !== 'ring') throw new UsageError(`daemon: --rx '${values.rx}' is not mmsg or ring`);
+  rxSettings.mode = values.rx;
   let captureFiles;
   if (values['capture-dir']) {
     const maxBytes = Number(values['capture-file-bytes']);
