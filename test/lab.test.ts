@@ -1,6 +1,6 @@
 // Lab mode end to end through the CLI: up, traffic, status, exec, reconcile
 // without loss, kill -9 recovery, down without a trace.
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import t from 'tap';
@@ -8,6 +8,16 @@ import t from 'tap';
 import { marked, sendFrames, startCapture, stopCapture } from './helpers/frames.js';
 import { labTraces, pw, pwOk, statusJson } from './helpers/labcli.js';
 import { ROOT, TestNet, sh, sleep, waitFor } from './helpers/testnet.js';
+
+/** Running (a zombie, killed but not yet reaped by whoever inherited it, is not). */
+function alive(pid: number): boolean {
+  try {
+    const state = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[0];
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
 
 const LAB = 'pwtlab';
 // TestNet only for its scratch dir, exec helpers and cleanup of stray namespaces.
@@ -121,9 +131,14 @@ t.test('kill -9 of a daemon: the lab brings it back, wires return, pod interface
 
 t.test('down leaves no namespace, interface, process or file', async (t) => {
   t.ok(labTraces(LAB).namespaces.length > 0, 'the lab had namespaces');
+  // A daemon a user started inside a pod must not outlive the lab.
+  const bg = await pw('exec', LAB, 'r1', '--', 'sh', '-c', 'sleep 1000 >/dev/null 2>&1 & echo $!');
+  const sleeper = Number(bg.stdout.trim());
+  t.ok(sleeper > 0 && alive(sleeper), `a background process in pod r1 (pid ${sleeper})`);
   const r = await pw('down', LAB);
+  t.notOk(alive(sleeper), 'down stopped the process running inside the pod');
   t.equal(r.code, 0);
-  t.match(r.stderr, /removed 6 namespaces/);
+  t.match(r.stderr, /removed 6 namespaces and \d+ processes/);
   t.same(labTraces(LAB), { namespaces: [], processes: [], dir: false });
   t.notMatch(sh('ip', '-o', 'link', 'show'), /pw[0-9a-f]{12}/, 'no veth host end in the root namespace');
   const again = await pw('down', LAB);

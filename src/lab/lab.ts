@@ -299,9 +299,9 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
       writeLab(state);
     }
     const wantPods = new Set(model.pods.map((p) => p.name));
-    for (const p of state.pods.filter((x) => !wantPods.has(x.name))) {
-      ipq('netns', 'del', p.ns);
-    }
+    const gone = state.pods.filter((x) => !wantPods.has(x.name)).map((p) => p.ns);
+    await stopProcessesIn(gone);
+    for (const ns of gone) ipq('netns', 'del', ns);
     const pods = placePods(model, state.nodes.length, state.pods.filter((p) => wantPods.has(p.name)), state.name);
     const have = netnsList();
     for (const p of pods) {
@@ -320,6 +320,28 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
     progress.done();
     clients.close();
   }
+}
+
+/**
+ * Stops every process inside the given namespaces (lldpd, iperf3 -D, ...
+ * started with exec): they would keep a deleted namespace alive. Returns the
+ * pids found.
+ */
+async function stopProcessesIn(namespaces: string[]): Promise<number[]> {
+  const inside = (): number[] =>
+    namespaces.flatMap((ns) => (spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout ?? '').split('\n').filter(Boolean).map(Number));
+  const found = inside();
+  for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+    for (const pid of inside()) {
+      try {
+        process.kill(pid, signal);
+      } catch {
+        /* already gone */
+      }
+    }
+    for (let i = 0; i < 20 && inside().length > 0; i++) await sleep(100);
+  }
+  return found;
 }
 
 /** Processes of a lab: its supervisor and daemons, found from /proc (a crash may have lost the pid files). */
@@ -371,6 +393,7 @@ export async function down(name: string, o: { quiet?: boolean } = {}): Promise<{
     if (ns === underlayNs(name) || (ns.startsWith(`pwn-${name}-node`) && /^\d+$/.test(ns.slice(`pwn-${name}-node`.length)))) names.add(ns);
   }
   const present = netnsList();
+  const podProcs = await stopProcessesIn([...names].filter((ns) => present.has(ns)));
   let removed = 0;
   for (const ns of names) {
     if (!present.has(ns)) continue;
@@ -378,9 +401,10 @@ export async function down(name: string, o: { quiet?: boolean } = {}): Promise<{
     removed++;
   }
   rmSync(labDir(name), { recursive: true, force: true });
-  if (!state && !dirExists && removed === 0 && procs.length === 0) throw new LabError(`no lab named '${name}'`);
-  if (!o.quiet) process.stderr.write(`lab ${name}: removed ${removed} namespaces and ${procs.length} processes\n`);
-  return { namespaces: removed, processes: procs.length };
+  if (!state && !dirExists && removed === 0 && procs.length === 0 && podProcs.length === 0) throw new LabError(`no lab named '${name}'`);
+  const total = procs.length + podProcs.length;
+  if (!o.quiet) process.stderr.write(`lab ${name}: removed ${removed} namespaces and ${total} processes\n`);
+  return { namespaces: removed, processes: total };
 }
 
 export interface WireReport {
