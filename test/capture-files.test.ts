@@ -1,6 +1,6 @@
 // Per-wire capture files: rotation by size and count, and a full disk that
 // stops file capture with a reason while forwarding goes on.
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import t from 'tap';
@@ -31,11 +31,21 @@ t.test('files rotate by size and keep the newest by count', async (t) => {
   const nb = await net.addNode('nb');
   const p1 = net.addPod('p1');
   const p2 = net.addPod('p2');
+  // No IPv6 chatter from the pods: the files must stop rotating once our frames are in.
+  for (const p of [p1, p2]) sh('ip', 'netns', 'exec', p, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
   await net.crossWire(1, na, net.endpoint('veth', p1, 'eth1'), nb, net.endpoint('veth', p2, 'eth1'));
   const sent = frames('PWTFILE', 800);
   await sendFrames(net, p1, 'eth1', sent, 0.0005);
-  await sleep(1000);
-  const files = readdirSync(dir).filter((f) => f.startsWith(`${p1}_eth1.`)).sort();
+  const list = (): string[] => readdirSync(dir).filter((f) => f.startsWith(`${p1}_eth1.`)).sort();
+  let last = '';
+  await waitFor('the files to settle', async () => {
+    await sleep(300);
+    const now = JSON.stringify(list().map((f) => [f, statSync(path.join(dir, f)).size]));
+    const settled = now === last;
+    last = now;
+    return settled;
+  });
+  const files = list();
   t.equal(files.length, 3, `three files kept (${files.join(', ')})`);
   t.ok(Number(files[0]!.split('.')[1]) > 1, 'older files were rotated away');
   for (const f of files) {
