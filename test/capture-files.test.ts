@@ -7,6 +7,7 @@ import t from 'tap';
 
 import { sendFrames } from './helpers/frames.js';
 import { readPcapng } from './helpers/pcap.js';
+import type { PbCaptureResponse } from '../src/control/client.js';
 import { TestNet, run, sh, sleep, waitFor } from './helpers/testnet.js';
 
 const net = new TestNet('pwtf');
@@ -98,7 +99,7 @@ t.test('a per-wire capture ring size bounds what the ring keeps', async (t) => {
     new Promise((resolve, reject) => {
       let n = 0;
       const call = client.capture({ wires: [wire], follow: false, count: 0, duration_ms: 0 });
-      call.on('data', (m) => (n += m.frames.filter((f) => f.data.includes(Buffer.from('PWTSMALL'))).length));
+      call.on('data', (m: PbCaptureResponse) => (n += m.frames.filter((f) => f.data.includes(Buffer.from('PWTSMALL'))).length));
       call.on('end', () => resolve(n));
       call.on('error', reject);
     });

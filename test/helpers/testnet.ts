@@ -231,3 +231,13 @@ export function links(ns: string): string[] {
     .map((l) => l.split(':')[1]!.trim().split('@')[0]!)
     .sort();
 }
+
+/** The `details` of a gRPC call that must fail ('' and a thrown error if it succeeded). */
+export async function rejectionDetails(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    return (err as { details?: string }).details ?? String(err);
+  }
+  throw new Error('the call succeeded but was expected to fail');
+}
