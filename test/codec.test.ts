@@ -4,7 +4,7 @@ import t from 'tap';
 import * as protoLoader from '@grpc/proto-loader';
 import * as grpc from '@grpc/grpc-js';
 
-import { DecodedBatch, decodeBatch, encodeBatch, encodeSubscribeRequest, decodeSubscribeRequest, DecodeError } from '../src/dataplane/codec.js';
+import { DecodedBatch, decodeBatch, encodeBatch, encodeHelloResponse, encodeSubscribeRequest, decodeSubscribeRequest, DecodeError } from '../src/dataplane/codec.js';
 import { PROTO_ROOT } from '../src/proto/load.js';
 
 const def = protoLoader.loadSync('patchwire/v1/dataplane.proto', { includeDirs: [PROTO_ROOT], keepCase: true, longs: Number, defaults: true });
@@ -89,4 +89,12 @@ t.test('subscribe requests round-trip and match proto-loader', async (t) => {
   const enc = encodeSubscribeRequest(r);
   t.same(method.requestDeserialize(enc), r);
   t.same(decodeSubscribeRequest(method.requestSerialize(r) as Buffer), r);
+});
+
+t.test('the hello response is a SubscribeResponse with the node name and no frames', async (t) => {
+  const hello = encodeHelloResponse('node-7');
+  t.same(method.responseDeserialize(hello), { frames: [], node: 'node-7' });
+  const d = new DecodedBatch();
+  decodeBatch(hello, d);
+  t.equal(d.count, 0, 'our decoder skips the node field');
 });

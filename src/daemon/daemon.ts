@@ -134,7 +134,6 @@ export class Daemon {
       { node: this.opts.node, lab: this.opts.lab },
       this.clientCreds,
       (buf, from) => this.receive(buf, from),
-      () => undefined,
       this.clientOptions,
     );
     this.data.addService(dataplaneServiceDefinition, { subscribe: this.peers.serveSubscribe });

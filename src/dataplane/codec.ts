@@ -77,7 +77,6 @@ export function encodeBatch(wireUid: number, rx: Uint8Array, meta: Int32Array, c
 /** Decoded frames of one batch; arrays are reused between calls. */
 export class DecodedBatch {
   count = 0;
-  node = '';
   wire = new Float64Array(256);
   hdrOff = new Int32Array(256);
   dataOff = new Int32Array(256);
@@ -139,10 +138,9 @@ function skipField(buf: Uint8Array, pos: number, end: number, wireType: number):
   }
 }
 
-/** Decodes a SubscribeResponse into `out` (offsets point into `buf`). */
+/** Decodes the frames of a SubscribeResponse into `out` (offsets point into `buf`). */
 export function decodeBatch(buf: Uint8Array, out: DecodedBatch): void {
   out.count = 0;
-  out.node = '';
   const end = buf.length;
   let pos = 0;
   while (pos < end) {
@@ -175,12 +173,8 @@ export function decodeBatch(buf: Uint8Array, out: DecodedBatch): void {
       }
       if (dataOff < 0 || dataLen === 0) throw new DecodeError('frame without data');
       out.push(wire, hdrOff, dataOff, dataLen);
-    } else if (tag === TAG_NODE) {
-      let len: number;
-      [len, pos] = readVarint(buf, pos, end);
-      out.node = Buffer.from(buf.buffer, buf.byteOffset + pos, len).toString('utf8');
-      pos += len;
     } else {
+      // node (the hello) and any field a newer peer adds are skipped.
       pos = skipField(buf, pos, end, tag & 7);
     }
   }

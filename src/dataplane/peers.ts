@@ -98,7 +98,6 @@ class Subscription {
     creds: grpc.ChannelCredentials,
     extraOptions: grpc.ChannelOptions,
     private readonly onBatch: (buf: Buffer, sub: Subscription) => void,
-    private readonly onChange: () => void,
   ) {
     this.client = new grpc.Client(address, creds, { ...channelOptions, ...extraOptions });
     this.open();
@@ -116,13 +115,12 @@ class Subscription {
     let first = true;
     call.on('data', (buf: Buffer) => {
       if (first) {
-        // The server answers the hello with its node name alone: from here on
-        // the peer knows where to send our frames.
+        // The server's first response is its hello (node name, no frames):
+        // from here on the peer knows where to send our frames.
         first = false;
         this.connected = true;
         this.backoff = 100;
-        this.onChange();
-        if (buf.length > 0 && buf[0] === (2 << 3 | 2)) return;
+        return;
       }
       this.batchesIn++;
       this.onBatch(buf, this);
@@ -131,9 +129,7 @@ class Subscription {
       if (this.call !== call) return;
       this.call = null;
       if (err) this.lastError = err.message;
-      const was = this.connected;
       this.connected = false;
-      if (was) this.onChange();
       if (this.stopped) return;
       this.reconnects++;
       this.timer = setTimeout(() => this.open(), this.backoff);
@@ -162,7 +158,6 @@ export class Peers {
     private readonly self: { node: string; lab: string },
     private readonly creds: grpc.ChannelCredentials,
     private readonly onBatch: (buf: Buffer, fromNode: string) => void,
-    private readonly onChange: () => void = () => undefined,
     private readonly clientOptions: grpc.ChannelOptions = {},
   ) {}
 
@@ -187,14 +182,12 @@ export class Peers {
       if (old) old.call.end();
       this.outbound.set(node, { call, queuedBytes: 0, drainWaiters: [], framesOut: 0, batchesOut: 0 });
       call.write(encodeHelloResponse(this.self.node));
-      this.onChange();
     });
     const gone = (): void => {
       const out = node ? this.outbound.get(node) : undefined;
       if (out?.call === call) {
         this.outbound.delete(node);
         wake(out); // paused senders resume and count peer_down
-        this.onChange();
       }
     };
     call.on('cancelled', gone);
@@ -215,7 +208,6 @@ export class Peers {
       this.creds,
       this.clientOptions,
       (buf) => this.onBatch(buf, node),
-      this.onChange,
     );
     this.subs.set(node, sub);
   }
