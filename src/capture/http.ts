@@ -18,7 +18,8 @@ function stamp(): string {
   return new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '');
 }
 
-export function captureHandler(d: Daemon): http.RequestListener {
+/** `capture: false` serves only /healthz and /readyz (for probes on an open port). */
+export function captureHandler(d: Daemon, capture = true): http.RequestListener {
   return (req, res) => {
     const url = new URL(req.url ?? '/', 'http://daemon');
     if (url.pathname === '/healthz') {
@@ -26,6 +27,13 @@ export function captureHandler(d: Daemon): http.RequestListener {
       res.end(JSON.stringify(d.health()));
       return;
     }
+    if (url.pathname === '/readyz') {
+      const why = d.notReady();
+      res.writeHead(why ? 503 : 200, { 'content-type': 'text/plain; charset=utf-8' });
+      res.end(`${why ?? 'ready'}\n`);
+      return;
+    }
+    if (!capture) return fail(res, 404, `no such path ${url.pathname}; this port serves /healthz and /readyz`);
     if (url.pathname !== '/capture') return fail(res, 404, `no such path ${url.pathname}; use /capture?wire=POD/INTF`);
     if (req.method !== 'GET') return fail(res, 405, 'use GET');
     const q = url.searchParams;
@@ -72,10 +80,11 @@ export function captureHandler(d: Daemon): http.RequestListener {
   };
 }
 
-export function startHttp(d: Daemon, listen: string): Promise<http.Server> {
+export function startHttp(d: Daemon, listen: string, capture = true): Promise<http.Server> {
+  const flag = capture ? '--http' : '--health';
   const m = /^(.*):(\d+)$/.exec(listen);
-  if (!m) return Promise.reject(new Error(`--http '${listen}' is not host:port`));
-  const server = http.createServer(captureHandler(d));
+  if (!m) return Promise.reject(new Error(`${flag} '${listen}' is not host:port`));
+  const server = http.createServer(captureHandler(d, capture));
   return new Promise((resolve, reject) => {
     server.once('error', (err) => reject(new Error(`cannot listen on ${listen} for HTTP: ${err.message}`)));
     server.listen(Number(m[2]), m[1]!.replace(/^\[|\]$/g, ''), () => resolve(server));

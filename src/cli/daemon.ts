@@ -5,14 +5,22 @@ import { controlServiceFor } from '../control/service.js';
 import { Daemon, type TlsFiles } from '../daemon/daemon.js';
 import { rxSettings } from '../endpoint/endpoint.js';
 import { UsageError } from './usage.js';
+import { DEFAULT_CNI_SOCKET } from '../cni/protocol.js';
 
 export const DAEMON_HELP = `patchwire daemon --node NAME --listen HOST:PORT [options]
+patchwire daemon --cluster [options]
 
 Runs a wire daemon: it owns the endpoints of its node's wires, streams their
 frames to the peer daemons over gRPC and serves the control API.
 
+In cluster mode (--cluster) the wires come from Topology objects
+(networkop.co.uk/v1beta1) instead of the control API: the daemon watches them
+and the pods they name, learns each local pod's network namespace from the
+patchwire CNI plugin, finds peer daemons at the peer pods' host IPs, and
+writes each local pod's Topology status.
+
 Options:
-  --node NAME          this node's name (peers address us by it)
+  --node NAME          this node's name (peers address us by it; cluster mode: default $NODE_NAME)
   --lab NAME           lab this daemon serves; peers of other labs are refused (default: default)
   --listen HOST:PORT   data-plane listener for peer daemons
   --control ADDR       control API address (default unix:///run/patchwire/NODE.sock)
@@ -23,12 +31,20 @@ Options:
   --tls-server-name N  name the peers' certificates carry (default patchwire)
   --insecure           plain-text data plane (only for isolated labs)
   --http HOST:PORT     serve packet capture over HTTP: GET /capture?wire=POD/INTF[&follow=1][&format=pcap]
+  --health HOST:PORT   serve only /healthz (liveness) and /readyz (readiness: cluster watches listed)
   --capture-ring-bytes N
                        capture ring per wire end, bytes (default 4194304); 0 turns the rings off
   --rx MODE            how AF_PACKET endpoints receive: mmsg (recvmmsg, default) or ring (TPACKET_V3)
   --capture-dir DIR    also write every wire end to pcapng files in DIR, rotated:
   --capture-file-bytes N   start a new file at N bytes (default 16777216)
   --capture-files K        keep K files per wire end (default 8)
+
+Cluster mode:
+  --cluster            wire pods from Topology objects (lab: cluster, listen: 0.0.0.0:7000)
+  --kubeconfig FILE    API server credentials (default: $KUBECONFIG, ~/.kube/config or in-cluster)
+  --cni-socket PATH    where the CNI plugin reaches this daemon (default /run/patchwire/cni.sock)
+  --data-port N        port peer daemons listen on at their host IPs (default: the --listen port)
+  --resync-seconds N   full reconcile period; retries failed plumbing (default 10)
 `;
 
 export async function daemonMain(argv: string[]): Promise<void> {
@@ -46,11 +62,17 @@ export async function daemonMain(argv: string[]): Promise<void> {
       'tls-server-name': { type: 'string', default: 'patchwire' },
       insecure: { type: 'boolean', default: false },
       http: { type: 'string', default: '' },
+      health: { type: 'string', default: '' },
       'capture-ring-bytes': { type: 'string' },
       'capture-dir': { type: 'string' },
       rx: { type: 'string', default: 'mmsg' },
       'capture-file-bytes': { type: 'string', default: String(16 << 20) },
       'capture-files': { type: 'string', default: '8' },
+      cluster: { type: 'boolean', default: false },
+      kubeconfig: { type: 'string' },
+      'cni-socket': { type: 'string', default: DEFAULT_CNI_SOCKET },
+      'data-port': { type: 'string' },
+      'resync-seconds': { type: 'string', default: '10' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -58,8 +80,21 @@ export async function daemonMain(argv: string[]): Promise<void> {
     process.stdout.write(DAEMON_HELP);
     return;
   }
-  if (!values.node) throw new UsageError('daemon: --node is required');
+  const cluster = values.cluster!;
+  if (cluster) {
+    values.node ??= process.env.NODE_NAME;
+    values.listen ??= '0.0.0.0:7000';
+    if (values.lab === 'default') values.lab = 'cluster';
+  } else {
+    for (const f of ['kubeconfig', 'data-port'] as const) if (values[f] !== undefined) throw new UsageError(`daemon: --${f} needs --cluster`);
+  }
+  if (!values.node) throw new UsageError(cluster ? 'daemon: --node (or $NODE_NAME) is required' : 'daemon: --node is required');
   if (!values.listen) throw new UsageError('daemon: --listen HOST:PORT is required');
+  const listenPort = Number(/:(\d+)$/.exec(values.listen)?.[1] ?? NaN);
+  const dataPort = values['data-port'] !== undefined ? Number(values['data-port']) : listenPort;
+  if (!Number.isInteger(dataPort) || dataPort < 1 || dataPort > 65535) throw new UsageError(`daemon: data port '${values['data-port'] ?? values.listen}' is not a port number`);
+  const resyncSeconds = Number(values['resync-seconds']);
+  if (!Number.isFinite(resyncSeconds) || resyncSeconds < 1) throw new UsageError(`daemon: --resync-seconds '${values['resync-seconds']}' must be at least 1`);
   const tlsParts = [values['tls-cert'], values['tls-key'], values['tls-ca']];
   let tls: TlsFiles | null = null;
   if (tlsParts.some(Boolean)) {
@@ -86,6 +121,7 @@ export async function daemonMain(argv: string[]): Promise<void> {
   const daemon = new Daemon({
     captureFiles,
     http: values.http,
+    health: values.health,
     captureRingBytes: ringBytes,
     node: values.node,
     lab: values.lab!,
@@ -93,10 +129,28 @@ export async function daemonMain(argv: string[]): Promise<void> {
     control: values.control ?? `unix:///run/patchwire/${values.node}.sock`,
     state: values.state!,
     tls,
+    wiresFrom: cluster ? 'cluster' : 'api',
   });
+  // Loaded only in cluster mode: lab mode needs neither a cluster nor the Kubernetes client.
+  const controller = cluster
+    ? new (await import('../cluster/controller.js')).ClusterController(daemon, {
+        kubeconfig: values.kubeconfig,
+        dataPort,
+        cniSocket: values['cni-socket']!,
+        resyncMs: resyncSeconds * 1000,
+      })
+    : null;
   await daemon.start(controlServiceFor);
+  try {
+    await controller?.start();
+  } catch (err) {
+    await daemon.shutdown();
+    throw err;
+  }
   const stop = (): void => {
-    void daemon.shutdown().then(() => process.exit(0));
+    void (controller?.stop() ?? Promise.resolve())
+      .then(() => daemon.shutdown())
+      .then(() => process.exit(0));
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

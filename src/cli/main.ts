@@ -4,6 +4,7 @@ import { superviseMain } from '../lab/supervisor.js';
 import { daemonMain, DAEMON_HELP } from './daemon.js';
 import { CAPTURE_HELP, captureMain } from './capture.js';
 import { LAB_HELP, labMain } from './lab.js';
+import { CNI_HELP, cniMain } from './cni.js';
 import { UsageError } from './usage.js';
 import { WIRE_HELP, wireMain } from './wire.js';
 
@@ -19,7 +20,8 @@ Commands:
   validate  check a topology file
   ls        list labs on this machine
   capture   capture the frames of wire ends as pcapng (ring, then live)
-  daemon    run a wire daemon (one per node)
+  daemon    run a wire daemon (one per node; --cluster for Kubernetes)
+  cni       install or uninstall the CNI plugin on a node
   wire      add, remove or list the wires of a daemon
   health    show a daemon's health and peers
   help      this text
@@ -29,7 +31,8 @@ Run 'patchwire COMMAND --help' for the options of a command.
 ${LAB_HELP}
 ${CAPTURE_HELP}
 ${DAEMON_HELP}
-${WIRE_HELP}`;
+${WIRE_HELP}
+${CNI_HELP}`;
 
 async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
@@ -51,6 +54,9 @@ async function main(argv: string[]): Promise<void> {
       return daemonMain(rest);
     case 'wire':
       return wireMain(rest);
+    case 'cni':
+      process.exitCode = await cniMain(rest);
+      return;
     case 'health':
       return wireMain(['health', ...rest]);
     case undefined:

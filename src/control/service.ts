@@ -20,14 +20,23 @@ function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res): Unary<Req, Res> 
   };
 }
 
+/** In cluster mode the Topology objects own the wires; hand edits would be undone at the next resync. */
+function writable(d: Daemon): void {
+  if (d.opts.wiresFrom === 'cluster') {
+    throw new WireError(grpc.status.FAILED_PRECONDITION, `node ${d.opts.node} runs in cluster mode: wires come from Topology objects, edit those instead`);
+  }
+}
+
 export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.UntypedServiceImplementation] {
   const impl = {
     AddWire: unary(async (req: { wire: PbWireSpec | null }) => {
+      writable(d);
       if (!req.wire) throw new WireError(grpc.status.INVALID_ARGUMENT, 'AddWire needs a wire');
       const st = await d.addWire(specFromPb(req.wire), { attach: false, persist: true, checkPeer: true });
       return { wire: statusToPb(st) };
     }),
     RemoveWire: unary(async (req: { uid: number }) => {
+      writable(d);
       await d.removeWire(Number(req.uid));
       return {};
     }),

@@ -47,9 +47,22 @@ export interface DaemonOptions {
   captureRingBytes?: number;
   /** host:port for the HTTP capture endpoint ('' for none) */
   http?: string;
+  /** host:port serving only /healthz and /readyz, for probes ('' for none) */
+  health?: string;
   /** write every wire end to rotated pcapng files here (absent: no files) */
   captureFiles?: FileCaptureOptions;
+  /**
+   * Who decides the wires: 'api' (the control API, lab mode) or 'cluster'
+   * (Topology objects; the control API then only reads).
+   */
+  wiresFrom?: 'api' | 'cluster';
   log?: (msg: string) => void;
+}
+
+/** A part of the state file owned by another module (the CNI pod registry, say). */
+export interface StateSection {
+  save(): unknown;
+  load(v: unknown): void;
 }
 
 export interface EndStatus {
@@ -118,9 +131,13 @@ export class Daemon {
   unknownWire = 0;
   malformed = 0;
   private httpServer: import('node:http').Server | null = null;
+  private healthServer: import('node:http').Server | null = null;
   private dataListener: net.Server | null = null;
   private readonly files = new Map<WireEnd, FileCapture>();
   private readonly log: (msg: string) => void;
+  private readonly sections = new Map<string, StateSection>();
+  /** null when ready; otherwise why not (served on /readyz) */
+  notReady: () => string | null = () => null;
 
   constructor(readonly opts: DaemonOptions) {
     this.log = opts.log ?? ((m) => process.stderr.write(`[${opts.node}] ${m}\n`));
@@ -155,8 +172,17 @@ export class Daemon {
       const { startHttp } = await import('../capture/http.js');
       this.httpServer = await startHttp(this, this.opts.http);
     }
+    if (this.opts.health) {
+      const { startHttp } = await import('../capture/http.js');
+      this.healthServer = await startHttp(this, this.opts.health, false);
+    }
     await this.restore();
     this.log(`listening on ${this.opts.listen}, control ${this.opts.control}, ${this.wires.size} wires`);
+  }
+
+  /** Keeps `section` in the state file under `name`; register before start(). */
+  addStateSection(name: string, section: StateSection): void {
+    this.sections.set(name, section);
   }
 
   /** Re-creates the wires of the state file, re-attaching to existing interfaces. */
@@ -164,8 +190,9 @@ export class Daemon {
     if (!this.opts.state) return;
     let specs: WireSpec[];
     try {
-      const parsed = JSON.parse(await readFile(this.opts.state, 'utf8')) as { wires: WireSpec[] };
+      const parsed = JSON.parse(await readFile(this.opts.state, 'utf8')) as { wires: WireSpec[] } & Record<string, unknown>;
       specs = parsed.wires;
+      for (const [name, section] of this.sections) if (parsed[name] !== undefined) section.load(parsed[name]);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw new Error(`state file ${this.opts.state}: ${(err as Error).message}`);
@@ -182,7 +209,7 @@ export class Daemon {
   private persisting: Promise<void> = Promise.resolve();
 
   /** Writes the desired wires; writes are queued so concurrent API calls never interleave them. */
-  private persist(): Promise<void> {
+  persist(): Promise<void> {
     const next = this.persisting.then(() => this.writeState());
     this.persisting = next.catch(() => undefined);
     return next;
@@ -193,7 +220,9 @@ export class Daemon {
     const tmp = `${this.opts.state}.tmp`;
     await mkdir(path.dirname(this.opts.state), { recursive: true });
     const wires = [...this.wires.values()].map((w) => w.spec);
-    await writeFile(tmp, JSON.stringify({ version: 1, node: this.opts.node, wires }, null, 1));
+    const extra: Record<string, unknown> = {};
+    for (const [name, section] of this.sections) extra[name] = section.save();
+    await writeFile(tmp, JSON.stringify({ version: 1, node: this.opts.node, wires, ...extra }, null, 1));
     await rename(tmp, this.opts.state);
   }
 
@@ -421,7 +450,9 @@ export class Daemon {
     this.dataListener?.close();
     this.data.forceShutdown();
     this.controlServer.forceShutdown();
-    this.httpServer?.closeAllConnections();
-    this.httpServer?.close();
+    for (const h of [this.httpServer, this.healthServer]) {
+      h?.closeAllConnections();
+      h?.close();
+    }
   }
 }

@@ -1,0 +1,408 @@
+// Cluster mode: the daemon watches Topology objects and pods, wires the pods
+// of its own node (pod namespaces come from the CNI plugin), and writes each
+// of its pods' Topology status. Loaded only in cluster mode, so lab mode
+// never needs a cluster or the Kubernetes client.
+import { existsSync } from 'node:fs';
+import type net from 'node:net';
+
+import * as k8s from '@kubernetes/client-node';
+
+import type { Daemon, WireStatus } from '../daemon/daemon.js';
+import { linkExists } from '../netns/ip.js';
+import { CNI_ERR, CniError, type CniRequest } from '../cni/protocol.js';
+import { startCniServer } from '../cni/server.js';
+import {
+  computePlan,
+  type LinkStatus,
+  type Plan,
+  type PlannedTopology,
+  type PodInfo,
+  sameWireSpec,
+  TOPOLOGY_GROUP,
+  TOPOLOGY_PLURAL,
+  TOPOLOGY_VERSION,
+  type TopologyObject,
+  type TopologyStatus,
+} from './plan.js';
+import { podKey, PodRegistry } from './registry.js';
+
+export interface ClusterOptions {
+  /** kubeconfig file; absent: $KUBECONFIG, ~/.kube/config or the in-cluster service account */
+  kubeconfig?: string;
+  /** port the peer daemons listen on (on their host IPs) */
+  dataPort: number;
+  cniSocket: string;
+  /** full reconcile period (retries failed plumbing), ms */
+  resyncMs?: number;
+  /** how often wire states are compared with the written status, ms */
+  statusMs?: number;
+  /** a CNI registration without a pod object is dropped after this long, ms */
+  orphanGraceMs?: number;
+}
+
+const PLUMB_PARALLEL = 8;
+const DEL_WAIT_MS = 20000;
+
+function podInfo(p: k8s.V1Pod): PodInfo {
+  const phase = p.status?.phase;
+  return {
+    namespace: p.metadata?.namespace ?? 'default',
+    name: p.metadata?.name ?? '',
+    uid: p.metadata?.uid ?? '',
+    nodeName: p.spec?.nodeName ?? '',
+    hostIP: p.status?.hostIP ?? '',
+    gone: !!p.metadata?.deletionTimestamp || phase === 'Succeeded' || phase === 'Failed',
+  };
+}
+
+/** Restarts an informer after an error, backing off to 30 s; relists happen inside on 410 Gone. */
+class Watched<T extends k8s.KubernetesObject> {
+  synced = false;
+  lastError = '';
+  private backoff = 500;
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  readonly informer: k8s.Informer<T> & k8s.ObjectCache<T>;
+
+  constructor(
+    readonly what: string,
+    kc: k8s.KubeConfig,
+    path: string,
+    list: () => Promise<k8s.KubernetesListObject<T>>,
+    onChange: () => void,
+    log: (m: string) => void,
+  ) {
+    const listed = async (): Promise<k8s.KubernetesListObject<T>> => {
+      const r = await list();
+      // The informer applies the list right after this resolves; onChange is debounced past that.
+      this.synced = true;
+      this.lastError = '';
+      this.backoff = 500;
+      onChange();
+      return r;
+    };
+    this.informer = k8s.makeInformer(kc, path, listed);
+    this.informer.on('add', onChange);
+    this.informer.on('update', onChange);
+    this.informer.on('delete', onChange);
+    this.informer.on('error', (err: unknown) => {
+      if (this.stopped) return;
+      const e = err as { message?: string; code?: string | number; statusCode?: number };
+      this.lastError = `${e.message ?? String(err)}${e.statusCode ? ` (HTTP ${e.statusCode})` : ''}`;
+      log(`watch of ${what} failed: ${this.lastError}; retrying in ${this.backoff} ms`);
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        if (!this.stopped) this.informer.start().catch(() => undefined);
+      }, this.backoff);
+      this.backoff = Math.min(this.backoff * 2, 30000);
+    });
+  }
+
+  start(): void {
+    this.informer.start().catch(() => undefined);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.informer.stop();
+  }
+}
+
+export class ClusterController {
+  readonly registry = new PodRegistry();
+  private readonly kc = new k8s.KubeConfig();
+  private custom!: k8s.CustomObjectsApi;
+  private topologies!: Watched<k8s.KubernetesObject>;
+  private pods!: Watched<k8s.V1Pod>;
+  private cni: net.Server | null = null;
+  private plan: Plan = { wires: new Map(), topologies: [] };
+  /** plumbing failures by wire id, shown in status until a retry succeeds */
+  private readonly plumbErrors = new Map<number, string>();
+  /** status last written per Topology, to patch only changes */
+  private readonly written = new Map<string, string>();
+  /** first time a registration was seen without its pod object */
+  private readonly orphanSince = new Map<string, number>();
+  private running: Promise<void> | null = null;
+  private again = false;
+  private debounce: NodeJS.Timeout | null = null;
+  private timers: NodeJS.Timeout[] = [];
+  private stopped = false;
+  private readonly log: (m: string) => void;
+
+  constructor(
+    private readonly daemon: Daemon,
+    private readonly opts: ClusterOptions,
+    log?: (m: string) => void,
+  ) {
+    this.log = log ?? ((m) => process.stderr.write(`[${daemon.opts.node}] ${m}\n`));
+    // Registered before the daemon starts, so its restore brings the pods back too.
+    daemon.addStateSection('cniPods', this.registry);
+  }
+
+  /** Call after daemon.start(): its restored wires are then the starting point. */
+  async start(): Promise<void> {
+    if (this.opts.kubeconfig) this.kc.loadFromFile(this.opts.kubeconfig);
+    else this.kc.loadFromDefault();
+    if (!this.kc.getCurrentCluster()) throw new Error('no Kubernetes API server configured (give --kubeconfig, set KUBECONFIG, or run in a pod)');
+    this.custom = this.kc.makeApiClient(k8s.CustomObjectsApi);
+    const core = this.kc.makeApiClient(k8s.CoreV1Api);
+    const changed = (): void => this.schedule();
+    this.topologies = new Watched(
+      'Topology objects',
+      this.kc,
+      `/apis/${TOPOLOGY_GROUP}/${TOPOLOGY_VERSION}/${TOPOLOGY_PLURAL}`,
+      () => this.custom.listClusterCustomObject({ group: TOPOLOGY_GROUP, version: TOPOLOGY_VERSION, plural: TOPOLOGY_PLURAL }) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>,
+      changed,
+      this.log,
+    );
+    this.pods = new Watched('pods', this.kc, '/api/v1/pods', () => core.listPodForAllNamespaces(), changed, this.log);
+    this.daemon.notReady = () => this.notReady();
+    this.cni = await startCniServer(this.opts.cniSocket, (req) => this.handleCni(req), this.log);
+    this.topologies.start();
+    this.pods.start();
+    this.timers.push(setInterval(() => this.schedule(), this.opts.resyncMs ?? 10000));
+    this.timers.push(setInterval(() => void this.writeStatuses().catch(() => undefined), this.opts.statusMs ?? 2000));
+    this.log(`cluster mode: API ${this.kc.getCurrentCluster()!.server}, CNI socket ${this.opts.cniSocket}`);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    if (this.debounce) clearTimeout(this.debounce);
+    this.cni?.close();
+    await Promise.all([this.topologies?.stop(), this.pods?.stop()]);
+    await this.running?.catch(() => undefined);
+  }
+
+  notReady(): string | null {
+    for (const w of [this.topologies, this.pods]) {
+      if (!w.synced) return `${w.what} not listed yet${w.lastError ? `: ${w.lastError}` : ''}`;
+    }
+    return null;
+  }
+
+  /** Coalesces bursts of events into one reconcile. */
+  private schedule(): void {
+    if (this.stopped || this.debounce) return;
+    this.debounce = setTimeout(() => {
+      this.debounce = null;
+      void this.reconcileNow();
+    }, 50);
+  }
+
+  /** Runs a reconcile now, or right after the one under way. */
+  reconcileNow(): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        try {
+          await this.reconcile();
+        } catch (err) {
+          this.log(`reconcile failed: ${(err as Error).message}`);
+        }
+      } while (this.again && !this.stopped);
+    })().finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  private podMap(): Map<string, PodInfo> {
+    const out = new Map<string, PodInfo>();
+    for (const p of this.pods.informer.list()) {
+      const info = podInfo(p);
+      out.set(podKey(info.namespace, info.name), info);
+    }
+    return out;
+  }
+
+  private async reconcile(): Promise<void> {
+    if (!this.topologies.synced || !this.pods.synced) return;
+    const pods = this.podMap();
+    this.dropOrphans(pods);
+    const plan = computePlan({
+      node: this.daemon.opts.node,
+      dataPort: this.opts.dataPort,
+      topologies: this.topologies.informer.list() as TopologyObject[],
+      pods,
+      registry: (ns, pod) => this.registry.get(ns, pod),
+    });
+    this.plan = plan;
+    const current = new Map(this.daemon.listWires().map((w) => [w.spec.uid, w.spec]));
+    let touched = false;
+    for (const [id, spec] of current) {
+      const want = plan.wires.get(id);
+      if (want && sameWireSpec(want, spec)) continue;
+      touched = true;
+      await this.daemon.removeWire(id).catch((err: Error) => this.log(`removing wire ${id}: ${err.message}`));
+      current.delete(id);
+    }
+    for (const id of this.plumbErrors.keys()) if (!plan.wires.has(id)) this.plumbErrors.delete(id);
+    const todo = [...plan.wires.values()].filter((s) => !current.has(s.uid));
+    if (todo.length) {
+      touched = true;
+      this.log(`plumbing ${todo.length} wire(s)`);
+    }
+    let lastFlush = Date.now();
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < todo.length && !this.stopped) {
+        const spec = todo[next++]!;
+        try {
+          // attach: interfaces left from before a restart are taken over, not recreated.
+          await this.daemon.addWire(spec, { attach: true, persist: false, checkPeer: false });
+          this.plumbErrors.delete(spec.uid);
+        } catch (err) {
+          this.plumbErrors.set(spec.uid, (err as Error).message);
+          this.log(`wire ${spec.uid} (${spec.local.pod}/${spec.local.ifname}): ${(err as Error).message}`);
+        }
+        // Progress for pods with many links shows in their status while plumbing goes on.
+        if (Date.now() - lastFlush > 1000) {
+          lastFlush = Date.now();
+          await this.writeStatuses().catch(() => undefined);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PLUMB_PARALLEL, todo.length) }, worker));
+    if (touched) await this.daemon.persist();
+    await this.writeStatuses();
+  }
+
+  /** Registrations whose pod object stays missing (its DEL was missed) are dropped. */
+  private dropOrphans(pods: Map<string, PodInfo>): void {
+    const now = Date.now();
+    const grace = this.opts.orphanGraceMs ?? 30000;
+    let dropped = false;
+    const seen = new Set<string>();
+    for (const p of this.registry.all()) {
+      const key = podKey(p.namespace, p.pod);
+      const obj = pods.get(key);
+      if (obj && !(p.podUid && obj.uid && p.podUid !== obj.uid && obj.nodeName !== this.daemon.opts.node)) continue;
+      seen.add(key);
+      const since = this.orphanSince.get(key) ?? now;
+      this.orphanSince.set(key, since);
+      if (now - since >= grace) {
+        this.registry.retain((x) => podKey(x.namespace, x.pod) !== key);
+        this.orphanSince.delete(key);
+        this.log(`forgetting pod ${key}: its pod object is gone`);
+        dropped = true;
+      }
+    }
+    for (const k of this.orphanSince.keys()) if (!seen.has(k)) this.orphanSince.delete(k);
+    if (dropped) void this.daemon.persist();
+  }
+
+  private linkStatus(t: PlannedTopology, states: Map<number, WireStatus>): LinkStatus[] {
+    return t.links.map((l) => {
+      const { blocked, ...base } = l;
+      if (blocked) return { ...base, state: blocked.state, message: blocked.message };
+      const id = l.wire!;
+      const err = this.plumbErrors.get(id);
+      if (err) return { ...base, state: 'error', message: err };
+      const w = states.get(id);
+      if (!w) return { ...base, state: 'pending', message: 'being plumbed' };
+      if (w.state === 'up') return { ...base, state: 'up' };
+      return { ...base, state: 'down', message: `peer daemon on node ${w.spec.peer?.node ?? '?'} (${w.spec.peer?.address ?? '?'}) is not connected` };
+    });
+  }
+
+  statusOf(t: PlannedTopology, states: Map<number, WireStatus>): TopologyStatus {
+    const links = this.linkStatus(t, states);
+    return {
+      src_ip: t.pod.hostIP,
+      net_ns: t.registered?.netns ?? '',
+      container_id: t.registered?.containerId ?? '',
+      node: this.daemon.opts.node,
+      ready: `${links.filter((l) => l.state === 'up').length}/${links.length}`,
+      links,
+      ...(t.errors.length ? { errors: t.errors } : {}),
+      ...(t.generation !== undefined ? { observedGeneration: t.generation } : {}),
+    };
+  }
+
+  private writing: Promise<void> = Promise.resolve();
+
+  /** Patches the status of this node's Topology objects where it changed; serialized. */
+  writeStatuses(): Promise<void> {
+    const next = this.writing.then(() => this.doWriteStatuses());
+    this.writing = next.catch(() => undefined);
+    return next;
+  }
+
+  private async doWriteStatuses(): Promise<void> {
+    if (this.stopped) return;
+    const states = new Map(this.daemon.listWires().map((w) => [w.spec.uid, w]));
+    const live = new Set<string>();
+    for (const t of this.plan.topologies) {
+      const key = `${t.namespace}/${t.name}`;
+      live.add(key);
+      const status = this.statusOf(t, states);
+      const text = JSON.stringify(status);
+      if (this.written.get(key) === text) continue;
+      try {
+        await this.custom.patchNamespacedCustomObjectStatus(
+          { group: TOPOLOGY_GROUP, version: TOPOLOGY_VERSION, plural: TOPOLOGY_PLURAL, namespace: t.namespace, name: t.name, body: { status } },
+          k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+        );
+        this.written.set(key, text);
+      } catch (err) {
+        const code = (err as { code?: number }).code;
+        if (code !== 404) this.log(`status of Topology ${key}: ${(err as Error).message.split('\n')[0]}`);
+      }
+    }
+    for (const k of this.written.keys()) if (!live.has(k)) this.written.delete(k);
+  }
+
+  /** ADD registers the pod and returns at once; plumbing follows asynchronously. */
+  async handleCni(req: CniRequest): Promise<void> {
+    const who = `${req.namespace}/${req.pod}`;
+    switch (req.command) {
+      case 'ADD': {
+        if (!existsSync(req.netns)) throw new CniError(CNI_ERR.invalidEnv, `network namespace ${req.netns} does not exist`, 'CNI_NETNS');
+        const changed = this.registry.add({ namespace: req.namespace, pod: req.pod, podUid: req.podUid, containerId: req.containerId, netns: req.netns });
+        if (changed) {
+          this.log(`CNI ADD ${who} (${req.netns})`);
+          await this.daemon.persist();
+          this.schedule();
+        }
+        return;
+      }
+      case 'DEL': {
+        const gone = this.registry.removeContainer(req.containerId);
+        if (!gone) return;
+        this.log(`CNI DEL ${gone.namespace}/${gone.pod}`);
+        await this.daemon.persist();
+        // Answer once the pod's wires are gone, but never hold pod removal for long.
+        await Promise.race([this.reconcileNow(), new Promise((r) => setTimeout(r, DEL_WAIT_MS).unref())]);
+        return;
+      }
+      case 'CHECK':
+        return this.check(req);
+      case 'STATUS':
+        return;
+    }
+  }
+
+  private async check(req: CniRequest): Promise<void> {
+    const who = `${req.namespace}/${req.pod}`;
+    const reg = this.registry.get(req.namespace, req.pod);
+    if (!reg || reg.containerId !== req.containerId) {
+      throw new CniError(CNI_ERR.containerUnknown, `pod ${who} (container ${req.containerId}) is not known to patchwire on node ${this.daemon.opts.node}`);
+    }
+    if (!existsSync(reg.netns)) throw new CniError(CNI_ERR.containerUnknown, `network namespace ${reg.netns} of pod ${who} is gone`);
+    const t = this.plan.topologies.find((x) => x.namespace === req.namespace && x.name === req.pod);
+    if (!t) return;
+    const states = new Map(this.daemon.listWires().map((w) => [w.spec.uid, w]));
+    for (const l of this.linkStatus(t, states)) {
+      if (l.state === 'error') throw new CniError(CNI_ERR.wireBroken, `link ${l.uid} (${l.local_intf}) of pod ${who}: ${l.message}`);
+      if (l.state === 'up' || l.state === 'down') {
+        if (!(await linkExists(reg.netns, l.local_intf))) throw new CniError(CNI_ERR.wireBroken, `interface ${l.local_intf} of pod ${who} (link ${l.uid}) is missing`);
+      }
+    }
+  }
+}

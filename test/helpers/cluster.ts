@@ -1,0 +1,233 @@
+// An emulated Kubernetes cluster for cluster-mode tests: the STAND-IN API
+// server (test/helpers/apiserver.ts), nodes that are network namespaces with
+// a real patchwire daemon each in --cluster mode, and a tiny "kubelet" that
+// makes pod namespaces, pod objects, and runs the real CNI plugin binary
+// exactly as a runtime does.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { parse as parseYaml } from 'yaml';
+
+import { StandInApiServer, type KubeObject } from './apiserver.js';
+import type { Schema } from './schema.js';
+import { ROOT, run, type RunResult, TestNet, type TestNode, waitFor } from './testnet.js';
+
+export const PLUGIN = path.join(ROOT, 'cni', 'bin', 'patchwire');
+const RELAY = path.join(ROOT, 'test', 'tools', 'relay.mjs');
+const API_PORT = 6443;
+
+export interface ClusterNode extends TestNode {
+  short: string;
+  cniSocket: string;
+  kubeconfig: string;
+  relay: ChildProcess | null;
+}
+
+export interface TestPod {
+  namespace: string;
+  name: string;
+  /** network namespace name (under /var/run/netns) */
+  netns: string;
+  containerId: string;
+  uid: string;
+  node: ClusterNode;
+}
+
+export function crdSchema(): Schema {
+  const crd = parseYaml(readFileSync(path.join(ROOT, 'deploy', 'crd.yaml'), 'utf8')) as {
+    spec: { versions: Array<{ name: string; schema: { openAPIV3Schema: Schema } }> };
+  };
+  return crd.spec.versions.find((v) => v.name === 'v1beta1')!.schema.openAPIV3Schema;
+}
+
+/** Runs the CNI plugin as a runtime does: CNI_* environment, config on stdin, nothing else. */
+export function runPlugin(env: Record<string, string>, stdin: string): Promise<RunResult & { json: Record<string, unknown> | null }> {
+  return new Promise((resolve) => {
+    // env -i: no PATH, no NODE_*: the plugin must not need Node.js or anything else.
+    const child = spawn('env', ['-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), PLUGIN], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('close', (code) => {
+      let json: Record<string, unknown> | null = null;
+      try {
+        json = stdout.trim() ? (JSON.parse(stdout) as Record<string, unknown>) : null;
+      } catch {
+        json = null;
+      }
+      resolve({ code: code ?? -1, stdout, stderr, json });
+    });
+    child.stdin.end(stdin);
+  });
+}
+
+export function prevResult(netns: string): Record<string, unknown> {
+  return {
+    cniVersion: '1.0.0',
+    interfaces: [{ name: 'eth0', sandbox: netns }],
+    ips: [{ address: '10.244.1.7/24', gateway: '10.244.1.1', interface: 0 }],
+    routes: [{ dst: '0.0.0.0/0' }],
+    dns: {},
+  };
+}
+
+export class TestCluster {
+  readonly net: TestNet;
+  readonly api: StandInApiServer;
+  readonly nodes = new Map<string, ClusterNode>();
+  readonly pods = new Map<string, TestPod>();
+
+  constructor(readonly prefix: string) {
+    this.net = new TestNet(prefix, 'cluster');
+    spawnQuiet('pkill', ['-9', '-f', `relay.mjs .*${prefix}`]);
+    this.api = new StandInApiServer(path.join(this.net.dir, 'api.sock'));
+    this.api.addResource({ prefix: '/api/v1', plural: 'pods', kind: 'Pod', apiVersion: 'v1' });
+    this.api.addResource({ prefix: '/apis/networkop.co.uk/v1beta1', plural: 'topologies', kind: 'Topology', apiVersion: 'networkop.co.uk/v1beta1', schema: crdSchema() });
+  }
+
+  async start(): Promise<void> {
+    await this.api.listen();
+  }
+
+  /** A node namespace with a relay to the API and a daemon in cluster mode. */
+  async addNode(short: string, extra: string[] = []): Promise<ClusterNode> {
+    const base = await this.net.addNode(short, { start: false });
+    const node: ClusterNode = Object.assign(base, {
+      short,
+      cniSocket: path.join(this.net.dir, `${short}.cni.sock`),
+      kubeconfig: path.join(this.net.dir, `${short}.kubeconfig`),
+      relay: null,
+    });
+    writeFileSync(
+      node.kubeconfig,
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: [{ name: 'stand-in', cluster: { server: `http://127.0.0.1:${API_PORT}` } }],
+        users: [{ name: 'test', user: { token: 'stand-in' } }],
+        contexts: [{ name: 'stand-in', context: { cluster: 'stand-in', user: 'test' } }],
+        'current-context': 'stand-in',
+      }),
+    );
+    node.relay = spawn('ip', ['netns', 'exec', node.ns, process.execPath, RELAY, `127.0.0.1:${API_PORT}`, this.api.socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      node.relay!.stdout!.once('data', () => resolve());
+      node.relay!.once('exit', (c) => reject(new Error(`relay for ${short} exited with ${c}`)));
+    });
+    this.nodes.set(short, node);
+    await this.startDaemon(node, extra);
+    return node;
+  }
+
+  daemonExtra(node: ClusterNode, extra: string[] = []): string[] {
+    return ['--insecure', '--cluster', '--kubeconfig', node.kubeconfig, '--cni-socket', node.cniSocket, '--health', `${node.ip}:7081`, '--resync-seconds', '2', ...extra];
+  }
+
+  async startDaemon(node: ClusterNode, extra: string[] = []): Promise<void> {
+    await this.net.startDaemon(node, this.daemonExtra(node, extra));
+  }
+
+  /** /readyz of a node's daemon, fetched from inside the node's namespace. */
+  async ready(node: ClusterNode): Promise<{ code: number; body: string }> {
+    const py = `import urllib.request,sys\ntry:\n r=urllib.request.urlopen('http://${node.ip}:7081/readyz',timeout=2); print(r.status); print(r.read().decode())\nexcept urllib.error.HTTPError as e:\n print(e.code); print(e.read().decode())`;
+    const r = await run('ip', ['netns', 'exec', node.ns, 'python3', '-c', py]);
+    const [code, ...rest] = r.stdout.split('\n');
+    return { code: Number(code), body: rest.join('\n').trim() };
+  }
+
+  async request(method: string, urlPath: string, body?: unknown, contentType = 'application/json'): Promise<{ status: number; body: KubeObject & Record<string, unknown> }> {
+    const res = await fetch(`${this.api.url}${urlPath}`, {
+      method,
+      headers: body === undefined ? {} : { 'content-type': contentType },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: res.status, body: (await res.json()) as KubeObject & Record<string, unknown> };
+  }
+
+  async createTopology(namespace: string, obj: Record<string, unknown>): Promise<{ status: number; body: KubeObject & Record<string, unknown> }> {
+    return this.request('POST', `/apis/networkop.co.uk/v1beta1/namespaces/${namespace}/topologies`, obj);
+  }
+
+  topologyStatus(namespace: string, name: string): Record<string, unknown> | undefined {
+    return this.api.get('topologies', namespace, name)?.status as Record<string, unknown> | undefined;
+  }
+
+  /** Waits until a Topology's status says `ready` (e.g. "2/2"). */
+  waitReady(namespace: string, name: string, ready: string, timeoutMs = 30000): Promise<Record<string, unknown>> {
+    return waitFor(`Topology ${namespace}/${name} ready ${ready}`, () => {
+      const s = this.topologyStatus(namespace, name);
+      return s?.ready === ready ? s : undefined;
+    }, timeoutMs);
+  }
+
+  /** What a kubelet does: schedule, make the sandbox namespace, run CNI ADD. */
+  async startPod(nodeShort: string, namespace: string, name: string): Promise<{ pod: TestPod; add: RunResult & { json: Record<string, unknown> | null } }> {
+    const node = this.nodes.get(nodeShort)!;
+    const netns = this.net.addPod(`${namespace.slice(-2)}${name}`);
+    const created = await this.request('POST', `/api/v1/namespaces/${namespace}/pods`, {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace },
+      spec: { nodeName: node.name, containers: [{ name: 'router', image: 'router:latest' }] },
+    });
+    if (created.status !== 201) throw new Error(`creating pod ${namespace}/${name}: ${JSON.stringify(created.body)}`);
+    const uid = created.body.metadata.uid!;
+    await this.request('PATCH', `/api/v1/namespaces/${namespace}/pods/${name}/status`, { status: { phase: 'Running', hostIP: node.ip } }, 'application/merge-patch+json');
+    const containerId = randomBytes(16).toString('hex');
+    const pod: TestPod = { namespace, name, netns, containerId, uid, node };
+    this.pods.set(`${namespace}/${name}`, pod);
+    const add = await this.cni('ADD', pod);
+    return { pod, add };
+  }
+
+  cniEnv(command: string, pod: TestPod): Record<string, string> {
+    return {
+      CNI_COMMAND: command,
+      CNI_CONTAINERID: pod.containerId,
+      CNI_NETNS: `/var/run/netns/${pod.netns}`,
+      CNI_IFNAME: 'eth0',
+      CNI_PATH: '/opt/cni/bin',
+      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace};K8S_POD_NAME=${pod.name};K8S_POD_INFRA_CONTAINER_ID=${pod.containerId};K8S_POD_UID=${pod.uid}`,
+    };
+  }
+
+  cniConfig(pod: TestPod, version = '1.0.0'): string {
+    return JSON.stringify({ cniVersion: version, name: 'k8s-pod-network', type: 'patchwire', socket: pod.node.cniSocket, prevResult: prevResult(`/var/run/netns/${pod.netns}`) });
+  }
+
+  cni(command: string, pod: TestPod): Promise<RunResult & { json: Record<string, unknown> | null }> {
+    return runPlugin(this.cniEnv(command, pod), this.cniConfig(pod));
+  }
+
+  /** What a kubelet does when a pod goes: CNI DEL, remove the sandbox, delete the object. */
+  async deletePod(namespace: string, name: string): Promise<RunResult> {
+    const pod = this.pods.get(`${namespace}/${name}`)!;
+    const del = await this.cni('DEL', pod);
+    await run('ip', ['netns', 'del', pod.netns]);
+    await this.request('DELETE', `/api/v1/namespaces/${namespace}/pods/${name}`);
+    this.pods.delete(`${namespace}/${name}`);
+    return del;
+  }
+
+  exec(pod: TestPod, cmd: string, args: string[]): Promise<RunResult> {
+    return this.net.exec(pod.netns, cmd, args);
+  }
+
+  async cleanup(): Promise<void> {
+    for (const n of this.nodes.values()) n.relay?.kill('SIGKILL');
+    await this.net.cleanup();
+    spawnQuiet('pkill', ['-9', '-f', `relay.mjs .*${this.prefix}`]);
+    await this.api.close().catch(() => undefined);
+  }
+}
+
+function spawnQuiet(cmd: string, args: string[]): void {
+  try {
+    spawn(cmd, args, { stdio: 'ignore' }).on('error', () => undefined);
+  } catch {
+    /* nothing to do */
+  }
+}
