@@ -13,7 +13,8 @@ export type CniHandler = (req: CniRequest) => Promise<void>;
 export async function startCniServer(socketPath: string, handle: CniHandler, log: (m: string) => void): Promise<net.Server> {
   await mkdir(path.dirname(socketPath), { recursive: true, mode: 0o755 });
   await rm(socketPath, { force: true });
-  const server = net.createServer((sock) => {
+  // allowHalfOpen: the plugin half-closes after its request and still reads the answer.
+  const server = net.createServer({ allowHalfOpen: true }, (sock) => {
     const chunks: Buffer[] = [];
     let size = 0;
     let version = '1.0.0';

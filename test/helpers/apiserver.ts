@@ -132,10 +132,11 @@ export class StandInApiServer {
     this.watchers.clear();
   }
 
-  /** Drops the event history: watches resumed from before now get 410 Gone. */
+  /** Drops the event history: watches resumed from any earlier point get 410 Gone. */
   compact(): void {
     this.history = [];
-    this.oldestRv = this.rv + 1;
+    this.rv += 1;
+    this.oldestRv = this.rv;
   }
 
   failNext(match: (method: string, path: string, watch: boolean) => boolean, status: number, times = 1): void {
@@ -276,9 +277,9 @@ export class StandInApiServer {
       for (const o of current) res.write(`${JSON.stringify({ type: 'ADDED', object: o })}\n`);
     } else {
       const from = Number(fromRv);
-      if (!Number.isInteger(from) || from + 1 < this.oldestRv) {
+      if (!Number.isInteger(from) || from < this.oldestRv) {
         this.expired += 1;
-        res.end(`${JSON.stringify({ type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: `too old resource version: ${fromRv} (${this.oldestRv - 1})`, reason: 'Expired', code: 410 } })}\n`);
+        res.end(`${JSON.stringify({ type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: `too old resource version: ${fromRv} (${this.oldestRv})`, reason: 'Expired', code: 410 } })}\n`);
         return;
       }
       for (const ev of this.history) {

@@ -60,6 +60,8 @@ export function runPlugin(env: Record<string, string>, stdin: string): Promise<R
       }
       resolve({ code: code ?? -1, stdout, stderr, json });
     });
+    // The plugin may answer (an error) before reading its input.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(stdin);
   });
 }
@@ -106,7 +108,8 @@ export class TestCluster {
       JSON.stringify({
         apiVersion: 'v1',
         kind: 'Config',
-        clusters: [{ name: 'stand-in', cluster: { server: `http://127.0.0.1:${API_PORT}` } }],
+        // Plain HTTP to the stand-in; client-node insists on skip-tls-verify for http URLs.
+        clusters: [{ name: 'stand-in', cluster: { server: `http://127.0.0.1:${API_PORT}`, 'insecure-skip-tls-verify': true } }],
         users: [{ name: 'test', user: { token: 'stand-in' } }],
         contexts: [{ name: 'stand-in', context: { cluster: 'stand-in', user: 'test' } }],
         'current-context': 'stand-in',
