@@ -74,6 +74,17 @@ t.test('the CLI reports errors with a non-zero exit', async (t) => {
   const help = await run(process.execPath, [CLI, 'help']);
   t.equal(help.code, 0);
   t.match(help.stdout, /patchwire daemon --node NAME --listen HOST:PORT/);
+  const clusterArgs = ['daemon', '--cluster', '--insecure', '--node', 'x', '--listen', '127.0.0.1:17999', '--control', `unix://${net.dir}/cl.sock`, '--cni-socket', `${net.dir}/cl.cni.sock`];
+  const noKubeconfig = await run(process.execPath, [CLI, ...clusterArgs, '--kubeconfig', `${net.dir}/absent.kubeconfig`]);
+  t.equal(noKubeconfig.code, 1, 'cluster mode without a readable kubeconfig does not start');
+  t.match(noKubeconfig.stderr, /kubeconfig .*absent.kubeconfig: ENOENT/, 'naming the file');
+  t.notMatch(noKubeconfig.stderr, /listening on/, 'before it opens any socket');
+  const noNode = await run(process.execPath, [CLI, 'daemon', '--cluster', '--insecure'], {});
+  t.equal(noNode.code, 2);
+  t.match(noNode.stderr, /--node \(or \$NODE_NAME\) is required/);
+  const notCluster = await run(process.execPath, [CLI, 'daemon', '--insecure', '--node', 'x', '--listen', '127.0.0.1:0', '--kubeconfig', 'k']);
+  t.equal(notCluster.code, 2);
+  t.match(notCluster.stderr, /--kubeconfig needs --cluster/);
   const noDaemon = await run(process.execPath, [CLI, 'wire', 'ls', '--control', `unix://${net.dir}/absent.sock`]);
   t.not(noDaemon.code, 0, 'no daemon: non-zero exit');
   t.match(noDaemon.stderr, /patchwire: .*(No connection|UNAVAILABLE|connect)/i);

@@ -92,7 +92,8 @@ export async function daemonMain(argv: string[]): Promise<void> {
   if (!values.listen) throw new UsageError('daemon: --listen HOST:PORT is required');
   const listenPort = Number(/:(\d+)$/.exec(values.listen)?.[1] ?? NaN);
   const dataPort = values['data-port'] !== undefined ? Number(values['data-port']) : listenPort;
-  if (!Number.isInteger(dataPort) || dataPort < 1 || dataPort > 65535) throw new UsageError(`daemon: data port '${values['data-port'] ?? values.listen}' is not a port number`);
+  // Peers find this daemon at its host IP and this port, so it must be a fixed one.
+  if (cluster && (!Number.isInteger(dataPort) || dataPort < 1 || dataPort > 65535)) throw new UsageError(`daemon: data port '${values['data-port'] ?? values.listen}' is not a port number`);
   const resyncSeconds = Number(values['resync-seconds']);
   if (!Number.isFinite(resyncSeconds) || resyncSeconds < 1) throw new UsageError(`daemon: --resync-seconds '${values['resync-seconds']}' must be at least 1`);
   const tlsParts = [values['tls-cert'], values['tls-key'], values['tls-ca']];

@@ -136,15 +136,20 @@ export class ClusterController {
     log?: (m: string) => void,
   ) {
     this.log = log ?? ((m) => process.stderr.write(`[${daemon.opts.node}] ${m}\n`));
+    // Credentials first: a daemon that cannot reach its cluster should not start at all.
+    try {
+      if (opts.kubeconfig) this.kc.loadFromFile(opts.kubeconfig);
+      else this.kc.loadFromDefault();
+    } catch (err) {
+      throw new Error(`kubeconfig ${opts.kubeconfig ?? process.env.KUBECONFIG ?? '(default)'}: ${(err as Error).message}`);
+    }
+    if (!this.kc.getCurrentCluster()) throw new Error('no Kubernetes API server configured (give --kubeconfig, set KUBECONFIG, or run in a pod)');
     // Registered before the daemon starts, so its restore brings the pods back too.
     daemon.addStateSection('cniPods', this.registry);
   }
 
   /** Call after daemon.start(): its restored wires are then the starting point. */
   async start(): Promise<void> {
-    if (this.opts.kubeconfig) this.kc.loadFromFile(this.opts.kubeconfig);
-    else this.kc.loadFromDefault();
-    if (!this.kc.getCurrentCluster()) throw new Error('no Kubernetes API server configured (give --kubeconfig, set KUBECONFIG, or run in a pod)');
     this.custom = this.kc.makeApiClient(k8s.CustomObjectsApi);
     const core = this.kc.makeApiClient(k8s.CoreV1Api);
     const changed = (): void => this.schedule();
