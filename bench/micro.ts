@@ -1,10 +1,12 @@
 // npm run bench:micro: benchmark.js micro-benchmarks of the hot functions:
-// frame batch encode/decode, the capture ring, the pcapng writer.
+// frame batch encode/decode (plain and with the batch pool), the capture
+// ring, the pcapng writer.
 import { createRequire } from 'node:module';
 
 import { CaptureWriter } from '../src/capture/format.js';
 import { CaptureRing } from '../src/capture/ring.js';
 import { DecodedBatch, decodeBatch, encodeBatch } from '../src/dataplane/codec.js';
+import { BufferPool } from '../src/dataplane/pool.js';
 
 interface BenchmarkTarget {
   name: string;
@@ -45,11 +47,17 @@ const writer = new CaptureWriter('pcapng', [{ id: 0, name: 'a/eth1', description
 writer.header();
 const recs = Array.from({ length: FRAMES }, (_, i) => ({ iface: 0, tsUs: 1_700_000_000_000_000 + i, outbound: true, origLen: 1514, data: Buffer.alloc(1514, i) }));
 
+const pool = new BufferPool();
+const pooled = (n: number): Buffer => pool.take(n);
+
 const suite = new Benchmark.Suite();
 suite
   .add(`encodeBatch ${FRAMES} x 64 B`, () => void encodeBatch(7, small.rx, small.meta, FRAMES, true))
   .add(`encodeBatch ${FRAMES} x 1514 B`, () => void encodeBatch(7, mtu.rx, mtu.meta, FRAMES, true))
   .add(`encodeBatch ${FRAMES} x 64 KB GSO`, () => void encodeBatch(7, gso.rx, gso.meta, FRAMES, true))
+  // As the daemon runs it: the batch memory comes back once grpc-js has copied it.
+  .add(`encodeBatch pooled ${FRAMES} x 1514 B`, () => pool.give(encodeBatch(7, mtu.rx, mtu.meta, FRAMES, true, pooled)))
+  .add(`encodeBatch pooled ${FRAMES} x 64 KB`, () => pool.give(encodeBatch(7, gso.rx, gso.meta, FRAMES, true, pooled)))
   .add(`decodeBatch ${FRAMES} x 1514 B`, () => decodeBatch(encoded1514, decoded))
   .add(`CaptureRing.record ${FRAMES} x 1514 B`, () => ring.record(mtu.rx, offs, 1, 0, lens, 1, FRAMES, true))
   .add(`pcapng writer ${FRAMES} x 1514 B`, () => void writer.records(recs))

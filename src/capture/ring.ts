@@ -1,15 +1,28 @@
 // The always-on capture ring of one wire end: every frame in both directions,
 // with the time the daemon received it, bounded in bytes (oldest dropped
-// first). Copies one batch into one buffer; never blocks forwarding.
+// first). Frames are copied into one preallocated byte ring, so recording
+// allocates nothing per batch (no garbage on the frame path); copies are made
+// only for readers (snapshot, live listeners). Never blocks forwarding.
 import type { CaptureRecord } from './format.js';
 
 export const DEFAULT_RING_BYTES = 4 << 20;
 
+/** One recorded batch as readers see it (data is the reader's own copy). */
 export interface Segment {
   tsUs: number;
   outbound: boolean;
   data: Buffer;
   /** end offset of each frame in data */
+  ends: Int32Array;
+  count: number;
+}
+
+/** One recorded batch inside the ring. */
+interface Slot {
+  tsUs: number;
+  outbound: boolean;
+  start: number;
+  bytes: number;
   ends: Int32Array;
   count: number;
 }
@@ -21,8 +34,10 @@ export function nowUs(): number {
 }
 
 export class CaptureRing {
-  private segments: Segment[] = [];
+  private buf: Buffer | null = null;
+  private slots: Slot[] = [];
   private head = 0;
+  private wpos = 0;
   private bytes = 0;
   readonly listeners = new Set<SegmentListener>();
   /** frames that fell out of the ring (the normal life of a ring, not a loss) */
@@ -31,6 +46,13 @@ export class CaptureRing {
   readerDrops = 0;
 
   constructor(readonly limitBytes: number) {}
+
+  private evictHead(): void {
+    const old = this.slots[this.head]!;
+    this.slots[this.head++] = undefined as unknown as Slot;
+    this.bytes -= old.bytes;
+    this.evicted += old.count;
+  }
 
   /**
    * Records `count` frames: frame i starts at src[off[i*offStride] + offAdd]
@@ -41,35 +63,60 @@ export class CaptureRing {
     if (count === 0 || this.limitBytes <= 0) return;
     let total = 0;
     for (let i = 0; i < count; i++) total += len[i * lenStride]!;
-    const data = Buffer.allocUnsafe(total);
-    const ends = new Int32Array(count);
-    let pos = 0;
-    for (let i = 0; i < count; i++) {
+    // A batch larger than the whole ring keeps only its newest frames.
+    let first = 0;
+    while (total > this.limitBytes && first < count) {
+      total -= len[first * lenStride]!;
+      first++;
+      this.evicted++;
+    }
+    if (first === count) return;
+    // Sized on first use: an idle wire end costs nothing.
+    this.buf ??= Buffer.allocUnsafe(this.limitBytes);
+    if (this.wpos + total > this.limitBytes) {
+      // The tail of the buffer is too short: start over at 0. Slots still in
+      // the tail are the oldest (previous lap), so FIFO order holds.
+      while (this.head < this.slots.length && this.slots[this.head]!.start >= this.wpos) this.evictHead();
+      this.wpos = 0;
+    }
+    const start = this.wpos;
+    while (this.head < this.slots.length) {
+      const h = this.slots[this.head]!;
+      if (h.start < start + total && h.start + h.bytes > start) this.evictHead();
+      else break;
+    }
+    const ends = new Int32Array(count - first);
+    let pos = start;
+    for (let i = first; i < count; i++) {
       const o = off[i * offStride]! + offAdd;
       const l = len[i * lenStride]!;
-      data.set(src.subarray(o, o + l), pos);
+      this.buf.set(src.subarray(o, o + l), pos);
       pos += l;
-      ends[i] = pos;
+      ends[i - first] = pos - start;
     }
-    const seg: Segment = { tsUs: nowUs(), outbound, data, ends, count };
-    this.segments.push(seg);
+    this.wpos = pos;
+    const slot: Slot = { tsUs: nowUs(), outbound, start, bytes: total, ends, count: count - first };
+    this.slots.push(slot);
     this.bytes += total;
-    while (this.bytes > this.limitBytes && this.head < this.segments.length - 1) {
-      const old = this.segments[this.head]!;
-      this.segments[this.head++] = undefined as unknown as Segment;
-      this.bytes -= old.data.length;
-      this.evicted += old.count;
-    }
-    if (this.head > 1024 && this.head * 2 > this.segments.length) {
-      this.segments = this.segments.slice(this.head);
+    if (this.head > 1024 && this.head * 2 > this.slots.length) {
+      this.slots = this.slots.slice(this.head);
       this.head = 0;
     }
-    for (const l of this.listeners) l(seg);
+    if (this.listeners.size) {
+      const seg = this.copy(slot);
+      for (const l of this.listeners) l(seg);
+    }
   }
 
-  /** What the ring holds now, oldest first. */
+  private copy(s: Slot): Segment {
+    return { tsUs: s.tsUs, outbound: s.outbound, data: Buffer.from(this.buf!.subarray(s.start, s.start + s.bytes)), ends: s.ends, count: s.count };
+  }
+
+  /** What the ring holds now, oldest first, as copies the ring will not overwrite. */
   snapshot(): Segment[] {
-    return this.segments.slice(this.head);
+    const out: Segment[] = [];
+    for (let i = this.head; i < this.slots.length; i++) out.push(this.copy(this.slots[i]!));
+    return out;
   }
 
   get heldBytes(): number {

@@ -8,6 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 
 import { createEndpoint, type Endpoint, endpointProblems, type EndpointSpec } from '../endpoint/index.js';
 import { DecodedBatch, decodeBatch, encodeBatch } from '../dataplane/codec.js';
+import { batchPool } from '../dataplane/pool.js';
 import { dataplaneServiceDefinition, Peers, type PeerStats, serverOptions } from '../dataplane/peers.js';
 import { type EndCounters, forwardLocal, Wire, type WireEnd, type WireSpec } from '../dataplane/wire.js';
 import { DEFAULT_RING_BYTES } from '../capture/ring.js';
@@ -320,10 +321,12 @@ export class Daemon {
     const rx = a.rxView;
     const uid = wire.spec.uid;
     const vnet = a.endpoint.vnetHdr;
+    const take = (len: number): Buffer => batchPool.take(len);
     const onFrames = (n: number): void => {
       a.captureRx(n);
-      const batch = encodeBatch(uid, rx, port.meta, n, vnet);
+      const batch = encodeBatch(uid, rx, port.meta, n, vnet, take);
       const r = this.peers.send(peer.node, batch, n);
+      if (r === 'peer_down' || r === 'queue_full') batchPool.give(batch);
       if (r === 'peer_down') a.peerDown += n;
       else if (r === 'queue_full') a.queueFull += n;
       else if (r === 'busy') {

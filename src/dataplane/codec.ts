@@ -38,7 +38,7 @@ function hdrMatters(rx: Uint8Array, off: number): boolean {
  * `meta` is the port's [offset, length] pairs; when `vnet` is set each frame
  * starts with its virtio-net header.
  */
-export function encodeBatch(wireUid: number, rx: Uint8Array, meta: Int32Array, count: number, vnet: boolean): Buffer {
+export function encodeBatch(wireUid: number, rx: Uint8Array, meta: Int32Array, count: number, vnet: boolean, alloc: (n: number) => Buffer = Buffer.allocUnsafe): Buffer {
   const hdrLen = vnet ? VNET_HDR_LEN : 0;
   const uidSize = 1 + varintSize(wireUid);
   let total = 0;
@@ -49,7 +49,7 @@ export function encodeBatch(wireUid: number, rx: Uint8Array, meta: Int32Array, c
     if (vnet && hdrMatters(rx, off)) inner += 2 + VNET_HDR_LEN;
     total += 1 + varintSize(inner) + inner;
   }
-  const out = Buffer.allocUnsafe(total);
+  const out = alloc(total);
   let pos = 0;
   for (let i = 0; i < count; i++) {
     const off = meta[2 * i]!;

@@ -4,9 +4,15 @@
 import * as grpc from '@grpc/grpc-js';
 
 import { decodeSubscribeRequest, encodeHelloResponse, encodeSubscribeRequest, type SubscribeRequest } from './codec.js';
+import { batchPool } from './pool.js';
 
 export const SUBSCRIBE_PATH = '/patchwire.v1.DataplaneService/Subscribe';
 const passThrough = (b: Buffer): Buffer => b;
+/** grpc-js copies what this returns into its framed message right away: the batch is free after that. */
+const serializeBatch = (b: Buffer): Buffer => {
+  batchPool.giveAfterCopy(b);
+  return b;
+};
 
 export const dataplaneServiceDefinition: grpc.ServiceDefinition = {
   subscribe: {
@@ -15,7 +21,7 @@ export const dataplaneServiceDefinition: grpc.ServiceDefinition = {
     responseStream: true,
     requestSerialize: encodeSubscribeRequest,
     requestDeserialize: decodeSubscribeRequest,
-    responseSerialize: passThrough,
+    responseSerialize: serializeBatch,
     responseDeserialize: passThrough,
     originalName: 'Subscribe',
   } as grpc.MethodDefinition<SubscribeRequest, Buffer>,
