@@ -115,8 +115,17 @@ t.test('cluster mode', async (t) => {
     t.equal(cluster.topologyStatus('lab1', 'r1')!.ready, '1/2');
     t.notOk(sh('ip', '-n', r1.pod.netns, '-o', 'link').includes('eth1@'), 'r1 eth1 removed with its wire');
 
-    const again = await cluster.startPod('n2', 'lab1', 'r2');
-    t.equal(again.add.code, 0);
+    // The new r2 is scheduled but its sandbox has not run CNI ADD yet: n1 plumbs
+    // its end, but does not call the link up while the far end is missing.
+    const again = await cluster.startPod('n2', 'lab1', 'r2', { cni: false });
+    const half = await waitFor('r1 link to r2 down, far end not plumbed', () => {
+      const l = links(cluster.topologyStatus('lab1', 'r1')).find((x) => x.uid === 1);
+      // (it may first be down while the stream to n2 reconnects)
+      return l?.state === 'down' && /far end/.test(l.message ?? '') ? l : undefined;
+    });
+    t.match(half.message, /far end r2\/eth1 on node pwtkn2 is not plumbed yet \(waiting for pod r2 to start/, 'status names the far end and what it waits for');
+    t.equal((half as { plumbed?: boolean }).plumbed, true, 'while saying this end is plumbed');
+    t.equal((await cluster.cni('ADD', again.pod)).code, 0, 'then CNI ADD runs');
     await cluster.waitReady('lab1', 'r1', '2/2');
     await cluster.waitReady('lab1', 'r2', '2/2');
     t.equal((await cluster.exec(r1.pod, 'ping', ['-c', '2', '-W', '2', '192.0.2.2'])).code, 0, 'r1 -> new r2');

@@ -311,9 +311,23 @@ export class ClusterController {
       if (err) return { ...base, state: 'error', message: err };
       const w = states.get(id);
       if (!w) return { ...base, state: 'pending', message: 'being plumbed' };
-      if (w.state === 'up') return { ...base, state: 'up' };
-      return { ...base, state: 'down', message: `peer daemon on node ${w.spec.peer?.node ?? '?'} (${w.spec.peer?.address ?? '?'}) is not connected` };
+      const plumbed = { ...base, plumbed: true };
+      if (!w.spec.peer) return { ...plumbed, state: w.state };
+      // Up means both ends exist (the far node says so in its pod's status)
+      // and the daemons' streams are connected. A missing far end is the
+      // likelier cause, and the streams only connect once it exists.
+      const far = this.farEnd(t.namespace, l.peer_pod, l.uid);
+      if (!far?.plumbed) return { ...plumbed, state: 'down', message: `far end ${l.peer_pod}/${l.peer_intf} on node ${w.spec.peer.node} is not plumbed yet${far?.message ? ` (${far.message})` : ''}` };
+      if (w.state !== 'up') return { ...plumbed, state: 'down', message: `peer daemon on node ${w.spec.peer.node} (${w.spec.peer.address}) is not connected` };
+      return { ...plumbed, state: 'up' };
     });
+  }
+
+  /** The far node's view of a link, from the status it wrote on the peer pod's Topology. */
+  private farEnd(namespace: string, pod: string, uid: number): LinkStatus | undefined {
+    const obj = this.topologies.informer.get(pod, namespace) as TopologyObject | undefined;
+    const links = (obj?.status as { links?: LinkStatus[] } | undefined)?.links;
+    return Array.isArray(links) ? links.find((x) => x.uid === uid) : undefined;
   }
 
   statusOf(t: PlannedTopology, states: Map<number, WireStatus>): TopologyStatus {

@@ -44,6 +44,8 @@ export interface LinkStatus {
   wire?: number;
   /** node of the peer pod, when known */
   peer_node?: string;
+  /** this node's end of the link exists (the far node reads it before saying up) */
+  plumbed?: boolean;
 }
 
 export interface TopologyStatus {
