@@ -11,7 +11,8 @@ import { parseAllDocuments } from 'yaml';
 
 import { ControlClient } from '../src/control/client.js';
 import { TestCluster, type TestPod } from './helpers/cluster.js';
-import { ROOT, sh, waitFor } from './helpers/testnet.js';
+import { readPcapng } from './helpers/pcap.js';
+import { CLI, ROOT, run, sh, waitFor } from './helpers/testnet.js';
 
 const cluster = new TestCluster('pwtk');
 t.teardown(() => cluster.cleanup());
@@ -68,6 +69,19 @@ t.test('cluster mode', async (t) => {
   t.equal((await cluster.exec(r1.pod, 'ping', ['-c', '2', '-W', '2', '192.0.2.10'])).code, 0, 'r1 -> r3 on the same node');
   const w1 = await wiresOf(n1.client);
   t.same(w1.map((w) => w.ends.sort()).sort(), [['lab1/r1/eth1'], ['lab1/r1/eth2', 'lab1/r3/eth2'], ['lab1/r3/eth1']].sort(), 'n1 owns its ends and the local wire');
+
+  await t.test('capture from a cluster-mode daemon by its control socket', async (t) => {
+    const file = path.join(cluster.net.dir, 'r1-eth1.pcapng');
+    const cap = await run(process.execPath, [CLI, 'capture', '--control', n1.control, 'lab1/r1/eth1', '-w', file, '--json']);
+    t.equal(cap.code, 0, cap.stderr);
+    const pcap = readPcapng(file);
+    t.same(pcap.interfaces.map((i) => i.name), ['lab1/r1/eth1'], 'one interface named namespace/pod/intf');
+    const icmp = pcap.packets.filter((p) => p.data.readUInt16BE(12) === 0x0800 && p.data[23] === 1);
+    t.ok(icmp.length >= 4, `the ring holds the pings sent earlier (${icmp.length} ICMP frames)`);
+    const unknown = await run(process.execPath, [CLI, 'capture', '--control', n1.control, 'lab1/r9/eth1']);
+    t.equal(unknown.code, 1);
+    t.match(unknown.stderr, /no wire end lab1\/r9\/eth1 on node pwtkn1/, 'an unknown end is named');
+  });
 
   await t.test('control API is read-only in cluster mode', async (t) => {
     const err = await n1.client.removeWire(w1[0]!.uid).then(

@@ -31,6 +31,11 @@ the pod sent it, inbound = the wire delivered it to the pod.
 
   patchwire capture demo r1/eth1 --follow | wireshark -k -i -
   patchwire capture demo r1/eth1 r2/eth2 -w both.pcapng
+
+Without a lab (cluster mode, or a daemon started by hand), name the daemon:
+  patchwire capture --control unix:///run/patchwire/NODE.sock NS/POD/INTF ...
+  kubectl exec -n patchwire-system PATCHWIRE-POD -- patchwire capture \
+      --control unix:///run/patchwire/NODE.sock lab1/r1/eth1 > r1-eth1.pcapng
 `;
 
 export async function captureMain(argv: string[]): Promise<number> {
@@ -44,6 +49,7 @@ export async function captureMain(argv: string[]): Promise<number> {
       duration: { type: 'string' },
       format: { type: 'string', default: 'pcapng' },
       json: { type: 'boolean', default: false },
+      control: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -51,8 +57,9 @@ export async function captureMain(argv: string[]): Promise<number> {
     process.stdout.write(CAPTURE_HELP);
     return 0;
   }
-  const [lab, ...names] = positionals;
-  if (!lab || names.length === 0) throw new UsageError(`capture: name a lab and at least one POD/INTF\n\n${CAPTURE_HELP}`);
+  const [lab, ...names] = values.control ? ['', ...positionals] : positionals;
+  if (values.control === undefined && !lab) throw new UsageError(`capture: name a lab and at least one POD/INTF\n\n${CAPTURE_HELP}`);
+  if (names.length === 0) throw new UsageError(`capture: name at least one wire end (POD/INTF)\n\n${CAPTURE_HELP}`);
   const format = values.format as CaptureFormat;
   if (format !== 'pcapng' && format !== 'pcap') throw new UsageError(`capture: --format '${values.format}' is not pcapng or pcap`);
   const count = values.count === undefined ? 0 : Number(values.count);
@@ -60,26 +67,19 @@ export async function captureMain(argv: string[]): Promise<number> {
   const duration = values.duration === undefined ? 0 : Number(values.duration);
   if (!Number.isFinite(duration) || duration < 0) throw new UsageError(`capture: --duration '${values.duration}' is not a number of seconds`);
 
-  const state = readLab(lab);
-  if (!state) throw new LabError(`no lab named '${lab}' (see 'patchwire ls')`);
-  const ends = new Set(state.links.flatMap((l) => [`${l.a.pod}/${l.a.intf}`, `${l.b.pod}/${l.b.intf}`]));
   const byNode = new Map<string, MergeSource>();
   const interfaces: CaptureInterface[] = [];
   const clients: ControlClient[] = [];
-  names.forEach((name, id) => {
-    if (!ends.has(name)) throw new LabError(`lab ${lab} has no wire end '${name}' (ends: ${[...ends].sort().join(', ')})`);
-    const pod = state.pods.find((p) => p.name === name.split('/')[0])!;
-    const node = state.nodes.find((n) => n.name === pod.node)!;
-    let src = byNode.get(node.name);
-    if (!src) {
-      const client = new ControlClient(node.control);
-      clients.push(client);
-      src = { node: node.name, client, wires: [] };
-      byNode.set(node.name, src);
-    }
-    src.wires.push({ name, id });
-    interfaces.push({ id, name, description: `node ${node.name}, lab ${lab}` });
-  });
+  if (values.control) {
+    // One daemon named directly: it reports unknown wire ends itself.
+    const client = new ControlClient(values.control);
+    clients.push(client);
+    byNode.set(values.control, { node: values.control, client, wires: names.map((name, id) => ({ name, id })) });
+    names.forEach((name, id) => interfaces.push({ id, name, description: `daemon ${values.control}` }));
+  } else {
+    collectLabSources(lab!, names, byNode, interfaces, clients);
+  }
+
 
   const out: Writable = values.write ? createWriteStream(values.write) : process.stdout;
   const tty = process.stderr.isTTY === true && !values.json;
@@ -113,4 +113,25 @@ export async function captureMain(argv: string[]): Promise<number> {
   } finally {
     for (const c of clients) c.close();
   }
+}
+
+/** The daemons holding the named ends of a lab, one merge source per node. */
+function collectLabSources(lab: string, names: string[], byNode: Map<string, MergeSource>, interfaces: CaptureInterface[], clients: ControlClient[]): void {
+  const state = readLab(lab);
+  if (!state) throw new LabError(`no lab named '${lab}' (see 'patchwire ls')`);
+  const ends = new Set(state.links.flatMap((l) => [`${l.a.pod}/${l.a.intf}`, `${l.b.pod}/${l.b.intf}`]));
+  names.forEach((name, id) => {
+    if (!ends.has(name)) throw new LabError(`lab ${lab} has no wire end '${name}' (ends: ${[...ends].sort().join(', ')})`);
+    const pod = state.pods.find((p) => p.name === name.split('/')[0])!;
+    const node = state.nodes.find((n) => n.name === pod.node)!;
+    let src = byNode.get(node.name);
+    if (!src) {
+      const client = new ControlClient(node.control);
+      clients.push(client);
+      src = { node: node.name, client, wires: [] };
+      byNode.set(node.name, src);
+    }
+    src.wires.push({ name, id });
+    interfaces.push({ id, name, description: `node ${node.name}, lab ${lab}` });
+  });
 }
