@@ -11,6 +11,7 @@ import { parseAllDocuments } from 'yaml';
 
 import { DAEMON_HELP } from '../src/cli/daemon.js';
 import { CNI_HELP } from '../src/cli/cni.js';
+import { parseMeshnet } from '../src/topology/meshnet.js';
 import { pruneAndValidate, type Schema } from './helpers/schema.js';
 import { ROOT } from './helpers/testnet.js';
 
@@ -45,6 +46,12 @@ t.test('kubectl kustomize deploy/', { skip: haveKubectl ? false : 'kubectl is no
 
   // meshnet's examples (examples/triangle.yaml follows them) and a KNE-generated object.
   const examples = parseAllDocuments(readFileSync(path.join(ROOT, 'examples', 'triangle.yaml'), 'utf8')).map((d) => d.toJSON() as Obj);
+  const k8sExample = parseAllDocuments(readFileSync(path.join(ROOT, 'examples', 'k8s', 'triangle.yaml'), 'utf8')).map((d) => d.toJSON() as Obj);
+  const k8sTopologies = k8sExample.filter((o) => o.kind === 'Topology');
+  t.equal(k8sTopologies.length, 3, 'examples/k8s/triangle.yaml has three Topology objects');
+  t.same(parseMeshnet(k8sTopologies, 'examples/k8s/triangle.yaml').errors, [], 'and they form consistent links');
+  t.same(k8sExample.filter((o) => o.kind === 'Pod').map((o) => o.metadata.name).sort(), ['r1', 'r2', 'r3'], 'with a pod for each');
+  examples.push(...k8sTopologies);
   examples.push({
     apiVersion: 'networkop.co.uk/v1beta1',
     kind: 'Topology',
