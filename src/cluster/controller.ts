@@ -395,8 +395,14 @@ export class ClusterController {
         const gone = this.registry.removeContainer(req.containerId);
         if (!gone) return;
         this.log(`CNI DEL ${gone.namespace}/${gone.pod}`);
+        // The pod's own wires go now, even while the API server is unreachable;
+        // the reconcile that follows settles the rest (nothing, normally).
+        for (const w of this.daemon.listWires()) {
+          const ends = [w.spec.local, ...(w.spec.localPeer ? [w.spec.localPeer] : [])];
+          if (ends.some((e) => e.netns === gone.netns)) await this.daemon.removeWire(w.spec.uid).catch((err: Error) => this.log(`removing wire ${w.spec.uid}: ${err.message}`));
+        }
         await this.daemon.persist();
-        // Answer once the pod's wires are gone, but never hold pod removal for long.
+        // Answer once the reconcile is through, but never hold pod removal for long.
         await Promise.race([this.reconcileNow(), new Promise((r) => setTimeout(r, DEL_WAIT_MS).unref())]);
         return;
       }

@@ -143,6 +143,10 @@ export class StandInApiServer {
     this.faults.push({ match, status, times });
   }
 
+  clearFaults(): void {
+    this.faults.length = 0;
+  }
+
   /** Current objects of a resource (copies). */
   objects(plural: string): KubeObject[] {
     const r = this.resources.find((x) => x.plural === plural)!;
