@@ -109,7 +109,7 @@ t.test('lldpd in both pods lists the other as its neighbor', async (t) => {
       ] as const) {
         const sock = `${net.dir}/lldpd-${me.netns}.sock`;
         let out = '';
-        const deadline = Date.now() + 20000;
+        const deadline = Date.now() + 30000;
         while (Date.now() < deadline) {
           const r = await net.exec(me.netns, 'lldpcli', ['-u', sock, '-f', 'keyvalue', 'show', 'neighbors']);
           out = r.stdout + r.stderr;
@@ -117,6 +117,15 @@ t.test('lldpd in both pods lists the other as its neighbor', async (t) => {
           // Ask the far lldpd to send now rather than at its next 30 s tick.
           await net.exec(other.netns, 'lldpcli', ['-u', `${net.dir}/lldpd-${other.netns}.sock`, 'update']);
           await new Promise((r) => setTimeout(r, 500));
+        }
+        if (!out.toLowerCase().includes(other.mac.toLowerCase())) {
+          // Say what each side saw, to tell a lost frame from a silent lldpd.
+          for (const e of [me, other]) {
+            const ctl = ['-u', `${net.dir}/lldpd-${e.netns}.sock`];
+            logs.push(`${e.netns}: ${(await net.exec(e.netns, 'lldpcli', [...ctl, 'show', 'statistics'])).stdout}`);
+            logs.push(`${e.netns}: ${(await net.exec(e.netns, 'ip', ['-s', 'link', 'show', 'dev', e.ifname])).stdout}`);
+          }
+          logs.push(JSON.stringify(await Promise.all([...net.nodes.values()].map((n) => n.client.listWires()))));
         }
         t.match(out.toLowerCase(), other.mac.toLowerCase(), `${c.name}: lldpd in ${me.netns} sees ${other.netns} (${other.mac})`, { logs });
         t.match(out, new RegExp(`patchwire-test ${other.netns}`), 'with its system description');
