@@ -25,6 +25,7 @@ import {
   type TopologyStatus,
 } from './plan.js';
 import { podKey, PodRegistry } from './registry.js';
+import { serialized } from '../util/serial.js';
 
 export interface ClusterOptions {
   /** kubeconfig file; absent: $KUBECONFIG, ~/.kube/config or the in-cluster service account */
@@ -344,14 +345,8 @@ export class ClusterController {
     };
   }
 
-  private writing: Promise<void> = Promise.resolve();
-
   /** Patches the status of this node's Topology objects where it changed; serialized. */
-  writeStatuses(): Promise<void> {
-    const next = this.writing.then(() => this.doWriteStatuses());
-    this.writing = next.catch(() => undefined);
-    return next;
-  }
+  readonly writeStatuses = serialized(() => this.doWriteStatuses());
 
   private async doWriteStatuses(): Promise<void> {
     if (this.stopped) return;

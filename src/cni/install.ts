@@ -2,10 +2,11 @@
 // static binary into the CNI bin directory and chains `{"type": "patchwire"}`
 // after the primary plugin in the network configuration the runtime uses.
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 
 import { PACKAGE_ROOT } from '../paths.js';
+import { writeAtomic } from '../util/serial.js';
 import { DEFAULT_CNI_SOCKET } from './protocol.js';
 
 export const PLUGIN_TYPE = 'patchwire';
@@ -33,12 +34,6 @@ export interface InstallResult {
   action: 'appended' | 'updated' | 'unchanged' | 'converted' | 'none';
 }
 
-async function writeAtomic(file: string, data: string | Buffer, mode = 0o644): Promise<void> {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}`);
-  await writeFile(tmp, data, { mode });
-  await rename(tmp, file);
-}
-
 /** The configuration the runtime loads: the first .conf, .conflist or .json by name. */
 export async function primaryConfig(confDir: string): Promise<string | null> {
   if (!existsSync(confDir)) return null;
@@ -64,10 +59,7 @@ export async function installCni(o: InstallOptions): Promise<InstallResult> {
   if (!existsSync(o.binDir)) throw new Error(`CNI bin directory ${o.binDir} does not exist`);
   const binary = path.join(o.binDir, PLUGIN_TYPE);
   // Copy then rename: a runtime may be executing the old binary right now.
-  const tmp = path.join(o.binDir, `.${PLUGIN_TYPE}.tmp-${process.pid}`);
-  await copyFile(o.plugin, tmp);
-  await chmod(tmp, 0o755);
-  await rename(tmp, binary);
+  await writeAtomic(binary, await readFile(o.plugin), 0o755);
   o.log(`installed ${binary}`);
   if (!o.chain) return { binary, config: '', action: 'none' };
 

@@ -1,6 +1,6 @@
 // The wire daemon: owns ports, wires, peer streams and the control API, and
 // persists its desired wires so a restart re-attaches to the same interfaces.
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 
@@ -15,6 +15,7 @@ import { DEFAULT_RING_BYTES } from '../capture/ring.js';
 import type { CaptureInterface } from '../capture/format.js';
 import type { CaptureSource } from '../capture/session.js';
 import { FileCapture, type FileCaptureOptions } from '../capture/files.js';
+import { serialized, writeAtomic } from '../util/serial.js';
 
 export class WireError extends Error {
   constructor(
@@ -207,25 +208,18 @@ export class Daemon {
     }
   }
 
-  private persisting: Promise<void> = Promise.resolve();
-
   /** Writes the desired wires; writes are queued so concurrent API calls never interleave them. */
-  persist(): Promise<void> {
-    const next = this.persisting.then(() => this.writeState());
-    this.persisting = next.catch(() => undefined);
-    return next;
-  }
+  readonly persist = serialized(() => this.writeState());
 
   private async writeState(): Promise<void> {
     if (!this.opts.state) return;
-    const tmp = `${this.opts.state}.tmp`;
     await mkdir(path.dirname(this.opts.state), { recursive: true });
     const wires = [...this.wires.values()].map((w) => w.spec);
     const extra: Record<string, unknown> = {};
     for (const [name, section] of this.sections) extra[name] = section.save();
-    await writeFile(tmp, JSON.stringify({ version: 1, node: this.opts.node, wires, ...extra }, null, 1));
-    await rename(tmp, this.opts.state);
+    await writeAtomic(this.opts.state, JSON.stringify({ version: 1, node: this.opts.node, wires, ...extra }, null, 1));
   }
+
 
   private specProblems(spec: WireSpec): string[] {
     const out: string[] = [];

@@ -12,7 +12,7 @@ import { parse as parseYaml } from 'yaml';
 
 import { StandInApiServer, type KubeObject } from './apiserver.js';
 import type { Schema } from './schema.js';
-import { ROOT, run, type RunResult, TestNet, type TestNode, waitFor } from './testnet.js';
+import { ROOT, run, type RunResult, spawnSyncQuiet, TestNet, type TestNode, waitFor } from './testnet.js';
 
 export const PLUGIN = path.join(ROOT, 'cni', 'bin', 'patchwire');
 const RELAY = path.join(ROOT, 'test', 'tools', 'relay.mjs');
@@ -84,7 +84,7 @@ export class TestCluster {
 
   constructor(readonly prefix: string) {
     this.net = new TestNet(prefix, 'cluster');
-    spawnQuiet('pkill', ['-9', '-f', `relay.mjs .*${prefix}`]);
+    spawnSyncQuiet('pkill', ['-9', '-f', `relay.mjs .*${prefix}`]);
     this.api = new StandInApiServer(path.join(this.net.dir, 'api.sock'));
     this.api.addResource({ prefix: '/api/v1', plural: 'pods', kind: 'Pod', apiVersion: 'v1' });
     this.api.addResource({ prefix: '/apis/networkop.co.uk/v1beta1', plural: 'topologies', kind: 'Topology', apiVersion: 'networkop.co.uk/v1beta1', schema: crdSchema() });
@@ -223,15 +223,7 @@ export class TestCluster {
   async cleanup(): Promise<void> {
     for (const n of this.nodes.values()) n.relay?.kill('SIGKILL');
     await this.net.cleanup();
-    spawnQuiet('pkill', ['-9', '-f', `relay.mjs .*${this.prefix}`]);
+    spawnSyncQuiet('pkill', ['-9', '-f', `relay.mjs .*${this.prefix}`]);
     await this.api.close().catch(() => undefined);
-  }
-}
-
-function spawnQuiet(cmd: string, args: string[]): void {
-  try {
-    spawn(cmd, args, { stdio: 'ignore' }).on('error', () => undefined);
-  } catch {
-    /* nothing to do */
   }
 }

@@ -208,7 +208,8 @@ export class TestNet {
   }
 }
 
-function spawnSyncQuiet(cmd: string, args: string[]): void {
+/** Runs a clean-up command, ignoring its failure (nothing to remove). */
+export function spawnSyncQuiet(cmd: string, args: string[]): void {
   try {
     execFileSync(cmd, args, { stdio: 'ignore' });
   } catch {
