@@ -98,3 +98,15 @@ t.test('the hello response is a SubscribeResponse with the node name and no fram
   decodeBatch(hello, d);
   t.equal(d.count, 0, 'our decoder skips the node field');
 });
+
+t.test('a batch from an encoder that writes proto3 defaults decodes', async (t) => {
+  // protobufjs writes empty strings and bytes that are set: an empty vnet_hdr means none.
+  const buf = method.responseSerialize({ node: '', frames: [{ wire: 5, vnet_hdr: Buffer.alloc(0), data: Buffer.from('frame-bytes') }] }) as Buffer;
+  const d = new DecodedBatch();
+  decodeBatch(buf, d);
+  t.equal(d.count, 1);
+  t.equal(d.wire[0], 5);
+  t.equal(d.hdrOff[0], -1, 'no virtio-net header');
+  t.equal(buf.toString('utf8', d.dataOff[0]!, d.dataOff[0]! + d.dataLen[0]!), 'frame-bytes');
+  t.throws(() => decodeBatch(method.responseSerialize({ frames: [{ wire: 5, vnet_hdr: Buffer.alloc(3), data: Buffer.from('x') }] }) as Buffer, d), DecodeError, 'a 3-byte vnet_hdr is still refused');
+});

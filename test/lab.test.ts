@@ -1,6 +1,7 @@
 // Lab mode end to end through the CLI: up, traffic, status, exec, reconcile
 // without loss, kill -9 recovery, down without a trace.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import t from 'tap';
@@ -51,6 +52,11 @@ t.test('up, traffic, status, exec', async (t) => {
   const s = await statusJson(LAB);
   t.equal(s.nodes.length, 2);
   t.ok(s.nodes.every((n) => n.pid > 0 && n.healthy), 'nodes have live daemon pids');
+  for (const n of s.nodes) {
+    // Lab daemons run under SCHED_RR so busy pods cannot hold frames back; every thread, as the kernel reports it.
+    const policies = new Set(readdirSync(`/proc/${n.pid}/task`).map((tid) => spawnSync('chrt', ['-p', tid], { encoding: 'utf8' }).stdout.match(/policy: (\S+)/)?.[1]));
+    t.same([...policies], ['SCHED_RR'], `every thread of the ${n.name} daemon is SCHED_RR`);
+  }
   t.same(s.pods.map((p) => [p.name, p.node]), [['r1', 'node1'], ['r2', 'node2'], ['r3', 'node1']], 'round-robin placement in file order');
   t.same(s.wires.map((w) => w.endpoints), [['r1/eth1', 'r2/eth1'], ['r2/eth2', 'r3/eth1'], ['r1/eth2', 'r3/eth2']]);
   t.ok(s.wires.every((w) => w.state === 'up'));

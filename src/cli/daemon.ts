@@ -34,6 +34,9 @@ Options:
   --health HOST:PORT   serve only /healthz (liveness) and /readyz (readiness: cluster watches listed)
   --capture-ring-bytes N
                        capture ring per wire end, bytes (default 4194304); 0 turns the rings off
+  --rt-priority N      run the daemon's threads under SCHED_RR at priority N (1-99) so busy
+                       pods cannot delay frames; 0 (default) keeps normal scheduling.
+                       Lab daemons (patchwire up) and the DaemonSet use 1.
   --rx MODE            how AF_PACKET endpoints receive: mmsg (recvmmsg, default) or ring (TPACKET_V3)
   --capture-dir DIR    also write every wire end to pcapng files in DIR, rotated:
   --capture-file-bytes N   start a new file at N bytes (default 16777216)
@@ -66,6 +69,7 @@ export async function daemonMain(argv: string[]): Promise<void> {
       'capture-ring-bytes': { type: 'string' },
       'capture-dir': { type: 'string' },
       rx: { type: 'string', default: 'mmsg' },
+      'rt-priority': { type: 'string', default: '0' },
       'capture-file-bytes': { type: 'string', default: String(16 << 20) },
       'capture-files': { type: 'string', default: '8' },
       cluster: { type: 'boolean', default: false },
@@ -109,6 +113,8 @@ export async function daemonMain(argv: string[]): Promise<void> {
     ringBytes = Number(values['capture-ring-bytes']);
     if (!Number.isSafeInteger(ringBytes) || ringBytes < 0) throw new UsageError(`daemon: --capture-ring-bytes '${values['capture-ring-bytes']}' is not a byte count`);
   }
+  const rtPriority = Number(values['rt-priority']);
+  if (!Number.isInteger(rtPriority) || rtPriority < 0 || rtPriority > 99) throw new UsageError(`daemon: --rt-priority '${values['rt-priority']}' must be an integer from 0 to 99`);
   if (values.rx !== 'mmsg' && values.rx !== 'ring') throw new UsageError(`daemon: --rx '${values.rx}' is not mmsg or ring`);
   rxSettings.mode = values.rx;
   let captureFiles;
@@ -141,6 +147,7 @@ export async function daemonMain(argv: string[]): Promise<void> {
         resyncMs: resyncSeconds * 1000,
       })
     : null;
+  daemon.setRealtime(rtPriority);
   await daemon.start(controlServiceFor);
   try {
     await controller?.start();

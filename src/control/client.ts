@@ -13,7 +13,8 @@ export interface PbHealth {
   wires: number;
   unknown_wire: number;
   malformed: number;
-  peers: Array<{ node: string; address: string; inbound: boolean; outbound: boolean; reconnects: number; frames_in: number; frames_out: number }>;
+  peers: Array<{ node: string; address: string; inbound: boolean; outbound: boolean; reconnects: number; frames_in: number; frames_out: number; last_error: string }>;
+  rt_priority: number;
 }
 
 export interface PbCaptureResponse {

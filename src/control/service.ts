@@ -50,6 +50,7 @@ export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.Unty
         listen: h.listen,
         wires: h.wires,
         unknown_wire: h.unknownWire,
+        rt_priority: h.rtPriority,
         malformed: h.malformed,
         peers: h.peers.map((p) => ({
           node: p.node,
@@ -58,6 +59,7 @@ export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.Unty
           outbound: p.outbound,
           reconnects: p.reconnects,
           frames_in: p.framesIn,
+          last_error: p.lastError,
           frames_out: p.framesOut,
           batches_in: p.batchesIn,
           batches_out: p.batchesOut,

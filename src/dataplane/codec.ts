@@ -36,9 +36,18 @@ function hdrMatters(rx: Uint8Array, off: number): boolean {
 /**
  * Encodes `count` frames received on a port into one SubscribeResponse.
  * `meta` is the port's [offset, length] pairs; when `vnet` is set each frame
- * starts with its virtio-net header.
+ * starts with its virtio-net header. `headroom` bytes are left free in front
+ * (for the gRPC message prefix, so the message is never copied to add it).
  */
-export function encodeBatch(wireUid: number, rx: Uint8Array, meta: Int32Array, count: number, vnet: boolean, alloc: (n: number) => Buffer = Buffer.allocUnsafe): Buffer {
+export function encodeBatch(
+  wireUid: number,
+  rx: Uint8Array,
+  meta: Int32Array,
+  count: number,
+  vnet: boolean,
+  alloc: (n: number) => Buffer = Buffer.allocUnsafe,
+  headroom = 0,
+): Buffer {
   const hdrLen = vnet ? VNET_HDR_LEN : 0;
   const uidSize = 1 + varintSize(wireUid);
   let total = 0;
@@ -49,8 +58,8 @@ export function encodeBatch(wireUid: number, rx: Uint8Array, meta: Int32Array, c
     if (vnet && hdrMatters(rx, off)) inner += 2 + VNET_HDR_LEN;
     total += 1 + varintSize(inner) + inner;
   }
-  const out = alloc(total);
-  let pos = 0;
+  const out = alloc(headroom + total);
+  let pos = headroom;
   for (let i = 0; i < count; i++) {
     const off = meta[2 * i]!;
     const dataLen = meta[2 * i + 1]! - hdrLen;
@@ -162,8 +171,9 @@ export function decodeBatch(buf: Uint8Array, out: DecodedBatch): void {
           [l, pos] = readVarint(buf, pos, fend);
           if (pos + l > fend) throw new DecodeError('field runs past the frame');
           if (t === TAG_VNET) {
-            if (l !== VNET_HDR_LEN) throw new DecodeError(`vnet_hdr of ${l} bytes`);
-            hdrOff = pos;
+            // Empty is the proto3 default, as encoders that write defaults send it.
+            if (l !== VNET_HDR_LEN && l !== 0) throw new DecodeError(`vnet_hdr of ${l} bytes`);
+            hdrOff = l === 0 ? -1 : pos;
           } else {
             dataOff = pos;
             dataLen = l;

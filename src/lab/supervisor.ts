@@ -11,7 +11,7 @@ const CLI = `${PACKAGE_ROOT}/bin/patchwire.js`;
 
 export function daemonArgs(lab: string, node: LabNode, ringBytes?: number): string[] {
   const ring = ringBytes === undefined ? [] : ['--capture-ring-bytes', String(ringBytes)];
-  return ['daemon', '--node', node.name, '--lab', lab, '--listen', node.address, '--control', node.control, '--state', node.state, '--insecure', ...(node.http ? ['--http', node.http] : []), ...ring];
+  return ['daemon', '--node', node.name, '--lab', lab, '--listen', node.address, '--control', node.control, '--state', node.state, '--insecure', '--rt-priority', '1', ...(node.http ? ['--http', node.http] : []), ...ring];
 }
 
 export async function superviseMain(argv: string[]): Promise<void> {

@@ -47,6 +47,8 @@ interface Addon {
   openPacket(ifname: string, netnsPath: string, opts: { vnetHdr: boolean; bufBytes?: number }): OpenedFd;
   openTap(name: string, netnsPath: string, opts: { vnetHdr: boolean; persist: boolean }): OpenedFd;
   unpersistTap(fd: number): void;
+  /** SCHED_RR at `priority` for every thread of the process (0: back to SCHED_OTHER); returns threads changed */
+  setScheduling(priority: number): number;
   Port: new (fd: number, kind: 'packet' | 'tap', vnetHdr: boolean, slotSize: number, slots: number) => NativePort;
   HEADROOM: number;
   VNET_HDR_LEN: number;

@@ -1,19 +1,32 @@
-// Test plumbing: lets processes inside an emulated node's network namespace
-// reach the stand-in API server, which listens on a unix socket (sockets on
-// the file system cross network namespaces). Usage: relay.mjs HOST:PORT SOCKET
+// Test plumbing: joins a TCP address inside an emulated node's network
+// namespace to a unix socket (sockets on the file system cross namespaces).
+//   relay.mjs HOST:PORT SOCKET       listen on HOST:PORT, connect to SOCKET
+//                                    (processes in the node reach a server of the test)
+//   relay.mjs unix:SOCKET HOST:PORT  listen on SOCKET, connect to HOST:PORT
+//                                    (the test reaches a server in the node)
+import { rmSync } from 'node:fs';
 import net from 'node:net';
 
-const [listen, socketPath] = process.argv.slice(2);
-const m = /^(.*):(\d+)$/.exec(listen ?? '');
-if (!m || !socketPath) {
-  process.stderr.write('usage: relay.mjs HOST:PORT SOCKET\n');
+const [from, to] = process.argv.slice(2);
+const hostPort = (s) => {
+  const m = /^(.*):(\d+)$/.exec(s ?? '');
+  return m ? { host: m[1], port: Number(m[2]) } : null;
+};
+const reverse = from?.startsWith('unix:');
+const listenAt = reverse ? from.slice(5) : hostPort(from);
+const target = reverse ? hostPort(to) : to;
+if (!listenAt || !target) {
+  process.stderr.write('usage: relay.mjs HOST:PORT SOCKET | relay.mjs unix:SOCKET HOST:PORT\n');
   process.exit(2);
 }
-net
-  .createServer((c) => {
-    const u = net.connect(socketPath);
-    c.pipe(u).pipe(c);
-    c.on('error', () => u.destroy());
-    u.on('error', () => c.destroy());
-  })
-  .listen(Number(m[2]), m[1], () => process.stdout.write('ready\n'));
+const server = net.createServer((c) => {
+  const u = reverse ? net.connect(target.port, target.host) : net.connect(target);
+  c.pipe(u).pipe(c);
+  c.on('error', () => u.destroy());
+  u.on('error', () => c.destroy());
+});
+const ready = () => process.stdout.write('ready\n');
+if (reverse) {
+  rmSync(listenAt, { force: true });
+  server.listen(listenAt, ready);
+} else server.listen(listenAt.port, listenAt.host, ready);

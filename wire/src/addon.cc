@@ -8,6 +8,8 @@
 #include <linux/if_tun.h>
 #include <napi.h>
 #include <string.h>
+#include <dirent.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -149,7 +151,49 @@ Napi::Value UnpersistTap(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// setScheduling(rrPriority) -> number of threads changed
+// Puts every thread of this process under SCHED_RR at rrPriority (1-99), or
+// back under SCHED_OTHER with 0. A wire daemon is the cable: when pods keep
+// both cores busy, a daemon at normal priority waits its turn for
+// milliseconds per frame. Threads created later inherit the policy.
+Napi::Value SetScheduling(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(env, "setScheduling(priority)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int prio = info[0].ToNumber().Int32Value();
+  if (prio < 0 || prio > 99) {
+    Napi::RangeError::New(env, "real-time priority must be 0 to 99").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  sched_param sp;
+  memset(&sp, 0, sizeof(sp));
+  sp.sched_priority = prio;
+  int policy = prio == 0 ? SCHED_OTHER : SCHED_RR;
+  DIR* d = opendir("/proc/self/task");
+  if (!d) {
+    Napi::Error::New(env, Errno("/proc/self/task")).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int changed = 0;
+  std::string err;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    pid_t tid = atoi(e->d_name);
+    if (sched_setscheduler(tid, policy, &sp) == 0) changed++;
+    else if (err.empty()) err = Errno("sched_setscheduler");
+  }
+  closedir(d);
+  if (changed == 0 && !err.empty()) {
+    Napi::Error::New(env, err).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, changed);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("setScheduling", Napi::Function::New(env, SetScheduling));
   exports.Set("openPacket", Napi::Function::New(env, OpenPacket));
   exports.Set("openTap", Napi::Function::New(env, OpenTap));
   exports.Set("unpersistTap", Napi::Function::New(env, UnpersistTap));
