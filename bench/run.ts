@@ -4,6 +4,7 @@
 //   vxlan           kernel VXLAN between two emulated nodes (meshnet/containerlab's cross-node link)
 //   patchwire-veth  a patchwire wire with veth endpoints, pods on two emulated nodes
 //   patchwire-tap   the same with tap endpoints
+//   patchwire-veth-rt  patchwire-veth with the daemons at SCHED_RR (up --rt-priority 1)
 // Writes bench/results/latest.json (+ a dated copy) and latest.svg, and
 // prints a table with each patchwire figure as a ratio to veth and vxlan.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -164,22 +165,22 @@ function vxlanPath(): Path {
   return { name: 'vxlan', a, b, pids: [], teardown: () => [a, b, n1, n2].forEach((n) => quiet('ip', 'netns', 'del', n)) };
 }
 
-function patchwirePath(kind: 'veth' | 'tap', ringBytes?: number): Path {
-  const lab = `pwb${kind}${ringBytes === 0 ? 'nc' : ''}`;
+function patchwirePath(kind: 'veth' | 'tap', ringBytes?: number, rtPriority = 0): Path {
+  const lab = `pwb${kind}${ringBytes === 0 ? 'nc' : ''}${rtPriority ? 'rt' : ''}`;
   quiet(process.execPath, CLI, 'down', lab);
   const file = path.join(os.tmpdir(), `${lab}.clab.yml`);
   writeFileSync(
     file,
     `name: ${lab}\ntopology:\n  nodes:\n    a: {patchwire: {node: node1}}\n    b: {patchwire: {node: node2}}\n  links:\n    - endpoints: ["a:eth1", "b:eth1"]\n      patchwire: {kind: ${kind}}\n`,
   );
-  sh(process.execPath, CLI, 'up', '-f', file, '--name', lab, '--nodes', '2', '--json', ...(ringBytes !== undefined ? ['--capture-ring-bytes', String(ringBytes)] : []));
+  sh(process.execPath, CLI, 'up', '-f', file, '--name', lab, '--nodes', '2', '--json', ...(ringBytes !== undefined ? ['--capture-ring-bytes', String(ringBytes)] : []), '--rt-priority', String(rtPriority));
   const a = `pw-${lab}-a`;
   const b = `pw-${lab}-b`;
   sh('ip', '-n', a, 'addr', 'add', `${A_IP}/24`, 'dev', 'eth1');
   sh('ip', '-n', b, 'addr', 'add', `${B_IP}/24`, 'dev', 'eth1');
   const st = JSON.parse(sh(process.execPath, CLI, 'status', lab, '--json')) as { nodes: Array<{ pid: number }> };
   return {
-    name: `patchwire-${kind}`,
+    name: `patchwire-${kind}${rtPriority ? '-rt' : ''}`,
     a,
     b,
     pids: st.nodes.map((n) => n.pid),
@@ -301,7 +302,9 @@ async function main(): Promise<void> {
   }
   const t0 = Date.now();
   const runs: Run[] = [];
-  const makers: Array<() => Path> = [vethPath, vxlanPath, () => patchwirePath('veth'), () => patchwirePath('tap')];
+  // The four paths of the comparison, then patchwire-veth with the daemons
+  // at real-time priority (up --rt-priority 1), to show what it trades.
+  const makers: Array<() => Path> = [vethPath, vxlanPath, () => patchwirePath('veth'), () => patchwirePath('tap'), () => patchwirePath('veth', undefined, 1)];
   for (const make of makers) {
     const p = make();
     try {

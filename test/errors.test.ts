@@ -85,6 +85,12 @@ t.test('the CLI reports errors with a non-zero exit', async (t) => {
   const notCluster = await run(process.execPath, [CLI, 'daemon', '--insecure', '--node', 'x', '--listen', '127.0.0.1:0', '--kubeconfig', 'k']);
   t.equal(notCluster.code, 2);
   t.match(notCluster.stderr, /--kubeconfig needs --cluster/);
+  const badRt = await run(process.execPath, [CLI, 'daemon', '--insecure', '--node', 'x', '--listen', '127.0.0.1:0', '--rt-priority', '100']);
+  t.equal(badRt.code, 2);
+  t.match(badRt.stderr, /--rt-priority '100' must be an integer from 0 to 99/);
+  const badUpRt = await run(process.execPath, [CLI, 'up', '-f', 'absent.yaml', '--rt-priority', 'high']);
+  t.equal(badUpRt.code, 2);
+  t.match(badUpRt.stderr, /up: --rt-priority 'high' must be an integer from 0 to 99/);
   const noDaemon = await run(process.execPath, [CLI, 'wire', 'ls', '--control', `unix://${net.dir}/absent.sock`]);
   t.not(noDaemon.code, 0, 'no daemon: non-zero exit');
   t.match(noDaemon.stderr, /patchwire: .*(No connection|UNAVAILABLE|connect)/i);

@@ -37,6 +37,12 @@ t.before(async () => {
   await pw('down', LAB); // an earlier run that died
 });
 
+/** The scheduling policies of a process's threads, as the kernel reports them. */
+function schedPolicies(pid: number): string[] {
+  const policies = readdirSync(`/proc/${pid}/task`).map((tid) => spawnSync('chrt', ['-p', tid], { encoding: 'utf8' }).stdout.match(/policy: (\S+)/)?.[1] ?? '?');
+  return [...new Set(policies)];
+}
+
 t.test('up, traffic, status, exec', async (t) => {
   const out = await pwOk('up', '-f', triangle, '--name', LAB);
   t.match(out, new RegExp(`lab ${LAB} is up`));
@@ -52,11 +58,7 @@ t.test('up, traffic, status, exec', async (t) => {
   const s = await statusJson(LAB);
   t.equal(s.nodes.length, 2);
   t.ok(s.nodes.every((n) => n.pid > 0 && n.healthy), 'nodes have live daemon pids');
-  for (const n of s.nodes) {
-    // Lab daemons run under SCHED_RR so busy pods cannot hold frames back; every thread, as the kernel reports it.
-    const policies = new Set(readdirSync(`/proc/${n.pid}/task`).map((tid) => spawnSync('chrt', ['-p', tid], { encoding: 'utf8' }).stdout.match(/policy: (\S+)/)?.[1]));
-    t.same([...policies], ['SCHED_RR'], `every thread of the ${n.name} daemon is SCHED_RR`);
-  }
+  t.same(schedPolicies(s.nodes[0]!.pid), ['SCHED_OTHER'], 'lab daemons run at normal priority unless asked');
   t.same(s.pods.map((p) => [p.name, p.node]), [['r1', 'node1'], ['r2', 'node2'], ['r3', 'node1']], 'round-robin placement in file order');
   t.same(s.wires.map((w) => w.endpoints), [['r1/eth1', 'r2/eth1'], ['r2/eth2', 'r3/eth1'], ['r1/eth2', 'r3/eth2']]);
   t.ok(s.wires.every((w) => w.state === 'up'));
@@ -188,10 +190,11 @@ t.test('up failures leave nothing behind', async (t) => {
 });
 
 t.test('containerlab file comes up with pinned pods', async (t) => {
-  const r = await pw('up', '-f', path.join(ROOT, 'examples', 'clos.clab.yml'), '--name', LAB, '--nodes', '3');
+  const r = await pw('up', '-f', path.join(ROOT, 'examples', 'clos.clab.yml'), '--name', LAB, '--nodes', '3', '--rt-priority', '1');
   t.equal(r.code, 0, r.stderr);
   const s = await statusJson(LAB);
   t.equal(s.nodes.length, 3);
+  for (const n of s.nodes) t.same(schedPolicies(n.pid), ['SCHED_RR'], `up --rt-priority 1: every thread of the daemon of ${n.name} is SCHED_RR`);
   t.equal(s.pods.find((p) => p.name === 'host1')!.node, 'node1', 'host1 pinned to node1');
   t.ok(s.wires.every((w) => w.state === 'up'));
   const mtu = await pw('exec', LAB, 'host1', '--', 'cat', '/sys/class/net/eth1/mtu');

@@ -36,7 +36,7 @@ Options:
                        capture ring per wire end, bytes (default 4194304); 0 turns the rings off
   --rt-priority N      run the daemon's threads under SCHED_RR at priority N (1-99) so busy
                        pods cannot delay frames; 0 (default) keeps normal scheduling.
-                       Lab daemons (patchwire up) and the DaemonSet use 1.
+                       Costs CPU: a daemon woken at once wakes for every few frames.
   --rx MODE            how AF_PACKET endpoints receive: mmsg (recvmmsg, default) or ring (TPACKET_V3)
   --capture-dir DIR    also write every wire end to pcapng files in DIR, rotated:
   --capture-file-bytes N   start a new file at N bytes (default 16777216)

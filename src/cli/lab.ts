@@ -8,12 +8,17 @@ import { loadTopology } from '../topology/load.js';
 import { UsageError } from './usage.js';
 
 export const LAB_HELP = `Lab commands (one machine; pods are network namespaces):
-  patchwire up -f FILE [--name LAB] [--nodes N] [--capture-ring-bytes N] [--json]
+  patchwire up -f FILE [--name LAB] [--nodes N] [--capture-ring-bytes N] [--rt-priority N] [--json]
       Build the lab in FILE (meshnet Topology objects or a containerlab file),
       or change a running lab to match an edited FILE (only the difference).
       Pods are placed round-robin on N emulated nodes (default 2), each running
       its own daemon; every link becomes a wire. --capture-ring-bytes sizes
       each wire end's capture ring (default 4 MiB; 0 turns capture off).
+      --rt-priority N runs the daemons under SCHED_RR at priority N (1-99):
+      frames no longer wait behind busy pods for a CPU (ping under iperf3
+      load: p50 ~0.5 ms instead of ~5 ms), but each daemon wakes for every few
+      frames and takes CPU from the pods (at 50k small frames/s about twice
+      the CPU). Default 0: normal scheduling. Set when the lab is created.
   patchwire down LAB            remove every namespace, interface, process and file of the lab
   patchwire status LAB [--json] nodes, pods and wires with counters and drops
   patchwire exec LAB POD -- CMD [ARGS...]
@@ -68,6 +73,7 @@ export async function labMain(cmd: string, argv: string[]): Promise<number> {
       name: { type: 'string' },
       nodes: { type: 'string' },
       'capture-ring-bytes': { type: 'string' },
+      'rt-priority': { type: 'string', default: '0' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
@@ -95,7 +101,9 @@ export async function labMain(cmd: string, argv: string[]): Promise<number> {
         ring = Number(values['capture-ring-bytes']);
         if (!Number.isSafeInteger(ring) || ring < 0) throw new UsageError(`up: --capture-ring-bytes '${values['capture-ring-bytes']}' is not a byte count`);
       }
-      const r = await up({ file: values.file, name: values.name, nodes, quiet: values.json, captureRingBytes: ring });
+      const rtPriority = Number(values['rt-priority']);
+      if (!Number.isInteger(rtPriority) || rtPriority < 0 || rtPriority > 99) throw new UsageError(`up: --rt-priority '${values['rt-priority']}' must be an integer from 0 to 99`);
+      const r = await up({ file: values.file, name: values.name, nodes, quiet: values.json, captureRingBytes: ring, rtPriority });
       if (values.json) {
         process.stdout.write(JSON.stringify({ name: r.state.name, created: r.created, added: r.added, removed: r.removed, kept: r.kept, seconds: r.seconds }) + '\n');
         return 0;

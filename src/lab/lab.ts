@@ -186,6 +186,8 @@ export interface UpOptions {
   quiet?: boolean;
   /** capture ring per wire end for the lab's daemons */
   captureRingBytes?: number;
+  /** SCHED_RR priority for the lab's daemons (0 or absent: normal scheduling) */
+  rtPriority?: number;
 }
 
 export interface UpResult {
@@ -225,6 +227,7 @@ export async function up(o: UpOptions): Promise<UpResult> {
     pods,
     links: [],
     ...(o.captureRingBytes !== undefined ? { captureRingBytes: o.captureRingBytes } : {}),
+    ...(o.rtPriority ? { rtPriority: o.rtPriority } : {}),
   };
   const clients = new Clients(state);
   try {

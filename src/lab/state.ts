@@ -38,6 +38,8 @@ export interface LabState {
   links: LinkModel[];
   /** passed to every daemon as --capture-ring-bytes (absent: the daemon's default) */
   captureRingBytes?: number;
+  /** passed to every daemon as --rt-priority (absent: normal scheduling) */
+  rtPriority?: number;
 }
 
 export interface SupervisorState {

@@ -9,9 +9,10 @@ import { type LabNode, readLab, type SupervisorState, writeSupervisor } from './
 
 const CLI = `${PACKAGE_ROOT}/bin/patchwire.js`;
 
-export function daemonArgs(lab: string, node: LabNode, ringBytes?: number): string[] {
+export function daemonArgs(lab: string, node: LabNode, ringBytes?: number, rtPriority?: number): string[] {
   const ring = ringBytes === undefined ? [] : ['--capture-ring-bytes', String(ringBytes)];
-  return ['daemon', '--node', node.name, '--lab', lab, '--listen', node.address, '--control', node.control, '--state', node.state, '--insecure', '--rt-priority', '1', ...(node.http ? ['--http', node.http] : []), ...ring];
+  const rt = rtPriority ? ['--rt-priority', String(rtPriority)] : [];
+  return ['daemon', '--node', node.name, '--lab', lab, '--listen', node.address, '--control', node.control, '--state', node.state, '--insecure', ...(node.http ? ['--http', node.http] : []), ...ring, ...rt];
 }
 
 export async function superviseMain(argv: string[]): Promise<void> {
@@ -27,7 +28,7 @@ export async function superviseMain(argv: string[]): Promise<void> {
     const log = openSync(node.log, 'a');
     // Lab daemons talk only across the lab's own underlay namespace, hence
     // plain text; a cluster deployment uses TLS.
-    const child = spawn('ip', ['netns', 'exec', node.ns, process.execPath, CLI, ...daemonArgs(lab, node, state.captureRingBytes)], { stdio: ['ignore', log, log] });
+    const child = spawn('ip', ['netns', 'exec', node.ns, process.execPath, CLI, ...daemonArgs(lab, node, state.captureRingBytes, state.rtPriority)], { stdio: ['ignore', log, log] });
     children.set(node.name, child);
     sup.daemons[node.name] = child.pid ?? 0;
     writeSupervisor(lab, sup);
