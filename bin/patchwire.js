@@ -1,2 +1,3 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --single-threaded-gc
+// --single-threaded-gc: see DAEMON_NODE_FLAGS in src/lab/supervisor.ts.
 import '../dist/src/cli/main.js';

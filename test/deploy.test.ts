@@ -97,6 +97,7 @@ t.test('kubectl kustomize deploy/', { skip: haveKubectl ? false : 'kubectl is no
 
   const daemon = pod.containers[0];
   t.same(daemon.command.slice(0, 3), ['patchwire', 'daemon', '--cluster'], 'daemon runs in cluster mode');
+  t.match(readFileSync(path.join(ROOT, 'bin', 'patchwire.js'), 'utf8').split('\n')[0], /^#!\/usr\/bin\/env -S node --single-threaded-gc$/, 'through bin/patchwire.js, whose shebang keeps V8 GC on the daemon thread');
   for (const flag of daemon.command.filter((x: string) => x.startsWith('--'))) t.match(DAEMON_HELP, `  ${flag}`, `daemon knows ${flag}`);
   t.equal(pod.hostNetwork, true, 'host network: peers meet at host IPs');
   t.equal(daemon.securityContext.privileged, true, 'privileged: it plumbs interfaces');

@@ -59,6 +59,7 @@ t.test('up, traffic, status, exec', async (t) => {
   t.equal(s.nodes.length, 2);
   t.ok(s.nodes.every((n) => n.pid > 0 && n.healthy), 'nodes have live daemon pids');
   t.same(schedPolicies(s.nodes[0]!.pid), ['SCHED_OTHER'], 'lab daemons run at normal priority unless asked');
+  t.ok(readFileSync(`/proc/${s.nodes[0]!.pid}/cmdline`, 'utf8').split('\0').includes('--single-threaded-gc'), 'and with V8 GC on their own thread');
   t.same(s.pods.map((p) => [p.name, p.node]), [['r1', 'node1'], ['r2', 'node2'], ['r3', 'node1']], 'round-robin placement in file order');
   t.same(s.wires.map((w) => w.endpoints), [['r1/eth1', 'r2/eth1'], ['r2/eth2', 'r3/eth1'], ['r1/eth2', 'r3/eth2']]);
   t.ok(s.wires.every((w) => w.state === 'up'));
