@@ -4,6 +4,7 @@ import http from 'node:http';
 
 import type { Daemon } from '../daemon/daemon.js';
 import { WireError } from '../daemon/daemon.js';
+import { parseHostPort } from '../util/hostport.js';
 import { type CaptureFormat, CaptureWriter } from './format.js';
 import { CaptureSession } from './session.js';
 
@@ -82,11 +83,11 @@ export function captureHandler(d: Daemon, capture = true): http.RequestListener 
 
 export function startHttp(d: Daemon, listen: string, capture = true): Promise<http.Server> {
   const flag = capture ? '--http' : '--health';
-  const m = /^(.*):(\d+)$/.exec(listen);
-  if (!m) return Promise.reject(new Error(`${flag} '${listen}' is not host:port`));
+  const hp = parseHostPort(listen);
+  if (!hp) return Promise.reject(new Error(`${flag} '${listen}' is not host:port`));
   const server = http.createServer(captureHandler(d, capture));
   return new Promise((resolve, reject) => {
     server.once('error', (err) => reject(new Error(`cannot listen on ${listen} for HTTP: ${err.message}`)));
-    server.listen(Number(m[2]), m[1]!.replace(/^\[|\]$/g, ''), () => resolve(server));
+    server.listen(hp.port, hp.host || undefined, () => resolve(server));
   });
 }

@@ -4,7 +4,8 @@ import { parseArgs } from 'node:util';
 import { controlServiceFor } from '../control/service.js';
 import { Daemon, type TlsFiles } from '../daemon/daemon.js';
 import { rxSettings } from '../endpoint/endpoint.js';
-import { UsageError } from './usage.js';
+import { parseRtPriority, UsageError } from './usage.js';
+import { parseHostPort } from '../util/hostport.js';
 import { DEFAULT_CNI_SOCKET } from '../cni/protocol.js';
 
 export const DAEMON_HELP = `patchwire daemon --node NAME --listen HOST:PORT [options]
@@ -94,7 +95,7 @@ export async function daemonMain(argv: string[]): Promise<void> {
   }
   if (!values.node) throw new UsageError(cluster ? 'daemon: --node (or $NODE_NAME) is required' : 'daemon: --node is required');
   if (!values.listen) throw new UsageError('daemon: --listen HOST:PORT is required');
-  const listenPort = Number(/:(\d+)$/.exec(values.listen)?.[1] ?? NaN);
+  const listenPort = parseHostPort(values.listen)?.port ?? NaN;
   const dataPort = values['data-port'] !== undefined ? Number(values['data-port']) : listenPort;
   // Peers find this daemon at its host IP and this port, so it must be a fixed one.
   if (cluster && (!Number.isInteger(dataPort) || dataPort < 1 || dataPort > 65535)) throw new UsageError(`daemon: data port '${values['data-port'] ?? values.listen}' is not a port number`);
@@ -113,8 +114,7 @@ export async function daemonMain(argv: string[]): Promise<void> {
     ringBytes = Number(values['capture-ring-bytes']);
     if (!Number.isSafeInteger(ringBytes) || ringBytes < 0) throw new UsageError(`daemon: --capture-ring-bytes '${values['capture-ring-bytes']}' is not a byte count`);
   }
-  const rtPriority = Number(values['rt-priority']);
-  if (!Number.isInteger(rtPriority) || rtPriority < 0 || rtPriority > 99) throw new UsageError(`daemon: --rt-priority '${values['rt-priority']}' must be an integer from 0 to 99`);
+  const rtPriority = parseRtPriority('daemon', values['rt-priority']!);
   if (values.rx !== 'mmsg' && values.rx !== 'ring') throw new UsageError(`daemon: --rx '${values.rx}' is not mmsg or ring`);
   rxSettings.mode = values.rx;
   let captureFiles;

@@ -5,7 +5,7 @@ import { down, execIn, status, type StatusReport, up } from '../lab/lab.js';
 import { table } from '../lab/progress.js';
 import { alive, listLabs, readLab, readSupervisor } from '../lab/state.js';
 import { loadTopology } from '../topology/load.js';
-import { UsageError } from './usage.js';
+import { parseRtPriority, UsageError } from './usage.js';
 
 export const LAB_HELP = `Lab commands (one machine; pods are network namespaces):
   patchwire up -f FILE [--name LAB] [--nodes N] [--capture-ring-bytes N] [--rt-priority N] [--json]
@@ -101,8 +101,7 @@ export async function labMain(cmd: string, argv: string[]): Promise<number> {
         ring = Number(values['capture-ring-bytes']);
         if (!Number.isSafeInteger(ring) || ring < 0) throw new UsageError(`up: --capture-ring-bytes '${values['capture-ring-bytes']}' is not a byte count`);
       }
-      const rtPriority = Number(values['rt-priority']);
-      if (!Number.isInteger(rtPriority) || rtPriority < 0 || rtPriority > 99) throw new UsageError(`up: --rt-priority '${values['rt-priority']}' must be an integer from 0 to 99`);
+      const rtPriority = parseRtPriority('up', values['rt-priority']!);
       const r = await up({ file: values.file, name: values.name, nodes, quiet: values.json, captureRingBytes: ring, rtPriority });
       if (values.json) {
         process.stdout.write(JSON.stringify({ name: r.state.name, created: r.created, added: r.added, removed: r.removed, kept: r.kept, seconds: r.seconds }) + '\n');

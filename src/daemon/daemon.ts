@@ -10,12 +10,14 @@ import { createEndpoint, type Endpoint, endpointProblems, type EndpointSpec } fr
 import { DecodedBatch, decodeBatch, encodeBatch } from '../dataplane/codec.js';
 import { batchPool } from '../dataplane/pool.js';
 import { wire } from '../native/wire.js';
-import { type DataTls, GRPC_PREFIX, Peers, type PeerStats } from '../dataplane/peers.js';
+import { GRPC_PREFIX } from '../dataplane/grpc-wire.js';
+import { type DataTls, Peers, type PeerStats } from '../dataplane/peers.js';
 import { type EndCounters, forwardLocal, Wire, type WireEnd, type WireSpec } from '../dataplane/wire.js';
 import { DEFAULT_RING_BYTES } from '../capture/ring.js';
 import type { CaptureInterface } from '../capture/format.js';
 import type { CaptureSource } from '../capture/session.js';
 import { FileCapture, type FileCaptureOptions } from '../capture/files.js';
+import { parseHostPort } from '../util/hostport.js';
 import { serialized, writeAtomic } from '../util/serial.js';
 
 const takeBatch = (len: number): Buffer => batchPool.take(len);
@@ -105,12 +107,12 @@ async function dataTls(tls: TlsFiles | null): Promise<DataTls | null> {
 }
 
 function listenTcp(addr: string, onConnection: (s: net.Socket) => void): Promise<net.Server> {
-  const m = /^\[?([^\]]*)\]?:(\d+)$/.exec(addr);
-  if (!m) return Promise.reject(new Error(`listen address '${addr}' is not host:port`));
+  const hp = parseHostPort(addr);
+  if (!hp) return Promise.reject(new Error(`listen address '${addr}' is not host:port`));
   const server = net.createServer({ noDelay: true, keepAlive: true }, onConnection);
   return new Promise((resolve, reject) => {
     server.once('error', (err) => reject(new Error(`cannot listen on ${addr}: ${err.message}`)));
-    server.listen(Number(m[2]), m[1] || undefined, () => resolve(server));
+    server.listen(hp.port, hp.host || undefined, () => resolve(server));
   });
 }
 
@@ -235,7 +237,7 @@ export class Daemon {
     if (!!spec.peer === !!spec.localPeer) out.push('a wire needs exactly one of peer (another daemon) or local_peer (this daemon)');
     if (spec.peer) {
       if (!spec.peer.node) out.push('peer node name is empty');
-      if (!/^[^\s]+:\d{1,5}$/.test(spec.peer.address)) out.push(`peer address '${spec.peer.address}' is not host:port`);
+      if (!parseHostPort(spec.peer.address)?.host) out.push(`peer address '${spec.peer.address}' is not host:port`);
     }
     if (spec.localPeer && spec.localPeer.netns === spec.local.netns && spec.localPeer.ifname === spec.local.ifname) {
       out.push(`wire ${spec.uid} joins ${spec.local.ifname} to itself`);

@@ -12,14 +12,11 @@ export const GRPC_PREFIX = 5;
 /** gRPC status codes used by the data plane. */
 export const GrpcStatus = {
   OK: 0,
-  CANCELLED: 1,
-  UNKNOWN: 2,
   INVALID_ARGUMENT: 3,
   PERMISSION_DENIED: 7,
   RESOURCE_EXHAUSTED: 8,
   UNIMPLEMENTED: 12,
   INTERNAL: 13,
-  UNAVAILABLE: 14,
 } as const;
 
 /** Writes the prefix into the first GRPC_PREFIX bytes of `framed` (payload follows). */
@@ -55,7 +52,8 @@ export class GrpcProtocolError extends Error {
 export class MessageReader {
   private readonly head = Buffer.alloc(GRPC_PREFIX);
   private headHave = 0;
-  private body: Buffer = Buffer.allocUnsafeSlow(64 << 10);
+  /** grown on the first message that spans chunks (a hello-only reader never needs it) */
+  private body: Buffer = Buffer.alloc(0);
   private bodyHave = 0;
   /** length of the message being assembled, -1 while its prefix is incomplete */
   private need = -1;
@@ -123,7 +121,7 @@ export class MessageReader {
     this.need = len;
     this.bodyHave = 0;
     if (this.body.length < len) {
-      let size = this.body.length;
+      let size = Math.max(this.body.length, 64 << 10);
       while (size < len) size *= 2;
       this.body = Buffer.allocUnsafeSlow(size);
     }

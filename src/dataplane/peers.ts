@@ -9,8 +9,9 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 
 import { decodeSubscribeRequest, encodeHelloResponse, encodeSubscribeRequest, type SubscribeRequest } from './codec.js';
-import { decodeGrpcMessage, encodeGrpcMessage, frame, GRPC_PREFIX, GrpcProtocolError, GrpcStatus, MessageReader, writePrefix } from './grpc-wire.js';
+import { decodeGrpcMessage, encodeGrpcMessage, frame, GrpcProtocolError, GrpcStatus, MessageReader, writePrefix } from './grpc-wire.js';
 import { batchPool } from './pool.js';
+import { parseHostPort } from '../util/hostport.js';
 
 export const SUBSCRIBE_PATH = '/patchwire.v1.DataplaneService/Subscribe';
 
@@ -76,13 +77,6 @@ function wake(out: Outbound): void {
   for (const fn of w) fn();
 }
 
-/** host:port or [v6]:port */
-export function splitHostPort(address: string): { host: string; port: number } {
-  const i = address.lastIndexOf(':');
-  const host = address.slice(0, i).replace(/^\[(.*)\]$/, '$1');
-  return { host, port: Number(address.slice(i + 1)) };
-}
-
 /** Pings the other side every KEEPALIVE_MS; a session that stops answering is destroyed. */
 function keepalive(session: http2.Http2Session): void {
   let waiting = false;
@@ -103,7 +97,9 @@ function keepalive(session: http2.Http2Session): void {
 
 /** Opens an HTTP/2 session to a peer daemon (TCP_NODELAY: a lone frame must not wait for an ACK). */
 function connect(address: string, tlsFiles: DataTls | null): http2.ClientHttp2Session {
-  const { host, port } = splitHostPort(address);
+  const hp = parseHostPort(address);
+  if (!hp) throw new Error(`peer address '${address}' is not host:port`);
+  const { host, port } = hp;
   const authority = `${tlsFiles ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   return http2.connect(authority, {
     ...h2Options,
@@ -338,7 +334,10 @@ export class Peers {
   probe(address: string, timeoutMs = 3000): Promise<void> {
     return new Promise((resolve, reject) => {
       const session = connect(address, this.tlsFiles);
+      let settled = false;
       const done = (err?: Error): void => {
+        if (settled) return;
+        settled = true;
         clearTimeout(timer);
         session.destroy();
         if (err) reject(err);
@@ -346,7 +345,7 @@ export class Peers {
       };
       const timer = setTimeout(() => done(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
       session.once('remoteSettings', () => done());
-      session.once('error', (err) => done(err));
+      session.on('error', (err) => done(err)); // 'on': a second error must not go unhandled
       session.once('close', () => done(new Error('connection closed')));
     });
   }
@@ -431,5 +430,3 @@ export class Peers {
     for (const s of this.sessions) s.destroy();
   }
 }
-
-export { GRPC_PREFIX };

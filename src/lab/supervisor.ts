@@ -14,7 +14,7 @@ const CLI = `${PACKAGE_ROOT}/bin/patchwire.js`;
  * 29% lower loaded ping p99 in five alternating runs on 2 cores (README).
  * bin/patchwire.js's shebang passes the same flag.
  */
-export const DAEMON_NODE_FLAGS = ['--single-threaded-gc'];
+const DAEMON_NODE_FLAGS = ['--single-threaded-gc'];
 
 export function daemonArgs(lab: string, node: LabNode, ringBytes?: number, rtPriority?: number): string[] {
   const ring = ringBytes === undefined ? [] : ['--capture-ring-bytes', String(ringBytes)];
