@@ -122,6 +122,9 @@ function bindAsync(server: grpc.Server, addr: string, creds: grpc.ServerCredenti
   );
 }
 
+/** Free heap memory the allocator may keep for reuse (see Daemon.start). */
+export const KEEP_FREED_BYTES = 64 << 20;
+
 export class Daemon {
   private readonly wires = new Map<number, Wire>();
   private readonly busy = new Set<number>();
@@ -131,6 +134,8 @@ export class Daemon {
   private readonly touched: WireEnd[] = [];
   unknownWire = 0;
   malformed = 0;
+  /** whether the allocator keeps freed memory (glibc); see start() */
+  keepsFreedMemory = false;
   /** SCHED_RR priority the daemon got (0: normal scheduling) */
   rtPriority = 0;
   private httpServer: import('node:http').Server | null = null;
@@ -164,6 +169,9 @@ export class Daemon {
   }
 
   async start(controlService: (d: Daemon) => [grpc.ServiceDefinition, grpc.UntypedServiceImplementation]): Promise<void> {
+    // node:http2 allocates and frees a 64 KiB buffer per socket read; keeping
+    // freed heap memory stops glibc from trimming it and faulting it back in.
+    this.keepsFreedMemory = wire.keepFreedMemory(KEEP_FREED_BYTES);
     this.peers = new Peers({ node: this.opts.node, lab: this.opts.lab }, await dataTls(this.opts.tls), (buf, from) => this.receive(buf, from));
     // Frames flow from this server to its subscribers. The daemon accepts the
     // TCP connections itself to turn Nagle off (TCP_NODELAY): without it a

@@ -49,6 +49,8 @@ interface Addon {
   unpersistTap(fd: number): void;
   /** SCHED_RR at `priority` for every thread of the process (0: back to SCHED_OTHER); returns threads changed */
   setScheduling(priority: number): number;
+  /** glibc trim threshold: free heap memory kept up to `bytes` rather than returned to the kernel; false where not glibc */
+  keepFreedMemory(bytes: number): boolean;
   Port: new (fd: number, kind: 'packet' | 'tap', vnetHdr: boolean, slotSize: number, slots: number) => NativePort;
   HEADROOM: number;
   VNET_HDR_LEN: number;
