@@ -1,0 +1,42 @@
+#!/bin/bash
+# npm run bench:floor: ping RTT over bench/floor/relay.c between two emulated
+# nodes, against a direct veth pair, with the bench's ping settings (500
+# pings, one per 10 ms). Everything it creates is named pwfloor-* and removed
+# on exit, also on failure.
+set -euo pipefail
+PINGS=${PINGS:-500}
+DIR=$(mktemp -d /tmp/pwfloor.XXXXXX)
+NS="pwfloor-pa pwfloor-na pwfloor-nb pwfloor-pb pwfloor-va pwfloor-vb"
+cleanup() {
+  pkill -f "$DIR/relay" 2>/dev/null || true
+  for n in $NS; do ip netns del "$n" 2>/dev/null || true; done
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+cc -O2 -Wall -o "$DIR/relay" "$(dirname "$0")/relay.c"
+for n in $NS; do ip netns add "$n"; ip -n "$n" link set lo up; done
+# pod a -- node a (relay) == underlay == node b (relay) -- pod b
+ip link add pwfl-pa netns pwfloor-pa type veth peer name pwfl-ha netns pwfloor-na
+ip link add pwfl-pb netns pwfloor-pb type veth peer name pwfl-hb netns pwfloor-nb
+ip link add pwfl-ua netns pwfloor-na type veth peer name pwfl-ub netns pwfloor-nb
+ip link add pwfl-va netns pwfloor-va type veth peer name pwfl-vb netns pwfloor-vb
+ip -n pwfloor-na addr add 198.19.255.1/30 dev pwfl-ua
+ip -n pwfloor-nb addr add 198.19.255.2/30 dev pwfl-ub
+ip -n pwfloor-pa addr add 10.255.0.1/24 dev pwfl-pa
+ip -n pwfloor-pb addr add 10.255.0.2/24 dev pwfl-pb
+ip -n pwfloor-va addr add 10.255.1.1/24 dev pwfl-va
+ip -n pwfloor-vb addr add 10.255.1.2/24 dev pwfl-vb
+for l in pa:pwfl-pa pb:pwfl-pb na:pwfl-ha nb:pwfl-hb na:pwfl-ua nb:pwfl-ub va:pwfl-va vb:pwfl-vb; do
+  ip -n "pwfloor-${l%%:*}" link set "${l#*:}" up
+done
+ip netns exec pwfloor-nb "$DIR/relay" pwfl-hb listen 7999 &
+sleep 0.2
+ip netns exec pwfloor-na "$DIR/relay" pwfl-ha connect 198.19.255.2 7999 &
+rtts() { # ns ip -> "p50 p99" in ms
+  ip netns exec "$1" ping -c 3 -i 0.2 "$2" >/dev/null
+  ip netns exec "$1" ping -c "$PINGS" -i 0.01 -W 1 "$2" | grep -oP 'time=\K[\d.]+' | sort -n |
+    awk '{a[NR]=$1} END {if (NR == 0) exit 1; print a[int(NR*0.5)+1], a[int(NR*0.99)]}'
+}
+read -r v50 v99 < <(rtts pwfloor-va 10.255.1.2)
+read -r r50 r99 < <(rtts pwfloor-pa 10.255.0.2)
+printf '| path | RTT p50 ms | RTT p99 ms |\n|---|---:|---:|\n| veth | %s | %s |\n| C relay, two processes over TCP | %s | %s |\n' "$v50" "$v99" "$r50" "$r99"
