@@ -232,7 +232,10 @@ async function measure(p: Path): Promise<Run> {
     udpSmall(p, UDP_RATES[0]!, 1);
     let best = 0;
     for (const pps of UDP_RATES) {
-      if (udpSmall(p, pps, UDP_SECONDS) < 0.1) best = pps;
+      // A step fails when it loses 0.1% twice in a row: a lone hiccup of this
+      // shared VM (seen even on the bare veth pair at 25k pps) must not end
+      // the search.
+      if (udpSmall(p, pps, UDP_SECONDS) < 0.1 || udpSmall(p, pps, UDP_SECONDS) < 0.1) best = pps;
       else break;
     }
     const fixedLoss = udpSmall(p, FIXED_PPS, UDP_SECONDS);
