@@ -147,7 +147,9 @@ t.test('gRPC interop of the Subscribe stream', async (t) => {
 
   await t.test('a daemon says why a peer refuses its subscription', async (t) => {
     const b = await net.addNode('b', { extraArgs: ['--insecure', '--lab', 'other', '--rt-priority', '2'] });
-    t.equal((await b.client.health()).rt_priority, 2, 'health reports the real-time priority asked for');
+    const hb = await b.client.health();
+    t.equal(hb.rt_priority, 2, 'health reports the real-time priority asked for');
+    t.equal(hb.keeps_freed_memory, true, 'and that the allocator keeps freed memory (glibc here)');
     const p2 = net.addPod('p2');
     await a.client.addWire({ uid: WIRE + 1, local: net.endpoint('veth', p2, 'eth1'), peer: { node: b.name, address: b.address } });
     const peer = await waitFor('the refusal in health', async () => (await a.client.health()).peers.find((p) => p.node === b.name && p.last_error));

@@ -15,6 +15,7 @@ export interface PbHealth {
   malformed: number;
   peers: Array<{ node: string; address: string; inbound: boolean; outbound: boolean; reconnects: number; frames_in: number; frames_out: number; last_error: string }>;
   rt_priority: number;
+  keeps_freed_memory: boolean;
 }
 
 export interface PbCaptureResponse {

@@ -51,6 +51,7 @@ export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.Unty
         wires: h.wires,
         unknown_wire: h.unknownWire,
         rt_priority: h.rtPriority,
+        keeps_freed_memory: h.keepsFreedMemory,
         malformed: h.malformed,
         peers: h.peers.map((p) => ({
           node: p.node,

@@ -97,6 +97,7 @@ export interface Health {
   unknownWire: number;
   malformed: number;
   rtPriority: number;
+  keepsFreedMemory: boolean;
 }
 
 /** Mutual TLS: a peer without a certificate from our CA can neither subscribe nor be subscribed to. */
@@ -446,6 +447,7 @@ export class Daemon {
       peers: this.peers.stats(),
       unknownWire: this.unknownWire,
       rtPriority: this.rtPriority,
+      keepsFreedMemory: this.keepsFreedMemory,
       malformed: this.malformed,
     };
   }
