@@ -21,7 +21,7 @@ const RESULTS = path.join(PACKAGE_ROOT, 'bench', 'results');
 const TCP_SECONDS = quick ? 3 : 10;
 /**
  * TCP runs per path; the table shows the median. Single runs of one build
- * spread by a third on this 2-core VM (vxlan read 9.5 to 14 Gbit/s within a day).
+ * spread by a third on this 2-core VM (vxlan read 7.5 to 14 Gbit/s within a day).
  */
 const TCP_RUNS = quick ? 1 : 3;
 const PINGS = quick ? 100 : 500;
