@@ -3,19 +3,17 @@
 // allocates and frees a 64 KiB buffer per socket read). Measured as page
 // faults of the same allocation pattern in two real node processes.
 import { spawnSync } from 'node:child_process';
-import path from 'node:path';
 import t from 'tap';
 
-import { PACKAGE_ROOT } from '../src/paths.js';
-
-const ADDON = path.join(PACKAGE_ROOT, 'wire', 'build', 'Release', 'patchwire_wire.node');
+import { KEEP_FREED_BYTES } from '../src/daemon/daemon.js';
+import { ADDON_PATH } from '../src/native/wire.js';
 
 // The daemon's receive path in miniature: 300 MiB over a node:http2 stream on
 // loopback, faults counted after the first 20 MiB (warm-up).
 const CHILD = `
 const http2 = require('node:http2');
-const wire = require(${JSON.stringify(ADDON)});
-const keep = process.argv[1] === 'keep' ? wire.keepFreedMemory(64 << 20) : false;
+const wire = require(${JSON.stringify(ADDON_PATH)});
+const keep = wire.keepFreedMemory(Number(process.argv[1]));
 const chunk = Buffer.alloc(1 << 20, 7);
 const server = http2.createServer();
 server.on('stream', (s) => {
@@ -33,25 +31,32 @@ server.listen(0, '127.0.0.1', () => {
 });
 `;
 
-function faults(mode: string): { keep: boolean; got: number; faults: number } {
-  const r = spawnSync(process.execPath, ['--single-threaded-gc', '-e', CHILD, mode], { encoding: 'utf8' });
+function faults(keepBytes: number): { keep: boolean; got: number; faults: number } {
+  const r = spawnSync(process.execPath, ['--single-threaded-gc', '-e', CHILD, String(keepBytes)], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`child failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as { keep: boolean; got: number; faults: number };
 }
 
+// glibc starts at a 128 KiB trim threshold but raises it by itself whenever a
+// large mapped chunk is freed, which some runs happen to do (then nothing is
+// trimmed): the baseline holds the starting default fixed so the comparison
+// is the same every run. The daemon's own setting is the other side; 16 MiB,
+// for one, was not enough (41k faults).
+const GLIBC_DEFAULT_TRIM = 128 << 10;
+
 t.test('freed heap memory is kept and reused, not faulted in again', async (t) => {
-  const dflt = faults('default');
-  const kept = faults('keep');
-  t.equal(kept.keep, true, 'glibc took the trim threshold');
+  const dflt = faults(GLIBC_DEFAULT_TRIM);
+  const kept = faults(KEEP_FREED_BYTES);
+  t.ok(dflt.keep && kept.keep, 'glibc took both trim thresholds');
   t.equal(dflt.got, 300 << 20, 'every byte arrived (default)');
   t.equal(kept.got, 300 << 20, 'every byte arrived (kept)');
-  // Measured here: about 47,000 faults with glibc's default, 6,000 kept.
-  t.ok(dflt.faults > 20_000, `glibc's default trims the heap and faults it in again (${dflt.faults} faults)`);
+  // Measured here: 29,000-46,000 faults at 128 KiB, about 6,000 kept.
+  t.ok(dflt.faults > 15_000, `at glibc's default threshold the heap is trimmed and faulted in again (${dflt.faults} faults)`);
   t.ok(kept.faults * 3 < dflt.faults, `kept: ${kept.faults} faults against ${dflt.faults}`);
 });
 
 t.test('keepFreedMemory refuses a bad size', async (t) => {
-  const wire = (await import('../src/native/wire.js')).wire;
+  const { wire } = await import('../src/native/wire.js');
   t.throws(() => wire.keepFreedMemory(-1), /0 to 1 GiB/);
   t.throws(() => wire.keepFreedMemory(2 ** 31), /0 to 1 GiB/);
 });

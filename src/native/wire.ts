@@ -58,5 +58,7 @@ interface Addon {
 
 const require = createRequire(import.meta.url);
 
-export const wire: Addon = require(path.join(PACKAGE_ROOT, 'wire', 'build', 'Release', 'patchwire_wire.node')) as Addon;
+/** Where `npm install` builds the addon (child processes in tests load it by path). */
+export const ADDON_PATH = path.join(PACKAGE_ROOT, 'wire', 'build', 'Release', 'patchwire_wire.node');
+export const wire: Addon = require(ADDON_PATH) as Addon;
 export const VNET_HDR_LEN = wire.VNET_HDR_LEN;
