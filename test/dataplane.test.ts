@@ -5,7 +5,8 @@ import type { ChildProcess } from 'node:child_process';
 
 import t from 'tap';
 
-import { matrixFrames, sendAcross } from './helpers/frames.js';
+import { matrixFrames, sendAcross, startCapture, stopCapture } from './helpers/frames.js';
+import { readPcap } from './helpers/pcap.js';
 import { TestNet, type TestNode } from './helpers/testnet.js';
 import type { EndpointSpec } from '../src/endpoint/endpoint.js';
 
@@ -99,54 +100,72 @@ t.test('real protocols across every wire: ping, arping, iperf3, lldpd', async (t
 
 t.test('lldpd in both pods lists the other as its neighbor', async (t) => {
   for (const c of [cases[0]!, cases[1]!]) {
-    const start = (e: typeof c.a): ChildProcess => net.spawnIn(e.netns, 'lldpd', ['-d', '-I', e.ifname, '-u', `${net.dir}/lldpd-${e.netns}.sock`, '-S', `patchwire-test ${e.netns}`]);
+    const ends = [c.a, c.b];
+    const ctl = (e: EndpointSpec): string[] => ['-u', `${net.dir}/lldpd-${e.netns}.sock`];
+    const start = (e: EndpointSpec): ChildProcess => net.spawnIn(e.netns, 'lldpd', ['-d', '-I', e.ifname, ...ctl(e), '-S', `patchwire-test ${e.netns}`]);
     const stop = (p: ChildProcess): Promise<unknown> => new Promise((r) => (p.exitCode !== null ? r(null) : (p.once('exit', r), p.kill('SIGTERM'))));
-    const procs = [c.a, c.b].map(start);
+    const procs = ends.map(start);
     const logs = procs.map(() => '');
-    procs.forEach((p, i) => p.stderr!.on('data', (d: Buffer) => (logs[i] += d.toString())));
+    const watchLog = (i: number): void => void procs[i]!.stderr!.on('data', (d: Buffer) => (logs[i] += d.toString()));
+    procs.forEach((_, i) => watchLog(i));
+    // tcpdump in each pod is the ground truth for "did LLDP cross the wire",
+    // independent of what lldpd makes of it.
+    const pcaps = ends.map((e) => `${net.dir}/lldp-${e.netns}.pcap`);
+    const dumps = await Promise.all(ends.map((e, i) => startCapture(net, e.netns, e.ifname, pcaps[i]!)));
+    const lldpFrom = (i: number, mac: string): number => {
+      const src = Buffer.from(mac.replace(/:/g, ''), 'hex');
+      return readPcap(pcaps[i]!).filter((r) => r.data.length > 14 && r.data.readUInt16BE(12) === 0x88cc && r.data.subarray(6, 12).equals(src)).length;
+    };
+    const stats = async (e: EndpointSpec): Promise<string> => {
+      const r = await net.exec(e.netns, 'lldpcli', [...ctl(e), '-f', 'keyvalue', 'show', 'statistics']);
+      const get = (k: string): string => r.stdout.match(new RegExp(`\\.${k}\\.${k}=(\\d+)`))?.[1] ?? '?';
+      return `tx ${get('tx')} rx ${get('rx')} discarded ${get('rx_discarded_cnt')}`;
+    };
     try {
-      for (const [me, other] of [
-        [c.a, c.b],
-        [c.b, c.a],
+      for (const [mi, me, other] of [
+        [0, c.a, c.b],
+        [1, c.b, c.a],
       ] as const) {
-        const sock = `${net.dir}/lldpd-${me.netns}.sock`;
         let out = '';
-        const deadline = Date.now() + 30000;
+        const deadline = Date.now() + 40000;
         let restarted = false;
         while (Date.now() < deadline) {
-          // Seen twice in CI: the frames reached the pod's interface (its RX
-          // counter and the wire's counters agree) but lldpd counted none
-          // received. A second lldpd still has to receive real LLDP frames
-          // over the wire, so restarting it once hides no wire fault.
-          if (!restarted && deadline - Date.now() < 15000) {
+          // Seen in CI (rarely, tap<->tap only): lldpd listed no neighbor for
+          // 30 s. Once, after 12 s of silence, note what tcpdump and both
+          // lldpds counted, then restart both lldpds. The assertions below
+          // still need real LLDP frames from a real lldpd across the wire.
+          if (!restarted && deadline - Date.now() < 28000) {
             restarted = true;
-            const i = me === c.a ? 0 : 1;
-            await stop(procs[i]!);
-            procs[i] = start(me);
-            t.comment(`${c.name}: lldpd in ${me.netns} saw nothing in 15 s; restarted it once`);
+            const seen = lldpFrom(mi, other.mac);
+            t.comment(`${c.name}: lldpd in ${me.netns} listed no neighbor in 12 s; tcpdump there saw ${seen} LLDP frame(s) from ${other.mac}; ` +
+              `lldpd ${me.netns} ${await stats(me)}, lldpd ${other.netns} ${await stats(other)}; restarting both lldpds`);
+            await Promise.all(procs.map(stop));
+            ends.forEach((e, i) => ((procs[i] = start(e)), watchLog(i)));
             await new Promise((r) => setTimeout(r, 1000));
           }
-          const r = await net.exec(me.netns, 'lldpcli', ['-u', sock, '-f', 'keyvalue', 'show', 'neighbors']);
+          const r = await net.exec(me.netns, 'lldpcli', [...ctl(me), '-f', 'keyvalue', 'show', 'neighbors']);
           out = r.stdout + r.stderr;
           if (out.toLowerCase().includes(other.mac.toLowerCase())) break;
           // Ask the far lldpd to send now rather than at its next 30 s tick.
-          await net.exec(other.netns, 'lldpcli', ['-u', `${net.dir}/lldpd-${other.netns}.sock`, 'update']);
+          await net.exec(other.netns, 'lldpcli', [...ctl(other), 'update']);
           await new Promise((r) => setTimeout(r, 500));
         }
+        const extra: string[] = [];
         if (!out.toLowerCase().includes(other.mac.toLowerCase())) {
           // Say what each side saw, to tell a lost frame from a silent lldpd.
           for (const e of [me, other]) {
-            const ctl = ['-u', `${net.dir}/lldpd-${e.netns}.sock`];
-            logs.push(`${e.netns}: ${(await net.exec(e.netns, 'lldpcli', [...ctl, 'show', 'statistics'])).stdout}`);
-            logs.push(`${e.netns}: ${(await net.exec(e.netns, 'ip', ['-s', 'link', 'show', 'dev', e.ifname])).stdout}`);
+            extra.push(`${e.netns}: ${(await net.exec(e.netns, 'lldpcli', [...ctl(e), 'show', 'statistics'])).stdout}`);
+            extra.push(`${e.netns}: ${(await net.exec(e.netns, 'ip', ['-s', 'link', 'show', 'dev', e.ifname])).stdout}`);
           }
-          logs.push(JSON.stringify(await Promise.all([...net.nodes.values()].map((n) => n.client.listWires()))));
+          extra.push(JSON.stringify(await Promise.all([...net.nodes.values()].map((n) => n.client.listWires()))));
         }
-        t.match(out.toLowerCase(), other.mac.toLowerCase(), `${c.name}: lldpd in ${me.netns} sees ${other.netns} (${other.mac})`, { logs });
+        t.ok(lldpFrom(mi, other.mac) > 0, `${c.name}: LLDP frames from ${other.netns} reach ${me.netns} (tcpdump)`);
+        t.match(out.toLowerCase(), other.mac.toLowerCase(), `${c.name}: lldpd in ${me.netns} sees ${other.netns} (${other.mac})`, { logs: [...logs, ...extra] });
         t.match(out, new RegExp(`patchwire-test ${other.netns}`), 'with its system description');
       }
     } finally {
       await Promise.all(procs.map(stop));
+      await Promise.all(dumps.map(stopCapture));
     }
   }
 });
