@@ -104,14 +104,15 @@ t.test('lldpd in both pods lists the other as its neighbor', async (t) => {
     const ctl = (e: EndpointSpec): string[] => ['-u', `${net.dir}/lldpd-${e.netns}.sock`];
     const start = (e: EndpointSpec): ChildProcess => net.spawnIn(e.netns, 'lldpd', ['-d', '-I', e.ifname, ...ctl(e), '-S', `patchwire-test ${e.netns}`]);
     const stop = (p: ChildProcess): Promise<unknown> => new Promise((r) => (p.exitCode !== null ? r(null) : (p.once('exit', r), p.kill('SIGTERM'))));
+    // tcpdump in each pod is the ground truth for "did LLDP cross the wire",
+    // independent of what lldpd makes of it. It listens before lldpd sends
+    // its first LLDPDU.
+    const pcaps = ends.map((e) => `${net.dir}/lldp-${e.netns}.pcap`);
+    const dumps = await Promise.all(ends.map((e, i) => startCapture(net, e.netns, e.ifname, pcaps[i]!)));
     const procs = ends.map(start);
     const logs = procs.map(() => '');
     const watchLog = (i: number): void => void procs[i]!.stderr!.on('data', (d: Buffer) => (logs[i] += d.toString()));
     procs.forEach((_, i) => watchLog(i));
-    // tcpdump in each pod is the ground truth for "did LLDP cross the wire",
-    // independent of what lldpd makes of it.
-    const pcaps = ends.map((e) => `${net.dir}/lldp-${e.netns}.pcap`);
-    const dumps = await Promise.all(ends.map((e, i) => startCapture(net, e.netns, e.ifname, pcaps[i]!)));
     const lldpFrom = (i: number, mac: string): number => {
       const src = Buffer.from(mac.replace(/:/g, ''), 'hex');
       return readPcap(pcaps[i]!).filter((r) => r.data.length > 14 && r.data.readUInt16BE(12) === 0x88cc && r.data.subarray(6, 12).equals(src)).length;
@@ -159,7 +160,11 @@ t.test('lldpd in both pods lists the other as its neighbor', async (t) => {
           }
           extra.push(JSON.stringify(await Promise.all([...net.nodes.values()].map((n) => n.client.listWires()))));
         }
-        t.ok(lldpFrom(mi, other.mac) > 0, `${c.name}: LLDP frames from ${other.netns} reach ${me.netns} (tcpdump)`);
+        // lldpd and tcpdump read the same frame from separate sockets; give
+        // tcpdump a moment to write it out.
+        let captured = 0;
+        for (const until = Date.now() + 5000; (captured = lldpFrom(mi, other.mac)) === 0 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 100));
+        t.ok(captured > 0, `${c.name}: LLDP frames from ${other.netns} reach ${me.netns} (tcpdump)`);
         t.match(out.toLowerCase(), other.mac.toLowerCase(), `${c.name}: lldpd in ${me.netns} sees ${other.netns} (${other.mac})`, { logs: [...logs, ...extra] });
         t.match(out, new RegExp(`patchwire-test ${other.netns}`), 'with its system description');
       }
