@@ -1,14 +1,17 @@
 #!/bin/bash
 # npm run bench:floor: ping RTT over bench/floor/relay.c between two emulated
 # nodes, against a direct veth pair, with the bench's ping settings (500
-# pings, one per 10 ms). Everything it creates is named pwfloor-* and removed
+# pings, one per 10 ms idle; one per 20 ms beside an iperf3 TCP stream for
+# the loaded figures). Everything it creates is named pwfloor-* and removed
 # on exit, also on failure.
 set -euo pipefail
 PINGS=${PINGS:-500}
+SECONDS_TCP=${SECONDS_TCP:-8}
 DIR=$(mktemp -d /tmp/pwfloor.XXXXXX)
 NS="pwfloor-pa pwfloor-na pwfloor-nb pwfloor-pb pwfloor-va pwfloor-vb"
 cleanup() {
   pkill -f "$DIR/relay" 2>/dev/null || true
+  pkill -f "iperf3 -s -B 10.255" 2>/dev/null || true
   for n in $NS; do ip netns del "$n" 2>/dev/null || true; done
   rm -rf "$DIR"
 }
@@ -37,6 +40,23 @@ rtts() { # ns ip -> "p50 p99" in ms
   ip netns exec "$1" ping -c "$PINGS" -i 0.01 -W 1 "$2" | grep -oP 'time=\K[\d.]+' | sort -n |
     awk '{a[NR]=$1} END {if (NR == 0) exit 1; print a[int(NR*0.5)+1], a[int(NR*0.99)]}'
 }
+loaded() { # client-ns server-ns server-ip -> "gbps p50 p99" with a 20 ms ping beside iperf3
+  ip netns exec "$2" iperf3 -s -1 -B "$3" >/dev/null 2>&1 &
+  sleep 0.5
+  ip netns exec "$1" iperf3 -c "$3" -t "$SECONDS_TCP" -J >"$DIR/iperf.json" &
+  local ip_pid=$!
+  sleep 1
+  ip netns exec "$1" ping -c $(((SECONDS_TCP - 2) * 50)) -i 0.02 -W 1 "$3" | grep -oP 'time=\K[\d.]+' | sort -n >"$DIR/loaded.txt" || true
+  wait "$ip_pid"
+  wait
+  local gbps
+  gbps=$(grep -m1 -A8 '"sum_received"' "$DIR/iperf.json" | grep -oP '"bits_per_second":\s*\K[\d.e+]+' | awk '{printf "%.2f", $1 / 1e9}')
+  awk -v g="$gbps" '{a[NR]=$1} END {if (NR == 0) exit 1; print g, a[int(NR*0.5)+1], a[int(NR*0.99)]}' "$DIR/loaded.txt"
+}
 read -r v50 v99 < <(rtts pwfloor-va 10.255.1.2)
 read -r r50 r99 < <(rtts pwfloor-pa 10.255.0.2)
-printf '| path | RTT p50 ms | RTT p99 ms |\n|---|---:|---:|\n| veth | %s | %s |\n| C relay, two processes over TCP | %s | %s |\n' "$v50" "$v99" "$r50" "$r99"
+read -r vg vl50 vl99 < <(loaded pwfloor-va pwfloor-vb 10.255.1.2)
+read -r rg rl50 rl99 < <(loaded pwfloor-pa pwfloor-pb 10.255.0.2)
+printf '| path | RTT p50 ms | RTT p99 ms | TCP Gbit/s | loaded p50 ms | loaded p99 ms |\n|---|---:|---:|---:|---:|---:|\n'
+printf '| veth | %s | %s | %s | %s | %s |\n' "$v50" "$v99" "$vg" "$vl50" "$vl99"
+printf '| C relay, two processes over TCP | %s | %s | %s | %s | %s |\n' "$r50" "$r99" "$rg" "$rl50" "$rl99"
