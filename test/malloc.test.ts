@@ -39,20 +39,26 @@ function faults(keepBytes: number): { keep: boolean; got: number; faults: number
 
 // glibc starts at a 128 KiB trim threshold but raises it by itself whenever a
 // large mapped chunk is freed, which some runs happen to do (then nothing is
-// trimmed): the baseline holds the starting default fixed so the comparison
-// is the same every run. The daemon's own setting is the other side; 16 MiB,
-// for one, was not enough (41k faults).
+// trimmed): the baseline holds the starting default fixed. The daemon's own
+// setting is the other side; 16 MiB, for one, was not enough (41k faults).
 const GLIBC_DEFAULT_TRIM = 128 << 10;
 
+// Even held fixed, the default is bimodal: in most runs the heap is trimmed
+// and faulted in again all along (29k-64k faults here), but in some runs
+// (probably when a long-lived allocation lands at the top of the heap) little
+// or nothing is trimmed and the run looks kept (6k-18k; once in CI, 13k). So
+// the default gets up to five runs to show the trimming, and every kept run
+// must stay far below it.
 t.test('freed heap memory is kept and reused, not faulted in again', async (t) => {
-  const dflt = faults(GLIBC_DEFAULT_TRIM);
-  const kept = faults(KEEP_FREED_BYTES);
-  t.ok(dflt.keep && kept.keep, 'glibc took both trim thresholds');
-  t.equal(dflt.got, 300 << 20, 'every byte arrived (default)');
-  t.equal(kept.got, 300 << 20, 'every byte arrived (kept)');
-  // Measured here: 29,000-46,000 faults at 128 KiB, about 6,000 kept.
-  t.ok(dflt.faults > 15_000, `at glibc's default threshold the heap is trimmed and faulted in again (${dflt.faults} faults)`);
-  t.ok(kept.faults * 3 < dflt.faults, `kept: ${kept.faults} faults against ${dflt.faults}`);
+  const kept = [0, 1, 2].map(() => faults(KEEP_FREED_BYTES));
+  const keptMax = Math.max(...kept.map((r) => r.faults));
+  const dflt: Array<ReturnType<typeof faults>> = [];
+  while (dflt.length < 5 && !dflt.some((r) => r.faults > keptMax * 3)) dflt.push(faults(GLIBC_DEFAULT_TRIM));
+  t.ok([...dflt, ...kept].every((r) => r.keep), 'glibc took both trim thresholds');
+  t.ok([...dflt, ...kept].every((r) => r.got === 300 << 20), 'every byte arrived in every run');
+  const dfltMax = Math.max(...dflt.map((r) => r.faults));
+  const seen = `default ${dflt.map((r) => r.faults).join('/')}, kept ${kept.map((r) => r.faults).join('/')}`;
+  t.ok(dfltMax > keptMax * 3, `at glibc's default threshold the heap is trimmed and faulted in again; never with the daemon's (${seen})`);
 });
 
 t.test('keepFreedMemory refuses a bad size', async (t) => {
