@@ -11,7 +11,7 @@ DIR=$(mktemp -d /tmp/pwfloor.XXXXXX)
 NS="pwfloor-pa pwfloor-na pwfloor-nb pwfloor-pb pwfloor-va pwfloor-vb"
 cleanup() {
   pkill -f "$DIR/relay" 2>/dev/null || true
-  pkill -f "iperf3 -s -B 10.255" 2>/dev/null || true
+  pkill -f "iperf3 -(s -1 -B|c) 10\.255\." 2>/dev/null || true
   for n in $NS; do ip netns del "$n" 2>/dev/null || true; done
   rm -rf "$DIR"
 }
