@@ -8,6 +8,7 @@ import { ControlClient } from '../control/client.js';
 import type { PbWireStatus } from '../control/convert.js';
 import type { WireSpec } from '../dataplane/wire.js';
 import type { EndpointSpec } from '../endpoint/endpoint.js';
+import { pidsInNetns } from '../netns/ip.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import { loadTopology } from '../topology/load.js';
 import type { LabModel, LinkEnd, LinkModel } from '../topology/model.js';
@@ -331,8 +332,7 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
  * pids found.
  */
 async function stopProcessesIn(namespaces: string[]): Promise<number[]> {
-  const inside = (): number[] =>
-    namespaces.flatMap((ns) => (spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout ?? '').split('\n').filter(Boolean).map(Number));
+  const inside = (): number[] => namespaces.flatMap(pidsInNetns);
   const found = inside();
   for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
     for (const pid of inside()) {

@@ -1,5 +1,5 @@
 // Thin helpers around iproute2. Control-plane only: never on the frame path.
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 
@@ -32,6 +32,19 @@ export function ip(...args: string[]): Promise<string> {
 export function netnsPath(netns: string): string {
   if (netns === '') return '';
   return netns.startsWith('/') ? netns : path.join('/var/run/netns', netns);
+}
+
+/**
+ * Processes whose network namespace is the named one (none when it is gone).
+ * Deleting a namespace does not end them, so clean-up kills these first.
+ */
+export function pidsInNetns(netns: string): number[] {
+  const out = spawnSync('ip', ['netns', 'pids', netns], { encoding: 'utf8' }).stdout ?? '';
+  return out
+    .split('\n')
+    .filter(Boolean)
+    .map(Number)
+    .filter((pid) => pid !== process.pid);
 }
 
 export function netnsExists(netns: string): boolean {

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { ControlClient } from '../../src/control/client.js';
 import type { EndpointSpec } from '../../src/endpoint/endpoint.js';
 import type { WireSpec } from '../../src/dataplane/wire.js';
+import { pidsInNetns } from '../../src/netns/ip.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = path.join(ROOT, 'bin', 'patchwire.js');
@@ -95,10 +96,26 @@ export class TestNet {
     process.on('exit', this.exitHook);
   }
 
-  /** Namespaces and daemons of an earlier run that died before its teardown. */
+  /**
+   * Namespaces and daemons of an earlier run that died before its teardown,
+   * and any process still inside one of the namespaces (a tool a test started
+   * there can outlive its handle: an lldpd monitor was once found orphaned in
+   * a deleted namespace, its parent gone). Deleting a namespace does not end
+   * its processes, so they are killed first.
+   */
   static removeLeftovers(prefix: string): void {
     spawnSyncQuiet('pkill', ['-9', '-f', `patchwire.js daemon --node ${prefix}`]);
-    for (const ns of listNetns()) if (ns.startsWith(prefix)) spawnSyncQuiet('ip', ['netns', 'del', ns]);
+    for (const ns of listNetns()) {
+      if (!ns.startsWith(prefix)) continue;
+      for (const pid of pidsInNetns(ns)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+      spawnSyncQuiet('ip', ['netns', 'del', ns]);
+    }
   }
 
   /** An emulated node: a namespace on the underlay, with a daemon in it. */
