@@ -1,21 +1,11 @@
 // The test harness's own clean-up: whatever a test left running inside its
 // namespaces must not outlive them (deleting a namespace does not end its
 // processes, and an orphan keeps its namespace alive, unnamed).
-import { spawn } from 'node:child_process';
-
 import t from 'tap';
 
 import { listNetns, TestNet, waitFor } from './helpers/testnet.js';
+import { alive } from '../src/lab/state.js';
 import { pidsInNetns } from '../src/netns/ip.js';
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 t.test('cleanup kills what runs in the test namespaces, orphans included', async (t) => {
   const net = new TestNet('pwtq');
@@ -23,11 +13,7 @@ t.test('cleanup kills what runs in the test namespaces, orphans included', async
   const pod = net.addPod('p1');
   // setsid and a shell that exits at once: the sleeper's parent is gone, as
   // with the lldpd monitor once found orphaned after a test.
-  const sh = spawn('ip', ['netns', 'exec', pod, 'sh', '-c', 'setsid sleep 600 >/dev/null 2>&1 & echo $!'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  let out = '';
-  sh.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  await new Promise((r) => sh.once('close', r));
-  const pid = Number(out.trim());
+  const pid = Number((await net.exec(pod, 'sh', ['-c', 'setsid sleep 600 >/dev/null 2>&1 & echo $!'])).stdout.trim());
   t.ok(pid > 0 && alive(pid), `a process runs in ${pod} (pid ${pid})`);
   t.same(pidsInNetns(pod), [pid], 'ip netns pids finds it there');
   await net.cleanup();
