@@ -41,6 +41,12 @@ start_relays() { # command... : one relay per node, joined by TCP
   ip netns exec pwfloor-nb "$@" pwfl-hb listen 7999 &
   sleep 0.5
   ip netns exec pwfloor-na "$@" pwfl-ha connect 198.19.255.2 7999 &
+  # Until frames cross: a relay that never connects must not read as empty figures.
+  for _ in $(seq 50); do
+    ip netns exec pwfloor-pa ping -c 1 -W 0.2 10.255.0.2 >/dev/null 2>&1 && return 0
+  done
+  echo "bench:floor: no ping crossed the relays ($*) within 10 s" >&2
+  exit 1
 }
 stop_relays() {
   pkill -f "$DIR/relay pwfl-h" 2>/dev/null || true
