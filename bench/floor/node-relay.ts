@@ -9,6 +9,7 @@
 //        node dist/bench/floor/node-relay.js IFNAME connect IPV4 PORT
 import net from 'node:net';
 
+import { makePort } from '../../src/endpoint/endpoint.js';
 import { wire } from '../../src/native/wire.js';
 
 const [ifname, mode, a, b] = process.argv.slice(2);
@@ -18,7 +19,8 @@ if (!ifname || (mode !== 'listen' && mode !== 'connect') || !a || (mode === 'con
 }
 
 const opened = wire.openPacket(ifname, '', { vnetHdr: true });
-const port = new wire.Port(opened.fd, 'packet', true, 65536 + 256, 64);
+// Sized as a daemon sizes a veth endpoint's port at the default MTU.
+const port = makePort(opened.fd, 'packet', true, 1500);
 const rx = new Uint8Array(port.rx);
 const meta = port.meta;
 

@@ -13,9 +13,13 @@ NS="pwfloor-pa pwfloor-na pwfloor-nb pwfloor-pb pwfloor-va pwfloor-vb"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 NODE_RELAY="$ROOT/dist/bench/floor/node-relay.js"
 [ -f "$NODE_RELAY" ] || { echo "bench:floor: $NODE_RELAY is missing: run 'npm run build' first" >&2; exit 1; }
-cleanup() {
-  pkill -f "$DIR/relay" 2>/dev/null || true
+stop_relays() {
+  pkill -f "$DIR/relay pwfl-h" 2>/dev/null || true
   pkill -f "$NODE_RELAY pwfl-h" 2>/dev/null || true
+  sleep 0.3
+}
+cleanup() {
+  stop_relays
   pkill -f "iperf3 -(s -1 -B|c) 10\.255\." 2>/dev/null || true
   for n in $NS; do ip netns del "$n" 2>/dev/null || true; done
   rm -rf "$DIR"
@@ -47,11 +51,6 @@ start_relays() { # command... : one relay per node, joined by TCP
   done
   echo "bench:floor: no ping crossed the relays ($*) within 10 s" >&2
   exit 1
-}
-stop_relays() {
-  pkill -f "$DIR/relay pwfl-h" 2>/dev/null || true
-  pkill -f "$NODE_RELAY pwfl-h" 2>/dev/null || true
-  sleep 0.3
 }
 rtts() { # ns ip -> "p50 p99" in ms
   ip netns exec "$1" ping -c 3 -i 0.2 "$2" >/dev/null
