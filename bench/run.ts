@@ -4,6 +4,8 @@
 //   vxlan           kernel VXLAN between two emulated nodes (meshnet/containerlab's cross-node link)
 //   patchwire-veth  a patchwire wire with veth endpoints, pods on two emulated nodes
 //   patchwire-tap   the same with tap endpoints
+//   c-relay         the floor: bench/floor/relay.c, a bare userspace relay in C per node
+//                   (AF_PACKET with virtio-net headers, one TCP connection, no framing)
 //   patchwire-veth-rt  patchwire-veth with the daemons at SCHED_RR (up --rt-priority 1)
 // Writes bench/results/latest.json (+ a dated copy) and latest.svg, and
 // prints a table with each patchwire figure as a ratio to veth and vxlan.
@@ -46,6 +48,8 @@ interface Run {
   /** pings sent beside the first TCP run that got no answer within 1 s */
   rtt_loaded_lost: number;
   cpu_pct: number;
+  /** CPU seconds the path's own processes spent per GB carried (first TCP run); null for kernel paths */
+  cpu_s_per_gb: number;
   rss_mb: number;
 }
 
@@ -176,6 +180,49 @@ function vxlanPath(): Path {
   return { name: 'vxlan', a, b, pids: [], teardown: () => [a, b, n1, n2].forEach((n) => quiet('ip', 'netns', 'del', n)) };
 }
 
+/** The floor: bench/floor/relay.c on each node's host end, joined by one TCP connection. */
+async function cRelayPath(): Promise<Path> {
+  const ns = ['pwb-cr-pa', 'pwb-cr-na', 'pwb-cr-nb', 'pwb-cr-pb'];
+  const [pa, na, nb, pb] = ns as [string, string, string, string];
+  const relay = path.join(os.tmpdir(), 'pwb-relay');
+  sh('cc', '-O2', '-Wall', '-o', relay, path.join(PACKAGE_ROOT, 'bench', 'floor', 'relay.c'));
+  for (const n of ns) {
+    quiet('ip', 'netns', 'del', n);
+    sh('ip', 'netns', 'add', n);
+    sh('ip', '-n', n, 'link', 'set', 'lo', 'up');
+  }
+  sh('ip', 'link', 'add', 'eth1', 'netns', pa, 'type', 'veth', 'peer', 'name', 'pwbcr-ha', 'netns', na);
+  sh('ip', 'link', 'add', 'eth1', 'netns', pb, 'type', 'veth', 'peer', 'name', 'pwbcr-hb', 'netns', nb);
+  sh('ip', 'link', 'add', 'ul0', 'netns', na, 'type', 'veth', 'peer', 'name', 'ul0', 'netns', nb);
+  sh('ip', '-n', na, 'addr', 'add', '198.18.255.1/30', 'dev', 'ul0');
+  sh('ip', '-n', nb, 'addr', 'add', '198.18.255.2/30', 'dev', 'ul0');
+  sh('ip', '-n', pa, 'addr', 'add', `${A_IP}/24`, 'dev', 'eth1');
+  sh('ip', '-n', pb, 'addr', 'add', `${B_IP}/24`, 'dev', 'eth1');
+  for (const [n, dev] of [[pa, 'eth1'], [pb, 'eth1'], [na, 'pwbcr-ha'], [nb, 'pwbcr-hb'], [na, 'ul0'], [nb, 'ul0']] as const) sh('ip', '-n', n, 'link', 'set', dev, 'up');
+  const server = spawn('ip', ['netns', 'exec', nb, relay, 'pwbcr-hb', 'listen', '7999'], { stdio: 'ignore' });
+  await sleep(300);
+  const client = spawn('ip', ['netns', 'exec', na, relay, 'pwbcr-ha', 'connect', '198.18.255.2', '7999'], { stdio: 'ignore' });
+  let crossed = false;
+  for (let i = 0; i < 50 && !crossed; i++) crossed = spawnSync('ip', ['netns', 'exec', pa, 'ping', '-c', '1', '-W', '0.2', B_IP]).status === 0;
+  const pids = (): number[] =>
+    [na, nb].flatMap((n) =>
+      sh('ip', 'netns', 'pids', n)
+        .split('\n')
+        .filter(Boolean)
+        .map(Number),
+    );
+  const teardown = (): void => {
+    server.kill('SIGKILL');
+    client.kill('SIGKILL');
+    for (const n of ns) quiet('ip', 'netns', 'del', n);
+  };
+  if (!crossed) {
+    teardown();
+    throw new Error('c-relay: no ping crossed the relays within 10 s');
+  }
+  return { name: 'c-relay', a: pa, b: pb, pids: pids(), teardown };
+}
+
 function patchwirePath(kind: 'veth' | 'tap', ringBytes?: number, rtPriority = 0): Path {
   const lab = `pwb${kind}${ringBytes === 0 ? 'nc' : ''}${rtPriority ? 'rt' : ''}`;
   quiet(process.execPath, CLI, 'down', lab);
@@ -228,7 +275,9 @@ async function measure(p: Path): Promise<Run> {
       pr.on('close', () => res((JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e9));
     });
     const [first] = await Promise.all([tcpRun, pinger]);
-    const cpu = p.pids.length ? (100 * (cpuTicks(p.pids) - c0)) / (((Date.now() - t0) / 1000) * 100) : 0;
+    const cpuSeconds = (cpuTicks(p.pids) - c0) / 100;
+    const cpu = p.pids.length ? (100 * cpuSeconds) / ((Date.now() - t0) / 1000) : 0;
+    const gbCarried = (first * TCP_SECONDS) / 8;
     const tcpRuns = [first];
     while (tcpRuns.length < TCP_RUNS) tcpRuns.push(tcp(p.a, TCP_SECONDS));
     log(`${p.name}: small UDP`);
@@ -256,6 +305,7 @@ async function measure(p: Path): Promise<Run> {
       rtt_loaded_p99_ms: round(percentile(loaded, 99)),
       rtt_loaded_lost: loadedPings - loaded.length,
       cpu_pct: round(cpu),
+      cpu_s_per_gb: p.pids.length && gbCarried > 0 ? round(cpuSeconds / gbCarried) : NaN,
       rss_mb: round(peakRssMb(p.pids)),
     };
   } finally {
@@ -293,23 +343,26 @@ function svg(runs: Run[]): string {
 }
 
 function table(runs: Run[], captureOn: number, captureOff: number): string {
-  const veth = runs.find((r) => r.path === 'veth')!;
   const vx = runs.find((r) => r.path === 'vxlan')!;
   const ratio = (v: number, base: number): string => (base ? `${(v / base).toFixed(2)}x` : '-');
-  const rows = [['path', 'TCP Gbit/s', 'vs veth', 'vs vxlan', 'UDP64 pps', 'vs vxlan', 'loss@100k %', 'RTT p50', 'RTT p99', 'loaded p50/p99 (lost)', 'CPU %', 'RSS MB']];
+  const relay = runs.find((r) => r.path === 'c-relay');
+  const rows = [['path', 'TCP Gbit/s', 'vs vxlan', 'vs relay', 'UDP64 pps', 'vs vxlan', 'loss@100k %', 'RTT p50', 'vs relay', 'RTT p99', 'loaded p50/p99 (lost)', 'CPU %', 'CPU s/GB', 'vs relay', 'RSS MB']];
   for (const r of runs) {
     rows.push([
       r.path,
       String(r.tcp_gbps),
-      ratio(r.tcp_gbps, veth.tcp_gbps),
       ratio(r.tcp_gbps, vx.tcp_gbps),
+      relay ? ratio(r.tcp_gbps, relay.tcp_gbps) : '-',
       String(r.udp_small_pps),
       ratio(r.udp_small_pps, vx.udp_small_pps),
       String(r.udp_small_loss_pct),
       String(r.rtt_p50_ms),
+      relay ? ratio(r.rtt_p50_ms, relay.rtt_p50_ms) : '-',
       String(r.rtt_p99_ms),
       `${r.rtt_loaded_p50_ms}/${r.rtt_loaded_p99_ms} (${r.rtt_loaded_lost})`,
       String(r.cpu_pct),
+      Number.isNaN(r.cpu_s_per_gb) ? '-' : String(r.cpu_s_per_gb),
+      relay && !Number.isNaN(r.cpu_s_per_gb) ? ratio(r.cpu_s_per_gb, relay.cpu_s_per_gb) : '-',
       String(r.rss_mb),
     ]);
   }
@@ -327,9 +380,9 @@ async function main(): Promise<void> {
   const runs: Run[] = [];
   // The four paths of the comparison, then patchwire-veth with the daemons
   // at real-time priority (up --rt-priority 1), to show what it trades.
-  const makers: Array<() => Path> = [vethPath, vxlanPath, () => patchwirePath('veth'), () => patchwirePath('tap'), () => patchwirePath('veth', undefined, 1)];
+  const makers: Array<() => Path | Promise<Path>> = [vethPath, vxlanPath, cRelayPath, () => patchwirePath('veth'), () => patchwirePath('tap'), () => patchwirePath('veth', undefined, 1)];
   for (const make of makers) {
-    const p = make();
+    const p = await make();
     try {
       runs.push(await measure(p));
     } finally {

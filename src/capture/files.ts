@@ -6,7 +6,7 @@ import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 
 import { CaptureWriter, type CaptureInterface } from './format.js';
-import type { CaptureRing } from './ring.js';
+import type { RingSource } from './ring.js';
 import { CaptureSession } from './session.js';
 
 export interface FileCaptureOptions {
@@ -29,7 +29,7 @@ export class FileCapture {
   private writer: CaptureWriter;
 
   constructor(
-    private readonly ring: CaptureRing,
+    private readonly ring: RingSource,
     private readonly iface: CaptureInterface,
     private readonly o: FileCaptureOptions,
     private readonly log: (msg: string) => void,

@@ -29,6 +29,15 @@ interface Slot {
 
 export type SegmentListener = (s: Segment) => void;
 
+/** What capture readers need of a ring: what it holds, and its frames as they come. */
+export interface RingSource {
+  snapshot(): Segment[];
+  /** called with each batch recorded after it was added */
+  readonly listeners: Set<SegmentListener>;
+  /** frames live readers could not take in time; readers add their own */
+  readerDrops: number;
+}
+
 export function nowUs(): number {
   return Math.round((performance.timeOrigin + performance.now()) * 1000);
 }

@@ -3,10 +3,10 @@
 // duration is reached. A reader that falls behind loses capture data, counted;
 // forwarding never waits for it.
 import type { CaptureRecord } from './format.js';
-import { type CaptureRing, type Segment, segmentRecords } from './ring.js';
+import { type RingSource, type Segment, segmentRecords } from './ring.js';
 
 export interface CaptureSource {
-  ring: CaptureRing;
+  ring: RingSource;
   iface: number;
 }
 
@@ -37,7 +37,7 @@ export class CaptureSession {
   private ended = false;
   private scheduled = false;
   private timer: NodeJS.Timeout | null = null;
-  private readonly listeners: Array<[CaptureRing, (s: Segment) => void]> = [];
+  private readonly listeners: Array<[RingSource, (s: Segment) => void]> = [];
   private pendingRing: CaptureRecord[] = [];
 
   constructor(
@@ -63,7 +63,7 @@ export class CaptureSession {
     this.pump();
   }
 
-  private onSegment(seg: Segment, iface: number, ring: CaptureRing): void {
+  private onSegment(seg: Segment, iface: number, ring: RingSource): void {
     if (this.ended) return;
     if (this.queuedBytes + seg.data.length > this.opts.maxQueueBytes) {
       this.drops += seg.count;

@@ -1,26 +1,21 @@
 // The wire daemon: owns ports, wires, peer streams and the control API, and
 // persists its desired wires so a restart re-attaches to the same interfaces.
 import { mkdir, readFile } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 
 import * as grpc from '@grpc/grpc-js';
 
 import { createEndpoint, type Endpoint, endpointProblems, type EndpointSpec } from '../endpoint/index.js';
-import { DecodedBatch, decodeBatch, encodeBatch } from '../dataplane/codec.js';
-import { batchPool } from '../dataplane/pool.js';
-import { wire } from '../native/wire.js';
-import { GRPC_PREFIX } from '../dataplane/grpc-wire.js';
-import { type DataTls, Peers, type PeerStats } from '../dataplane/peers.js';
-import { type EndCounters, forwardLocal, Wire, type WireEnd, type WireSpec } from '../dataplane/wire.js';
+import { type NativeEngine, wire } from '../native/wire.js';
+import { type DataTls, probePeer } from '../dataplane/probe.js';
+import { EngineRing } from '../dataplane/engine-ring.js';
+import { type EndCounters, endCounters, Wire, type WireEnd, type WireSpec } from '../dataplane/wire.js';
 import { DEFAULT_RING_BYTES } from '../capture/ring.js';
 import type { CaptureInterface } from '../capture/format.js';
 import type { CaptureSource } from '../capture/session.js';
 import { FileCapture, type FileCaptureOptions } from '../capture/files.js';
 import { parseHostPort } from '../util/hostport.js';
 import { serialized, writeAtomic } from '../util/serial.js';
-
-const takeBatch = (len: number): Buffer => batchPool.take(len);
 
 export class WireError extends Error {
   constructor(
@@ -87,6 +82,24 @@ export interface WireStatus {
   ends: EndStatus[];
 }
 
+export interface PeerStats {
+  node: string;
+  address: string;
+  inbound: boolean;
+  outbound: boolean;
+  reconnects: number;
+  framesIn: number;
+  framesOut: number;
+  batchesIn: number;
+  batchesOut: number;
+  /** bytes waiting in the engine for the peer's stream */
+  queuedBytes: number;
+  /** round trip of the last keepalive ping, ms */
+  rttMs: number;
+  /** why our subscription to the peer last ended or failed ('' if it never did) */
+  lastError: string;
+}
+
 export interface Health {
   node: string;
   lab: string;
@@ -96,6 +109,10 @@ export interface Health {
   peers: PeerStats[];
   unknownWire: number;
   malformed: number;
+  /** frames in batches that could not be decoded */
+  malformedFrames: number;
+  /** peer connections or streams refused (TLS, lab, hello, protocol) */
+  refusedStreams: number;
   rtPriority: number;
   keepsFreedMemory: boolean;
 }
@@ -105,16 +122,6 @@ async function dataTls(tls: TlsFiles | null): Promise<DataTls | null> {
   if (!tls) return null;
   const [cert, key, ca] = await Promise.all([readFile(tls.cert), readFile(tls.key), readFile(tls.ca)]);
   return { cert, key, ca, serverName: tls.serverName };
-}
-
-function listenTcp(addr: string, onConnection: (s: net.Socket) => void): Promise<net.Server> {
-  const hp = parseHostPort(addr);
-  if (!hp) return Promise.reject(new Error(`listen address '${addr}' is not host:port`));
-  const server = net.createServer({ noDelay: true, keepAlive: true }, onConnection);
-  return new Promise((resolve, reject) => {
-    server.once('error', (err) => reject(new Error(`cannot listen on ${addr}: ${err.message}`)));
-    server.listen(hp.port, hp.host || undefined, () => resolve(server));
-  });
 }
 
 function bindAsync(server: grpc.Server, addr: string, creds: grpc.ServerCredentials): Promise<number> {
@@ -129,19 +136,17 @@ export const KEEP_FREED_BYTES = 64 << 20;
 export class Daemon {
   private readonly wires = new Map<number, Wire>();
   private readonly busy = new Set<number>();
-  private peers!: Peers;
+  private engine!: NativeEngine;
+  private dataTls: DataTls | null = null;
+  /** live capture readers by engine reader id */
+  private readonly ringReaders = new Map<number, EngineRing>();
   private readonly controlServer = new grpc.Server();
-  private readonly decoded = new DecodedBatch();
-  private readonly touched: WireEnd[] = [];
-  unknownWire = 0;
-  malformed = 0;
   /** whether the allocator keeps freed memory (glibc); see start() */
   keepsFreedMemory = false;
   /** SCHED_RR priority the daemon got (0: normal scheduling) */
   rtPriority = 0;
   private httpServer: import('node:http').Server | null = null;
   private healthServer: import('node:http').Server | null = null;
-  private dataListener: net.Server | null = null;
   private readonly files = new Map<WireEnd, FileCapture>();
   private readonly log: (msg: string) => void;
   private readonly sections = new Map<string, StateSection>();
@@ -173,11 +178,15 @@ export class Daemon {
     // node:http2 allocates and frees a 64 KiB buffer per socket read; keeping
     // freed heap memory stops glibc from trimming it and faulting it back in.
     this.keepsFreedMemory = wire.keepFreedMemory(KEEP_FREED_BYTES);
-    this.peers = new Peers({ node: this.opts.node, lab: this.opts.lab }, await dataTls(this.opts.tls), (buf, from) => this.receive(buf, from));
-    // Frames flow from this server to its subscribers. The daemon accepts the
-    // TCP connections itself to turn Nagle off (TCP_NODELAY): without it a
-    // lone frame waits for the peer's delayed ACK (milliseconds per hop).
-    this.dataListener = await listenTcp(this.opts.listen, (sock) => this.peers.accept(sock));
+    this.dataTls = await dataTls(this.opts.tls);
+    const hp = parseHostPort(this.opts.listen);
+    if (!hp) throw new Error(`listen address '${this.opts.listen}' is not host:port`);
+    // The frame engine owns the data port, the peer streams and every port;
+    // it tells us only when a live capture reader has frames waiting.
+    this.engine = new wire.Engine(
+      { node: this.opts.node, lab: this.opts.lab, listenHost: hp.host, listenPort: hp.port, ...(this.dataTls ? { tls: this.dataTls } : {}) },
+      (reader) => this.ringReaders.get(reader)?.drain(),
+    );
     const [def, impl] = controlService(this);
     this.controlServer.addService(def, impl);
     if (this.opts.control.startsWith('unix:')) {
@@ -263,7 +272,7 @@ export class Daemon {
 
   private async waitForPeer(address: string): Promise<void> {
     try {
-      await this.peers.probe(address);
+      await probePeer(address, this.dataTls);
     } catch (err) {
       throw new WireError(grpc.status.UNAVAILABLE, `peer daemon at ${address} cannot be reached: ${(err as Error).message}`);
     }
@@ -297,10 +306,26 @@ export class Daemon {
       this.busy.delete(spec.uid);
       throw err;
     }
-    const wire = new Wire(spec, opened, spec.captureRingBytes || (this.opts.captureRingBytes ?? DEFAULT_RING_BYTES));
+    const ringBytes = spec.captureRingBytes || (this.opts.captureRingBytes ?? DEFAULT_RING_BYTES);
+    try {
+      this.engine.addWire({
+        uid: spec.uid,
+        ringBytes,
+        ...(spec.peer ? { peerNode: spec.peer.node, peerAddress: spec.peer.address } : {}),
+        ends: opened.map((ep) => ({ name: ep.name, ...ep.io!, maxFrame: ep.maxFrame })),
+      });
+    } catch (err) {
+      for (const ep of opened) await ep.close(true);
+      this.busy.delete(spec.uid);
+      throw new WireError(grpc.status.RESOURCE_EXHAUSTED, `wire ${spec.uid}: ${(err as Error).message}`);
+    }
+    for (const ep of opened) ep.handOff();
+    const wire = new Wire(
+      spec,
+      opened.map((endpoint, i) => ({ endpoint, ring: new EngineRing(this.engine, spec.uid, i, this.ringReaders) })),
+    );
     this.wires.set(spec.uid, wire);
     this.busy.delete(spec.uid);
-    this.startForwarding(wire);
     if (this.opts.captureFiles) {
       for (const e of wire.ends) {
         const fc = new FileCapture(e.ring, { id: 0, name: e.endpoint.name, description: `node ${this.opts.node}, lab ${this.opts.lab}` }, this.opts.captureFiles, this.log);
@@ -311,71 +336,8 @@ export class Daemon {
         });
       }
     }
-    if (spec.peer) this.peers.ensure(spec.peer.node, spec.peer.address);
     if (o.persist) await this.persist();
     return this.status(wire);
-  }
-
-  private startForwarding(wire: Wire): void {
-    const [a, b] = wire.ends as [WireEnd, WireEnd | undefined];
-    if (b) {
-      a.endpoint.port.start((n) => forwardLocal(a, b, n));
-      b.endpoint.port.start((n) => forwardLocal(b, a, n));
-      return;
-    }
-    const peer = wire.spec.peer!;
-    const port = a.endpoint.port;
-    const rx = a.rxView;
-    const uid = wire.spec.uid;
-    const vnet = a.endpoint.vnetHdr;
-    const onFrames = (n: number): void => {
-      a.captureRx(n);
-      const batch = encodeBatch(uid, rx, port.meta, n, vnet, takeBatch, GRPC_PREFIX);
-      const r = this.peers.send(peer.node, batch, n);
-      if (r === 'peer_down' || r === 'queue_full') batchPool.give(batch);
-      if (r === 'peer_down') a.peerDown += n;
-      else if (r === 'queue_full') a.queueFull += n;
-      else if (r === 'busy') {
-        // Backpressure: stop reading until the peer stream drains; meanwhile
-        // frames wait in the socket buffer, or drop there as kernel_ring.
-        port.pause();
-        this.peers.onDrain(peer.node, () => {
-          if (this.wires.get(uid) === wire) port.start(onFrames);
-        });
-      }
-    };
-    port.start(onFrames);
-  }
-
-  /** A batch from a peer: hand each frame to its wire's endpoint. */
-  private receive(buf: Buffer, from: string): void {
-    const d = this.decoded;
-    try {
-      decodeBatch(buf, d);
-    } catch (err) {
-      this.malformed++;
-      return;
-    }
-    this.peers.countIn(from, d.count);
-    let lastUid = -1;
-    let end: WireEnd | undefined;
-    for (let i = 0; i < d.count; i++) {
-      const uid = d.wire[i]!;
-      if (uid !== lastUid) {
-        lastUid = uid;
-        const w = this.wires.get(uid);
-        // Frames for a local pair never come from a peer; treat as unknown.
-        end = w && !w.isLocalPair && w.spec.peer?.node === from ? w.ends[0] : undefined;
-        if (end && end.pending === 0) this.touched.push(end);
-      }
-      if (!end) {
-        this.unknownWire++;
-        continue;
-      }
-      end.queue(buf, d.hdrOff[i]!, d.dataOff[i]!, d.dataLen[i]!);
-    }
-    for (const e of this.touched) e.flush();
-    this.touched.length = 0;
   }
 
   async removeWire(uid: number): Promise<void> {
@@ -385,23 +347,26 @@ export class Daemon {
     for (const end of wire.ends) {
       this.files.get(end)?.stop();
       this.files.delete(end);
-      await end.endpoint.close(true);
+      end.ring.close();
     }
-    this.peers.retain(new Set([...this.wires.values()].flatMap((w) => (w.spec.peer ? [w.spec.peer.node] : []))));
+    // The engine stops reading and closes the fds; then the interfaces go.
+    this.engine.removeWire(uid);
+    for (const end of wire.ends) await end.endpoint.close(true);
     await this.persist();
   }
 
   private status(wire: Wire): WireStatus {
-    const up = wire.isLocalPair || this.peers.isUp(wire.spec.peer!.node);
+    const up = wire.isLocalPair || this.engine.peerUp(wire.spec.peer!.node);
+    const counters = this.engine.counters(wire.spec.uid) ?? [];
     return {
       spec: wire.spec,
       state: up ? 'up' : 'down',
-      ends: wire.ends.map((e) => ({
+      ends: wire.ends.map((e, i) => ({
         fileCapture: this.fileState(e),
         name: e.endpoint.name,
         ifindex: e.endpoint.ifindex,
         vnetHdr: e.endpoint.vnetHdr,
-        counters: e.counters(),
+        counters: endCounters(counters[i], e.ring),
       })),
     };
   }
@@ -438,27 +403,31 @@ export class Daemon {
   }
 
   health(): Health {
+    const h = this.engine.health();
     return {
       node: this.opts.node,
       lab: this.opts.lab,
       pid: process.pid,
       listen: this.opts.listen,
       wires: this.wires.size,
-      peers: this.peers.stats(),
-      unknownWire: this.unknownWire,
+      peers: this.engine.peers(),
+      unknownWire: h.unknownWire,
+      malformedFrames: h.malformedFrames,
+      refusedStreams: h.refusedStreams,
       rtPriority: this.rtPriority,
       keepsFreedMemory: this.keepsFreedMemory,
-      malformed: this.malformed,
+      malformed: h.malformed,
     };
   }
 
   /** Stops serving. Interfaces stay, so a restarted daemon picks them up. */
   async shutdown(): Promise<void> {
     for (const f of this.files.values()) f.stop();
+    for (const w of this.wires.values()) for (const e of w.ends) e.ring.close();
+    // The engine closes every port and peer stream; the interfaces stay.
+    this.engine?.close();
     for (const w of this.wires.values()) for (const e of w.ends) await e.endpoint.close(false);
     this.wires.clear();
-    this.peers?.close();
-    this.dataListener?.close();
     this.controlServer.forceShutdown();
     for (const h of [this.httpServer, this.healthServer]) {
       h?.closeAllConnections();

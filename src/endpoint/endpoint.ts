@@ -1,4 +1,6 @@
 // One interface for every endpoint kind; each kind lives in its own module.
+import { closeSync } from 'node:fs';
+
 import { wire, type NativePort } from '../native/wire.js';
 import { cidrProblem, ifnameProblem, macProblem, mtuProblem, netnsExists } from '../netns/ip.js';
 
@@ -18,11 +20,22 @@ export interface EndpointSpec {
   ips: string[];
 }
 
+/** The fd a wire end's frames move through, and how the engine should read it. */
+export interface PortIo {
+  fd: number;
+  kind: 'packet' | 'tap';
+  vnetHdr: boolean;
+  /** bytes per receive slot: the largest frame plus its virtio-net header */
+  slotSize: number;
+  slots: number;
+}
+
 export interface Endpoint {
   readonly spec: EndpointSpec;
   /** "pod/ifname" */
   readonly name: string;
-  readonly port: NativePort;
+  /** set by open(); the frame engine takes the fd over with handOff() */
+  readonly io: PortIo | null;
   readonly vnetHdr: boolean;
   /** index of the interface inside the pod */
   readonly ifindex: number;
@@ -33,7 +46,12 @@ export interface Endpoint {
    * from an earlier run of the daemon, takes it over without recreating it.
    */
   open(attach: boolean): Promise<void>;
-  /** Stops I/O and, when `remove` is set, deletes what open() created. */
+  /** Gives the fd to the frame engine, which closes it when the wire goes. */
+  handOff(): PortIo;
+  /**
+   * Closes the fd if the engine never took it and, when `remove` is set,
+   * deletes what open() created. Called after the engine let the wire go.
+   */
   close(remove: boolean): Promise<void>;
 }
 
@@ -58,8 +76,14 @@ export function maxFrameFor(mtu: number): number {
  */
 export const rxSettings = { mode: 'mmsg' as 'mmsg' | 'ring', ringBlockBytes: 1 << 20, ringBlocks: 16, ringRetireMs: 1 };
 
+/** Receive slots big enough for the endpoint's largest frame (a GSO super-frame with a virtio-net header). */
+export function slotSizeFor(vnetHdr: boolean, mtu: number): number {
+  return vnetHdr ? Math.max(VNET_SLOT, mtu + 256) : mtu + 256;
+}
+
+/** A port driven from JavaScript (the floor relay bench); daemons use the frame engine. */
 export function makePort(fd: number, kind: 'packet' | 'tap', vnetHdr: boolean, mtu: number): NativePort {
-  const slot = vnetHdr ? Math.max(VNET_SLOT, mtu + 256) : mtu + 256;
+  const slot = slotSizeFor(vnetHdr, mtu);
   const port = new wire.Port(fd, kind, vnetHdr, slot, RX_SLOTS);
   if (kind === 'packet' && rxSettings.mode === 'ring') {
     try {
@@ -90,17 +114,38 @@ export function endpointProblems(spec: EndpointSpec): string[] {
   return out;
 }
 
-/** What every kind shares: its name, its port once open, and the frame size its MTU allows. */
+/** What every kind shares: its name, its fd once open, and the frame size its MTU allows. */
 export abstract class EndpointBase implements Endpoint {
   readonly name: string;
   readonly maxFrame: number;
-  port!: NativePort;
+  io: PortIo | null = null;
+  /** whether the engine owns the fd (it closes it) */
+  protected handedOff = false;
   vnetHdr = false;
   ifindex = 0;
 
   constructor(readonly spec: EndpointSpec) {
     this.name = `${spec.pod}/${spec.ifname}`;
     this.maxFrame = maxFrameFor(effectiveMtu(spec));
+  }
+
+  protected setIo(fd: number, kind: 'packet' | 'tap', vnetHdr: boolean): void {
+    this.vnetHdr = vnetHdr;
+    this.io = { fd, kind, vnetHdr, slotSize: slotSizeFor(vnetHdr, effectiveMtu(this.spec)), slots: RX_SLOTS };
+    this.handedOff = false;
+  }
+
+  handOff(): PortIo {
+    if (!this.io) throw new Error(`${this.name} is not open`);
+    this.handedOff = true;
+    return this.io;
+  }
+
+  /** Closes the fd unless the engine has it. */
+  protected closeFd(): void {
+    if (this.io && !this.handedOff) closeSync(this.io.fd);
+    this.io = null;
+    this.handedOff = false;
   }
 
   abstract open(attach: boolean): Promise<void>;

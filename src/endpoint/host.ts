@@ -2,7 +2,7 @@
 // NIC). The daemon reads and writes it with AF_PACKET and never deletes it.
 import { wire } from '../native/wire.js';
 import { linkExists, netnsPath } from '../netns/ip.js';
-import { EndpointBase, type EndpointSpec, effectiveMtu, makePort } from './endpoint.js';
+import { EndpointBase, type EndpointSpec } from './endpoint.js';
 
 export class HostEndpoint extends EndpointBase {
 
@@ -13,12 +13,11 @@ export class HostEndpoint extends EndpointBase {
       throw new Error(`interface '${spec.ifname}' does not exist in network namespace '${spec.netns || '(daemon)'}'`);
     }
     const opened = wire.openPacket(spec.ifname, netnsPath(spec.netns), { vnetHdr: true });
-    this.vnetHdr = opened.vnetHdr;
     this.ifindex = opened.ifindex;
-    this.port = makePort(opened.fd, 'packet', opened.vnetHdr, effectiveMtu(spec));
+    this.setIo(opened.fd, 'packet', opened.vnetHdr);
   }
 
   async close(): Promise<void> {
-    this.port?.close();
+    this.closeFd();
   }
 }

@@ -1,15 +1,14 @@
 // tap endpoint: the daemon creates a persistent tap inside the pod namespace
 // and holds its fd. Persistent, so the pod's interface outlives a daemon
 // crash and a restarted daemon re-attaches to the same device.
+import { closeSync } from 'node:fs';
+
 import { wire } from '../native/wire.js';
 import { linkExists, linkIndex, netnsPath } from '../netns/ip.js';
 import { configurePodInterface } from './configure.js';
-import { EndpointBase, type EndpointSpec, effectiveMtu, makePort } from './endpoint.js';
+import { EndpointBase } from './endpoint.js';
 
 export class TapEndpoint extends EndpointBase {
-  private fd = -1;
-
-
   async open(attach: boolean): Promise<void> {
     const { spec } = this;
     const existed = await linkExists(spec.netns, spec.ifname);
@@ -17,29 +16,31 @@ export class TapEndpoint extends EndpointBase {
       throw new Error(`interface '${spec.ifname}' already exists in network namespace '${spec.netns}'`);
     }
     const opened = wire.openTap(spec.ifname, netnsPath(spec.netns), { vnetHdr: true, persist: true });
-    this.fd = opened.fd;
-    this.vnetHdr = opened.vnetHdr;
-    this.port = makePort(opened.fd, 'tap', opened.vnetHdr, effectiveMtu(spec));
+    this.setIo(opened.fd, 'tap', opened.vnetHdr);
     try {
       await configurePodInterface(spec, true);
       this.ifindex = await linkIndex(spec.netns, spec.ifname);
     } catch (err) {
       if (!existed) await this.close(true);
+      else this.closeFd();
       throw err;
     }
   }
 
   async close(remove: boolean): Promise<void> {
-    if (this.fd < 0) return;
-    // Dropping persistence before the last close makes the kernel delete it.
     if (remove) {
+      // Dropping persistence before the last close makes the kernel delete
+      // it. The engine has closed its fd by now, so attach once more to do it.
       try {
-        wire.unpersistTap(this.fd);
+        if (this.io && !this.handedOff) wire.unpersistTap(this.io.fd);
+        else {
+          const again = wire.openTap(this.spec.ifname, netnsPath(this.spec.netns), { vnetHdr: true, persist: false });
+          closeSync(again.fd);
+        }
       } catch {
         /* already gone */
       }
     }
-    this.port.close();
-    this.fd = -1;
+    this.closeFd();
   }
 }

@@ -7,7 +7,7 @@ import { writeFile } from 'node:fs/promises';
 import { wire } from '../native/wire.js';
 import { ip, linkExists, linkIndex } from '../netns/ip.js';
 import { configurePodInterface } from './configure.js';
-import { EndpointBase, type EndpointSpec, effectiveMtu, makePort } from './endpoint.js';
+import { EndpointBase, type EndpointSpec, effectiveMtu } from './endpoint.js';
 
 /** Stable host-side name, so a restarted daemon finds the same interface. */
 export function vethHostName(spec: EndpointSpec): string {
@@ -49,17 +49,17 @@ export class VethEndpoint extends EndpointBase {
     }
     try {
       const opened = wire.openPacket(this.hostName, '', { vnetHdr: true });
-      this.vnetHdr = opened.vnetHdr;
-      this.port = makePort(opened.fd, 'packet', opened.vnetHdr, effectiveMtu(spec));
+      this.setIo(opened.fd, 'packet', opened.vnetHdr);
       this.ifindex = await linkIndex(spec.netns, spec.ifname);
     } catch (err) {
+      this.closeFd();
       if (!present) await ip('link', 'del', 'dev', this.hostName).catch(() => undefined);
       throw err;
     }
   }
 
   async close(remove: boolean): Promise<void> {
-    this.port?.close();
+    this.closeFd();
     // Deleting one end of a veth pair deletes both.
     if (remove) await ip('link', 'del', 'dev', this.hostName).catch(() => undefined);
   }

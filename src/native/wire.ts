@@ -43,6 +43,84 @@ export interface NativePort {
   useRing(blockBytes: number, blocks: number, retireMs: number): void;
 }
 
+/** Counters of one wire end as the engine keeps them. */
+export interface EngineEndCounters {
+  rxFrames: number;
+  rxBytes: number;
+  txFrames: number;
+  txBytes: number;
+  queueFull: number;
+  peerDown: number;
+  tooBig: number;
+  kernelRing: number;
+  truncated: number;
+  sendBusy: number;
+  sendError: number;
+  vlanRestored: number;
+  /** times backpressure stopped reading the endpoint */
+  pauses: number;
+  captureDrops: number;
+  captureEvicted: number;
+}
+
+export interface EnginePeer {
+  node: string;
+  address: string;
+  /** our subscription to the peer is up (we receive) */
+  inbound: boolean;
+  /** the peer's subscription to us is up (we send) */
+  outbound: boolean;
+  reconnects: number;
+  framesIn: number;
+  framesOut: number;
+  batchesIn: number;
+  batchesOut: number;
+  queuedBytes: number;
+  rttMs: number;
+  lastError: string;
+}
+
+export interface EngineEnd {
+  name: string;
+  fd: number;
+  kind: 'packet' | 'tap';
+  vnetHdr: boolean;
+  slotSize: number;
+  slots: number;
+  maxFrame: number;
+}
+
+export interface EngineOptions {
+  node: string;
+  lab: string;
+  listenHost: string;
+  listenPort: number;
+  tls?: { cert: Buffer; key: Buffer; ca: Buffer; serverName: string };
+  maxQueueBytes?: number;
+  highWaterBytes?: number;
+  keepaliveMs?: number;
+  connectTimeoutMs?: number;
+}
+
+/** The native frame engine (wire/src/engine/): ports, peer streams, counters and capture rings on a thread of its own. */
+export interface NativeEngine {
+  /** the data port it listens on */
+  readonly port: number;
+  addWire(cfg: { uid: number; ringBytes: number; peerNode?: string; peerAddress?: string; ends: EngineEnd[] }): void;
+  removeWire(uid: number): boolean;
+  counters(uid: number): EngineEndCounters[] | null;
+  peerUp(node: string): boolean;
+  peers(): EnginePeer[];
+  health(): { unknownWire: number; malformed: number; malformedFrames: number; refusedStreams: number; acceptedConnections: number };
+  /** serialized segments (see wire/src/engine/capture_ring.h), or null for no such end */
+  ringSnapshot(uid: number, end: number): Buffer | null;
+  /** a live reader of one end's ring; 0 when there is no such end */
+  ringReaderAdd(uid: number, end: number, maxBytes: number): number;
+  ringReaderDrain(reader: number): { data: Buffer; dropped: number } | null;
+  ringReaderRemove(reader: number): void;
+  close(): void;
+}
+
 interface Addon {
   openPacket(ifname: string, netnsPath: string, opts: { vnetHdr: boolean; bufBytes?: number }): OpenedFd;
   openTap(name: string, netnsPath: string, opts: { vnetHdr: boolean; persist: boolean }): OpenedFd;
@@ -52,6 +130,7 @@ interface Addon {
   /** glibc trim threshold: free heap memory kept up to `bytes` rather than returned to the kernel; false where not glibc */
   keepFreedMemory(bytes: number): boolean;
   Port: new (fd: number, kind: 'packet' | 'tap', vnetHdr: boolean, slotSize: number, slots: number) => NativePort;
+  Engine: new (opts: EngineOptions, onCapture: (reader: number) => void) => NativeEngine;
   HEADROOM: number;
   VNET_HDR_LEN: number;
 }

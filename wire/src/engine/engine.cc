@@ -1,0 +1,1279 @@
+#include "engine.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <deque>
+
+namespace pw::engine {
+
+namespace {
+constexpr uint64_t kTypePort = 1ULL << 56, kTypeConn = 2ULL << 56, kTypeListen = 3ULL << 56, kTypeWake = 4ULL << 56;
+constexpr uint64_t kIdMask = (1ULL << 56) - 1;
+constexpr int kMaxRoundsPerWake = 8;       // bound the time one port holds the engine
+constexpr uint32_t kWindow = 16 << 20;      // HTTP/2 stream and connection windows
+constexpr uint32_t kMaxFrame = 1 << 20;     // largest DATA frame we accept
+constexpr size_t kMaxMessage = 8 << 20;     // largest gRPC message (a batch) we accept
+constexpr size_t kMaxHello = 4096;          // a SubscribeRequest is a node and a lab name
+constexpr size_t kMaxFramesPerBatch = 4096;
+constexpr uint32_t kMaxFrameLen = 512 << 10;  // veth allows GSO super-frames up to 512 KiB
+constexpr int kNotSentLowat = 128 << 10;    // unsent bytes in the socket before it stops taking more
+constexpr size_t kWriteChunk = 256 << 10;
+const char kSubscribePath[] = "/patchwire.v1.DataplaneService/Subscribe";
+
+uint64_t NowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+uint64_t NowUsReal() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+std::string Errno(const std::string& what) { return what + ": " + strerror(errno); }
+std::string SslError(const std::string& what) {
+  unsigned long e = ERR_get_error();
+  char buf[256];
+  if (e == 0) return what;
+  ERR_error_string_n(e, buf, sizeof(buf));
+  ERR_clear_error();
+  return what + ": " + buf;
+}
+bool Prefix(const std::string& s, const char* p) { return s.compare(0, strlen(p), p) == 0; }
+}  // namespace
+
+struct End {
+  uint64_t id = 0;
+  uint64_t uid = 0;
+  int index = 0;
+  std::string name;
+  EndCounters c;
+  std::unique_ptr<FramePort> port;
+  std::unique_ptr<CaptureRing> ring;
+  uint32_t maxFrame = 0;
+  End* pair = nullptr;
+  Peer* peer = nullptr;
+  bool paused = false;
+  std::vector<OutFrame> txq;
+  std::vector<CaptureFrame> capq;
+};
+
+struct Wire {
+  uint64_t uid;
+  std::vector<std::unique_ptr<End>> ends;
+  std::string peerNode;
+};
+
+struct Peer {
+  std::string node, address;
+  int wires = 0;            // wires that need our subscription to this peer
+  Conn* sub = nullptr;      // our subscription (we are the client)
+  bool subscribed = false;  // the peer answered our hello
+  Conn* out = nullptr;      // the peer's subscription to us (we send on it)
+  uint64_t reconnects = 0, framesIn = 0, framesOut = 0, batchesIn = 0, batchesOut = 0;
+  double rttMs = 0;
+  std::string lastError;
+  uint32_t backoffMs = 100;
+  uint64_t nextAttemptMs = 0;
+  std::vector<End*> paused;
+};
+
+struct Conn {
+  enum State { kConnecting, kHandshaking, kOpen, kClosed };
+  uint64_t id = 0;
+  int fd = -1;
+  bool client = false;
+  State state = kConnecting;
+  SSL* ssl = nullptr;
+  nghttp2_session* h2 = nullptr;
+  Engine* engine = nullptr;
+  Peer* peer = nullptr;  // client: whom we subscribe to; server: the subscriber, once its hello came
+  std::string remote;    // server: the address the connection came from
+  int32_t sid = -1;
+  MessageReader reader{kMaxMessage};
+  bool gotFirst = false;
+  // bytes nghttp2 produced that the socket has not taken yet
+  std::vector<uint8_t> wbuf;
+  size_t woff = 0;
+  bool wantOut = false;
+  uint32_t epollEvents = 0;
+  // messages for our side of the Subscribe stream
+  std::deque<std::vector<uint8_t>> q;
+  size_t qoff = 0, qbytes = 0;
+  bool deferred = false, endStream = false;
+  int grpcStatus = 0;
+  std::string grpcMessage;
+  // headers seen
+  std::string method, path, ctype, encoding, httpStatus, rGrpcStatus, rGrpcMessage;
+  uint64_t deadlineMs = 0;
+  uint64_t pingSentMs = 0;
+  bool pingOutstanding = false;
+  uint64_t lastPingMs = 0;
+};
+
+struct H2 {
+  static int OnBeginHeaders(nghttp2_session*, const nghttp2_frame*, void*);
+  static int OnHeader(nghttp2_session*, const nghttp2_frame*, const uint8_t*, size_t, const uint8_t*, size_t, uint8_t,
+                      void*);
+  static int OnFrameRecv(nghttp2_session*, const nghttp2_frame*, void*);
+  static int OnDataChunk(nghttp2_session*, uint8_t, int32_t, const uint8_t*, size_t, void*);
+  static int OnStreamClose(nghttp2_session*, int32_t, uint32_t, void*);
+  static ssize_t ReadSource(nghttp2_session*, int32_t, uint8_t*, size_t, uint32_t*, nghttp2_data_source*, void*);
+};
+
+Engine::Engine(const EngineOptions& opts, std::function<void(int)> notify) : opts_(opts), notify_(std::move(notify)) {
+  readBuf_.resize(256 << 10);
+}
+
+Engine::~Engine() { Stop(); }
+
+std::string Engine::SetupTls() {
+  auto load = [](SSL_CTX* ctx, const EngineOptions& o) -> std::string {
+    BIO* b = BIO_new_mem_buf(o.tlsCert.data(), static_cast<int>(o.tlsCert.size()));
+    X509* cert = PEM_read_bio_X509(b, nullptr, nullptr, nullptr);
+    BIO_free(b);
+    if (cert == nullptr) return SslError("TLS certificate");
+    int ok = SSL_CTX_use_certificate(ctx, cert);
+    X509_free(cert);
+    if (ok != 1) return SslError("TLS certificate");
+    b = BIO_new_mem_buf(o.tlsKey.data(), static_cast<int>(o.tlsKey.size()));
+    EVP_PKEY* key = PEM_read_bio_PrivateKey(b, nullptr, nullptr, nullptr);
+    BIO_free(b);
+    if (key == nullptr) return SslError("TLS key");
+    ok = SSL_CTX_use_PrivateKey(ctx, key);
+    EVP_PKEY_free(key);
+    if (ok != 1 || SSL_CTX_check_private_key(ctx) != 1) return SslError("TLS key does not match the certificate");
+    X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+    b = BIO_new_mem_buf(o.tlsCa.data(), static_cast<int>(o.tlsCa.size()));
+    int n = 0;
+    while (X509* ca = PEM_read_bio_X509(b, nullptr, nullptr, nullptr)) {
+      X509_STORE_add_cert(store, ca);
+      X509_free(ca);
+      n++;
+    }
+    BIO_free(b);
+    ERR_clear_error();
+    if (n == 0) return "TLS CA: no certificate in it";
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    return "";
+  };
+  sslServer_ = SSL_CTX_new(TLS_server_method());
+  sslClient_ = SSL_CTX_new(TLS_client_method());
+  if (!sslServer_ || !sslClient_) return SslError("SSL_CTX_new");
+  std::string err = load(sslServer_, opts_);
+  if (err.empty()) err = load(sslClient_, opts_);
+  if (!err.empty()) return err;
+  // Mutual TLS: a subscriber without a certificate from our CA is refused.
+  SSL_CTX_set_verify(sslServer_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  SSL_CTX_set_verify(sslClient_, SSL_VERIFY_PEER, nullptr);
+  SSL_CTX_set_alpn_select_cb(
+      sslServer_,
+      [](SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned int inlen,
+         void*) -> int {
+        for (unsigned i = 0; i + 1 <= inlen;) {
+          unsigned l = in[i];
+          if (i + 1 + l > inlen) break;
+          if (l == 2 && memcmp(in + i + 1, "h2", 2) == 0) {
+            *out = in + i + 1;
+            *outlen = 2;
+            return SSL_TLSEXT_ERR_OK;
+          }
+          i += 1 + l;
+        }
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+      },
+      nullptr);
+  static const unsigned char alpn[] = {2, 'h', '2'};
+  SSL_CTX_set_alpn_protos(sslClient_, alpn, sizeof(alpn));
+  return "";
+}
+
+std::string Engine::Start(int* boundPort) {
+  if (opts_.tls) {
+    std::string err = SetupTls();
+    if (!err.empty()) return err;
+  }
+  epfd_ = epoll_create1(EPOLL_CLOEXEC);
+  wakeFd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (epfd_ < 0 || wakeFd_ < 0) return Errno("epoll/eventfd");
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kTypeWake;
+  epoll_ctl(epfd_, EPOLL_CTL_ADD, wakeFd_, &ev);
+
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  std::string port = std::to_string(opts_.listenPort);
+  int rc = getaddrinfo(opts_.listenHost.empty() ? nullptr : opts_.listenHost.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0) return "cannot listen on " + opts_.listenHost + ":" + port + ": " + gai_strerror(rc);
+  std::string err;
+  for (addrinfo* a = res; a; a = a->ai_next) {
+    int fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 128) == 0) {
+      listenFd_ = fd;
+      break;
+    }
+    err = Errno("cannot listen on " + opts_.listenHost + ":" + port);
+    close(fd);
+  }
+  freeaddrinfo(res);
+  if (listenFd_ < 0) return err.empty() ? "cannot listen on " + opts_.listenHost + ":" + port : err;
+  sockaddr_storage ss{};
+  socklen_t sl = sizeof(ss);
+  getsockname(listenFd_, reinterpret_cast<sockaddr*>(&ss), &sl);
+  *boundPort = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                              : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  ev.events = EPOLLIN;
+  ev.data.u64 = kTypeListen;
+  epoll_ctl(epfd_, EPOLL_CTL_ADD, listenFd_, &ev);
+  thread_ = std::thread([this] { Run(); });
+  return "";
+}
+
+void Engine::Stop() {
+  if (thread_.joinable()) {
+    stop_ = true;
+    uint64_t one = 1;
+    if (write(wakeFd_, &one, 8) < 0) {
+    }
+    thread_.join();
+  }
+  ApiLock lock(this);
+  for (auto& [id, c] : conns_) {
+    if (c->h2) nghttp2_session_del(c->h2);
+    if (c->ssl) SSL_free(c->ssl);
+    if (c->fd >= 0) close(c->fd);
+  }
+  conns_.clear();
+  wires_.clear();  // ports close their fds
+  endsById_.clear();
+  peers_.clear();
+  readers_.clear();
+  for (int* fd : {&listenFd_, &epfd_, &wakeFd_}) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+  }
+  if (sslServer_) SSL_CTX_free(sslServer_);
+  if (sslClient_) SSL_CTX_free(sslClient_);
+  sslServer_ = sslClient_ = nullptr;
+}
+
+void Engine::Run() {
+  epoll_event events[64];
+  while (!stop_) {
+    int n = epoll_wait(epfd_, events, 64, 100);
+    if (n < 0 && errno != EINTR) break;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (int i = 0; i < n; i++) HandleEvent(events[i].data.u64, events[i].events);
+      for (Conn* c : dirty_)
+        if (c->state != Conn::kClosed) Flush(c);
+      dirty_.clear();
+      Tick(NowMs());
+      Reap();
+    }
+    while (waiters_.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+  }
+}
+
+void Engine::HandleEvent(uint64_t key, uint32_t events) {
+  uint64_t type = key & ~kIdMask, id = key & kIdMask;
+  if (type == kTypeWake) {
+    uint64_t v;
+    if (read(wakeFd_, &v, 8) < 0) {
+    }
+  } else if (type == kTypeListen) {
+    Accept();
+  } else if (type == kTypePort) {
+    auto it = endsById_.find(id);
+    if (it != endsById_.end()) OnPortReadable(it->second);
+  } else if (type == kTypeConn) {
+    auto it = conns_.find(id);
+    if (it != conns_.end() && it->second->state != Conn::kClosed) OnConnEvent(it->second.get(), events);
+  }
+}
+
+// ---- ports -------------------------------------------------------------
+
+void Engine::OnPortReadable(End* e) {
+  for (int round = 0; round < kMaxRoundsPerWake && !e->paused; round++) {
+    int n = e->port->Receive();
+    if (n <= 0) break;
+    const int hdr = e->port->vnet() ? FramePort::kVnetHdrLen : 0;
+    capScratch_.resize(n);
+    for (int i = 0; i < n; i++) capScratch_[i] = {e->port->frame(i) + hdr, e->port->len(i) - hdr};
+    e->ring->Record(capScratch_.data(), n, true, NowUsReal());
+    if (e->pair) ForwardLocal(e, e->pair, n);
+    else ForwardToPeer(e, n);
+    if (n < e->port->slots()) break;  // the socket is empty
+  }
+}
+
+void Engine::ForwardLocal(End* from, End* to, int n) {
+  const int hdr = from->port->vnet() ? FramePort::kVnetHdrLen : 0;
+  to->txq.clear();
+  to->capq.clear();
+  for (int i = 0; i < n; i++) {
+    uint8_t* f = from->port->frame(i);
+    uint32_t len = from->port->len(i) - hdr;
+    const uint8_t* vh = hdr ? f : nullptr;
+    // Over the MTU and not a GSO super-frame: the far end could never send it.
+    if (len > to->maxFrame && (vh == nullptr || vh[1] == 0)) {
+      to->c.Add(to->c.tooBig, 1);
+      continue;
+    }
+    to->txq.push_back({vh, f + hdr, len});
+    to->capq.push_back({f + hdr, len});
+  }
+  to->port->Send(to->txq.data(), static_cast<int>(to->txq.size()));
+  to->ring->Record(to->capq.data(), static_cast<int>(to->capq.size()), false, NowUsReal());
+}
+
+void Engine::ForwardToPeer(End* e, int n) {
+  Peer* p = e->peer;
+  Conn* c = p->out;
+  if (c == nullptr || c->state != Conn::kOpen || !p->subscribed) {
+    e->c.Add(e->c.peerDown, n);
+    return;
+  }
+  const int hdr = e->port->vnet() ? FramePort::kVnetHdrLen : 0;
+  size_t total = 0;
+  for (int i = 0; i < n; i++) {
+    const uint8_t* f = e->port->frame(i);
+    total += EncodedFrameSize(e->uid, hdr && VnetHdrMatters(f), e->port->len(i) - hdr);
+  }
+  if (c->qbytes + total + kGrpcPrefix > opts_.maxQueueBytes) {
+    e->c.Add(e->c.queueFull, n);
+    Pause(e, p);
+    return;
+  }
+  std::vector<uint8_t> msg(kGrpcPrefix + total);
+  WriteGrpcPrefix(msg.data(), static_cast<uint32_t>(total));
+  uint8_t* pos = msg.data() + kGrpcPrefix;
+  for (int i = 0; i < n; i++) {
+    const uint8_t* f = e->port->frame(i);
+    pos = EncodeFrame(pos, e->uid, hdr ? f : nullptr, f + hdr, e->port->len(i) - hdr);
+  }
+  c->qbytes += msg.size();
+  c->q.push_back(std::move(msg));
+  p->framesOut += n;
+  p->batchesOut++;
+  if (c->deferred) {
+    c->deferred = false;
+    nghttp2_session_resume_data(c->h2, c->sid);
+  }
+  dirty_.push_back(c);
+  if (c->qbytes > opts_.highWaterBytes) Pause(e, p);
+}
+
+// Backpressure: stop reading the port until the peer's queue drains; frames
+// then wait (or drop, counted as kernel_ring) in the kernel before any work
+// is spent on them.
+void Engine::Pause(End* e, Peer* p) {
+  if (e->paused) return;
+  e->paused = true;
+  e->c.Add(e->c.pauses, 1);
+  epoll_event ev{};
+  ev.events = 0;
+  ev.data.u64 = kTypePort | e->id;
+  epoll_ctl(epfd_, EPOLL_CTL_MOD, e->port->fd(), &ev);
+  p->paused.push_back(e);
+}
+
+void Engine::Drained(Conn* c) {
+  Peer* p = c->peer;
+  if (p == nullptr || p->out != c || p->paused.empty() || c->qbytes > opts_.highWaterBytes / 2) return;
+  for (End* e : p->paused) {
+    e->paused = false;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kTypePort | e->id;
+    // Level-triggered: the next epoll_wait reports what waited meanwhile
+    // (not read here: this runs inside nghttp2's send).
+    epoll_ctl(epfd_, EPOLL_CTL_MOD, e->port->fd(), &ev);
+  }
+  p->paused.clear();
+}
+
+// A batch from peer p: each frame out of its wire's endpoint, then into the ring.
+void Engine::Deliver(Peer* p, const uint8_t* msg, size_t len) {
+  std::string err;
+  DecodeLimits limits{kMaxFramesPerBatch, kMaxFrameLen};
+  if (!DecodeBatch(msg, len, limits, decoded_, nullptr, &err)) {
+    malformed_++;
+    malformedFrames_ += decoded_.size() + 1;
+    return;
+  }
+  p->batchesIn++;
+  p->framesIn += decoded_.size();
+  uint64_t lastUid = 0;
+  End* end = nullptr;
+  bool first = true;
+  for (const FrameRef& f : decoded_) {
+    if (first || f.wire != lastUid) {
+      first = false;
+      lastUid = f.wire;
+      auto it = wires_.find(f.wire);
+      end = nullptr;
+      // Frames for a local pair, or a wire whose far end is another node, never come from this peer.
+      if (it != wires_.end() && it->second->ends.size() == 1 && it->second->peerNode == p->node)
+        end = it->second->ends[0].get();
+      if (end && end->txq.empty()) touched_.push_back(end);
+    }
+    if (end == nullptr) {
+      unknownWire_++;
+      continue;
+    }
+    if (f.len > end->maxFrame && (f.vnetHdr == nullptr || f.vnetHdr[1] == 0)) {
+      end->c.Add(end->c.tooBig, 1);
+      continue;
+    }
+    if (end->txq.empty()) end->capq.clear();
+    end->txq.push_back({f.vnetHdr, f.data, f.len});
+    end->capq.push_back({f.data, f.len});
+  }
+  uint64_t ts = NowUsReal();
+  for (End* e : touched_) {
+    // Into the pod first, into the ring after: the ring's copy is then not part of the frame's latency.
+    e->port->Send(e->txq.data(), static_cast<int>(e->txq.size()));
+    e->ring->Record(e->capq.data(), static_cast<int>(e->capq.size()), false, ts);
+    e->txq.clear();
+    e->capq.clear();
+  }
+  touched_.clear();
+}
+
+// ---- connections -------------------------------------------------------
+
+void Engine::UpdateEpoll(Conn* c) {
+  uint32_t want = EPOLLIN | (c->wantOut ? EPOLLOUT : 0);
+  if (want == c->epollEvents) return;
+  epoll_event ev{};
+  ev.events = want;
+  ev.data.u64 = kTypeConn | c->id;
+  epoll_ctl(epfd_, c->epollEvents == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, c->fd, &ev);
+  c->epollEvents = want;
+}
+
+static void TuneSocket(int fd) {
+  int one = 1, lowat = kNotSentLowat;
+  // A lone frame must not wait for the peer's delayed ACK, nor behind
+  // megabytes of unsent bytes in the socket.
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+}
+
+void Engine::Accept() {
+  for (;;) {
+    sockaddr_storage from{};
+    socklen_t fromLen = sizeof(from);
+    int fd = accept4(listenFd_, reinterpret_cast<sockaddr*>(&from), &fromLen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    char host[INET6_ADDRSTRLEN] = "?";
+    int fromPort = 0;
+    if (from.ss_family == AF_INET) {
+      auto* a = reinterpret_cast<sockaddr_in*>(&from);
+      inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+      fromPort = ntohs(a->sin_port);
+    } else if (from.ss_family == AF_INET6) {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&from);
+      inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+      fromPort = ntohs(a->sin6_port);
+    }
+    accepted_++;
+    TuneSocket(fd);
+    auto c = std::make_unique<Conn>();
+    c->id = nextId_++;
+    c->fd = fd;
+    c->client = false;
+    c->engine = this;
+    c->remote = std::string(host) + ":" + std::to_string(fromPort);
+    // The hello must come within the connect bound, or the connection goes.
+    c->deadlineMs = NowMs() + opts_.connectTimeoutMs;
+    Conn* cp = c.get();
+    conns_[c->id] = std::move(c);
+    if (sslServer_) {
+      cp->ssl = SSL_new(sslServer_);
+      SSL_set_fd(cp->ssl, fd);
+      SSL_set_accept_state(cp->ssl);
+      cp->state = Conn::kHandshaking;
+      UpdateEpoll(cp);
+      OnConnEvent(cp, EPOLLIN);
+    } else {
+      UpdateEpoll(cp);
+      StartH2(cp);
+      Flush(cp);
+    }
+  }
+}
+
+void Engine::Connect(Peer* p, uint64_t nowMs) {
+  p->nextAttemptMs = 0;
+  std::string host = p->address, port;
+  size_t colon = host.rfind(':');
+  if (colon == std::string::npos) {
+    p->lastError = "peer address '" + p->address + "' is not host:port";
+    return;
+  }
+  port = host.substr(colon + 1);
+  host = host.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  auto retry = [&](const std::string& why) {
+    p->lastError = why;
+    p->reconnects++;
+    p->nextAttemptMs = nowMs + p->backoffMs;
+    p->backoffMs = std::min<uint32_t>(p->backoffMs * 2, 2000);
+  };
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0 || res == nullptr) {
+    retry("peer address '" + p->address + "' is not a numeric host:port");
+    return;
+  }
+  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    freeaddrinfo(res);
+    retry(Errno("socket"));
+    return;
+  }
+  TuneSocket(fd);
+  int rc = connect(fd, res->ai_addr, res->ai_addrlen);
+  freeaddrinfo(res);
+  if (rc != 0 && errno != EINPROGRESS) {
+    retry(Errno("connect " + p->address));
+    close(fd);
+    return;
+  }
+  auto c = std::make_unique<Conn>();
+  c->id = nextId_++;
+  c->fd = fd;
+  c->client = true;
+  c->engine = this;
+  c->peer = p;
+  c->state = Conn::kConnecting;
+  c->wantOut = true;
+  c->deadlineMs = nowMs + opts_.connectTimeoutMs;
+  p->sub = c.get();
+  Conn* cp = c.get();
+  conns_[c->id] = std::move(c);
+  UpdateEpoll(cp);
+}
+
+void Engine::OnConnEvent(Conn* c, uint32_t events) {
+  if (c->state == Conn::kConnecting) {
+    if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
+    int err = 0;
+    socklen_t l = sizeof(err);
+    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+    if (err != 0) {
+      FailConn(c, std::string("connect ") + c->peer->address + ": " + strerror(err));
+      return;
+    }
+    if (sslClient_) {
+      c->ssl = SSL_new(sslClient_);
+      SSL_set_fd(c->ssl, c->fd);
+      SSL_set_connect_state(c->ssl);
+      // The peer must hold a certificate for the name every daemon is issued.
+      SSL_set_tlsext_host_name(c->ssl, opts_.tlsServerName.c_str());
+      SSL_set1_host(c->ssl, opts_.tlsServerName.c_str());
+      c->state = Conn::kHandshaking;
+    } else {
+      c->wantOut = false;
+      UpdateEpoll(c);
+      StartH2(c);
+      Flush(c);
+      return;
+    }
+  }
+  if (c->state == Conn::kHandshaking) {
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+      const unsigned char* alpn = nullptr;
+      unsigned alen = 0;
+      SSL_get0_alpn_selected(c->ssl, &alpn, &alen);
+      if (alen != 2 || memcmp(alpn, "h2", 2) != 0) {
+        FailConn(c, "TLS peer did not agree on h2");
+        return;
+      }
+      c->wantOut = false;
+      UpdateEpoll(c);
+      StartH2(c);
+      Flush(c);
+      // TLS may already hold application data read with the handshake.
+      if (SSL_pending(c->ssl) == 0) return;
+      events = EPOLLIN;
+    } else {
+      int e = SSL_get_error(c->ssl, r);
+      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        c->wantOut = e == SSL_ERROR_WANT_WRITE;
+        UpdateEpoll(c);
+        return;
+      }
+      long vr = SSL_get_verify_result(c->ssl);
+      std::string why = SslError("TLS handshake");
+      if (vr != X509_V_OK) why += std::string(" (") + X509_verify_cert_error_string(vr) + ")";
+      if (!c->client) {
+        // A refused client never gets a stream, so it would leave no trace in peers.
+        tlsRefused_++;
+        lastTlsRefusal_ = c->remote + ": " + why;
+      }
+      FailConn(c, why);
+      return;
+    }
+  }
+  if (c->state != Conn::kOpen) return;
+  if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+    for (int i = 0; i < 16 && c->state == Conn::kOpen; i++) {
+      ssize_t n;
+      if (c->ssl) {
+        int r = SSL_read(c->ssl, readBuf_.data(), static_cast<int>(readBuf_.size()));
+        if (r <= 0) {
+          int e = SSL_get_error(c->ssl, r);
+          if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) break;
+          FailConn(c, e == SSL_ERROR_ZERO_RETURN ? "peer closed the connection" : SslError("TLS read"));
+          return;
+        }
+        n = r;
+      } else {
+        n = read(c->fd, readBuf_.data(), readBuf_.size());
+        if (n < 0) {
+          if (errno == EAGAIN || errno == EINTR) break;
+          FailConn(c, Errno("read"));
+          return;
+        }
+        if (n == 0) {
+          FailConn(c, "peer closed the connection");
+          return;
+        }
+      }
+      ssize_t rv = nghttp2_session_mem_recv(c->h2, readBuf_.data(), n);
+      if (rv < 0) {
+        FailConn(c, std::string("HTTP/2: ") + nghttp2_strerror(static_cast<int>(rv)));
+        return;
+      }
+      if (static_cast<size_t>(n) < readBuf_.size() && !(c->ssl && SSL_pending(c->ssl) > 0)) break;
+    }
+  }
+  if (c->state == Conn::kOpen) Flush(c);
+}
+
+void Engine::StartH2(Conn* c) {
+  nghttp2_session_callbacks* cb;
+  nghttp2_session_callbacks_new(&cb);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cb, &H2::OnBeginHeaders);
+  nghttp2_session_callbacks_set_on_header_callback(cb, &H2::OnHeader);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, &H2::OnFrameRecv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, &H2::OnDataChunk);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb, &H2::OnStreamClose);
+  nghttp2_option* opt;
+  nghttp2_option_new(&opt);
+  // At most one Subscribe stream per connection; headers bounded.
+  nghttp2_option_set_max_send_header_block_length(opt, 16384);
+  nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
+  if (c->client) nghttp2_session_client_new2(&c->h2, cb, c, opt);
+  else nghttp2_session_server_new2(&c->h2, cb, c, opt);
+  nghttp2_option_del(opt);
+  nghttp2_session_callbacks_del(cb);
+  nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, kWindow},
+      {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, kMaxFrame},
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->client ? 0u : 1u},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 16384},
+  };
+  nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+  nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, kWindow);
+  c->state = Conn::kOpen;
+  c->lastPingMs = NowMs();
+  if (c->client) {
+    const std::string scheme = c->ssl ? "https" : "http";
+    auto nv = [](const char* n, const std::string& v) {
+      return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(n)),
+                        reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), strlen(n), v.size(),
+                        NGHTTP2_NV_FLAG_NONE};
+    };
+    std::string post = "POST", path = kSubscribePath, ct = "application/grpc", te = "trailers", ua = "patchwire";
+    nghttp2_nv hdrs[] = {nv(":method", post), nv(":scheme", scheme), nv(":path", path), nv(":authority", c->peer->address),
+                         nv("content-type", ct), nv("te", te), nv("user-agent", ua)};
+    nghttp2_data_provider prd;
+    prd.source.ptr = c;
+    prd.read_callback = &H2::ReadSource;
+    c->sid = nghttp2_submit_request(c->h2, nullptr, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &prd, c);
+    std::vector<uint8_t> hello = EncodeSubscribeRequest({opts_.node, opts_.lab});
+    QueueMessage(c, hello.data(), hello.size(), false);
+  }
+}
+
+void Engine::QueueMessage(Conn* c, const uint8_t* msg, size_t len, bool prefixed) {
+  std::vector<uint8_t> m(prefixed ? len : len + kGrpcPrefix);
+  if (prefixed) {
+    memcpy(m.data(), msg, len);
+  } else {
+    WriteGrpcPrefix(m.data(), static_cast<uint32_t>(len));
+    if (len) memcpy(m.data() + kGrpcPrefix, msg, len);
+  }
+  c->qbytes += m.size();
+  c->q.push_back(std::move(m));
+  if (c->deferred && c->sid > 0) {
+    c->deferred = false;
+    nghttp2_session_resume_data(c->h2, c->sid);
+  }
+  dirty_.push_back(c);
+}
+
+ssize_t H2::ReadSource(nghttp2_session* s, int32_t sid, uint8_t* buf, size_t length, uint32_t* flags,
+                        nghttp2_data_source* src, void* user) {
+  Conn* c = static_cast<Conn*>(src->ptr);
+  size_t done = 0;
+  while (done < length && !c->q.empty()) {
+    auto& front = c->q.front();
+    size_t take = std::min(length - done, front.size() - c->qoff);
+    memcpy(buf + done, front.data() + c->qoff, take);
+    done += take;
+    c->qoff += take;
+    if (c->qoff == front.size()) {
+      c->q.pop_front();
+      c->qoff = 0;
+    }
+  }
+  c->qbytes -= done;
+  if (done > 0) c->engine->Drained(c);
+  if (done == 0) {
+    if (c->endStream) {
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+      if (!c->client) {
+        *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        std::string code = std::to_string(c->grpcStatus), msg = PercentEncode(c->grpcMessage);
+        nghttp2_nv tr[] = {
+            {(uint8_t*)"grpc-status", (uint8_t*)code.data(), 11, code.size(), NGHTTP2_NV_FLAG_NONE},
+            {(uint8_t*)"grpc-message", (uint8_t*)msg.data(), 12, msg.size(), NGHTTP2_NV_FLAG_NONE},
+        };
+        nghttp2_submit_trailer(s, sid, tr, msg.empty() ? 1 : 2);
+      }
+      return 0;
+    }
+    c->deferred = true;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  return static_cast<long>(done);
+}
+
+void Engine::Flush(Conn* c) {
+  for (;;) {
+    // What the socket did not take last time goes first.
+    while (c->woff < c->wbuf.size()) {
+      ssize_t w;
+      size_t left = c->wbuf.size() - c->woff;
+      if (c->ssl) {
+        int r = SSL_write(c->ssl, c->wbuf.data() + c->woff, static_cast<int>(left));
+        if (r <= 0) {
+          int e = SSL_get_error(c->ssl, r);
+          if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+            c->wantOut = true;
+            UpdateEpoll(c);
+            return;
+          }
+          FailConn(c, SslError("TLS write"));
+          return;
+        }
+        w = r;
+      } else {
+        w = write(c->fd, c->wbuf.data() + c->woff, left);
+        if (w < 0) {
+          if (errno == EAGAIN || errno == EINTR) {
+            c->wantOut = true;
+            UpdateEpoll(c);
+            return;
+          }
+          FailConn(c, Errno("write"));
+          return;
+        }
+      }
+      c->woff += w;
+    }
+    c->wbuf.clear();
+    c->woff = 0;
+    if (c->wantOut) {
+      c->wantOut = false;
+      UpdateEpoll(c);
+    }
+    // Gather what nghttp2 has into one write.
+    while (c->wbuf.size() < kWriteChunk) {
+      const uint8_t* data;
+      ssize_t n = nghttp2_session_mem_send(c->h2, &data);
+      if (n < 0) {
+        FailConn(c, std::string("HTTP/2: ") + nghttp2_strerror(static_cast<int>(n)));
+        return;
+      }
+      if (n == 0) break;
+      c->wbuf.insert(c->wbuf.end(), data, data + n);
+    }
+    if (c->wbuf.empty()) break;
+  }
+  if (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2)) FailConn(c, "session ended");
+}
+
+void Engine::FailConn(Conn* c, const std::string& why) {
+  if (c->state == Conn::kClosed) return;
+  c->state = Conn::kClosed;
+  Peer* p = c->peer;
+  if (p != nullptr) {
+    if (c->client && p->sub == c) {
+      p->sub = nullptr;
+      p->subscribed = false;
+      p->lastError = why;
+      p->reconnects++;
+      if (p->wires > 0) {
+        p->nextAttemptMs = NowMs() + p->backoffMs;
+        p->backoffMs = std::min<uint32_t>(p->backoffMs * 2, 2000);
+      }
+    } else if (!c->client && p->out == c) {
+      Unsubscribed(p);
+    }
+  }
+  closed_.push_back(c->id);
+}
+
+// The peer's subscription to us ended: paused senders resume and count peer_down.
+void Engine::Unsubscribed(Peer* p) {
+  p->out = nullptr;
+  for (End* e : p->paused) {
+    e->paused = false;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kTypePort | e->id;
+    epoll_ctl(epfd_, EPOLL_CTL_MOD, e->port->fd(), &ev);
+  }
+  p->paused.clear();
+}
+
+void Engine::Reap() {
+  for (uint64_t id : closed_) {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) continue;
+    Conn* c = it->second.get();
+    epoll_ctl(epfd_, EPOLL_CTL_DEL, c->fd, nullptr);
+    if (c->h2) nghttp2_session_del(c->h2);
+    if (c->ssl) SSL_free(c->ssl);
+    close(c->fd);
+    conns_.erase(it);
+  }
+  closed_.clear();
+}
+
+void Engine::Tick(uint64_t now) {
+  for (auto& [node, p] : peers_) {
+    if (p->wires > 0 && p->sub == nullptr && now >= p->nextAttemptMs) Connect(p.get(), now);
+  }
+  for (auto& [id, cp] : conns_) {
+    Conn* c = cp.get();
+    if (c->state == Conn::kClosed) continue;
+    bool ready = c->client ? (c->peer && c->peer->subscribed && c->peer->sub == c) : (c->peer != nullptr);
+    if (!ready && c->deadlineMs && now > c->deadlineMs) {
+      FailConn(c, c->client ? "no connection within " + std::to_string(opts_.connectTimeoutMs) + " ms"
+                            : "no subscription within " + std::to_string(opts_.connectTimeoutMs) + " ms");
+      continue;
+    }
+    if (c->state != Conn::kOpen || now - c->lastPingMs < opts_.keepaliveMs) continue;
+    if (c->pingOutstanding) {
+      FailConn(c, "peer did not answer a keepalive ping within " + std::to_string(opts_.keepaliveMs) + " ms");
+      continue;
+    }
+    c->lastPingMs = now;
+    c->pingSentMs = now;
+    c->pingOutstanding = true;
+    nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, nullptr);
+    Flush(c);
+  }
+}
+
+// ---- HTTP/2 callbacks ---------------------------------------------------
+
+int H2::OnBeginHeaders(nghttp2_session* s, const nghttp2_frame* f, void* user) {
+  Conn* c = static_cast<Conn*>(user);
+  if (c->client || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  if (c->sid > 0) {
+    // One Subscribe per connection.
+    c->engine->refusedStreams_++;
+    nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+    return 0;
+  }
+  c->sid = f->hd.stream_id;
+  return 0;
+}
+
+int H2::OnHeader(nghttp2_session*, const nghttp2_frame* f, const uint8_t* name, size_t nlen, const uint8_t* value,
+                     size_t vlen, uint8_t, void* user) {
+  Conn* c = static_cast<Conn*>(user);
+  if (f->hd.stream_id != c->sid) return 0;
+  std::string n(reinterpret_cast<const char*>(name), nlen), v(reinterpret_cast<const char*>(value), vlen);
+  if (c->client) {
+    if (n == ":status") c->httpStatus = v;
+    else if (n == "content-type") c->ctype = v;
+    else if (n == "grpc-status") c->rGrpcStatus = v;
+    else if (n == "grpc-message") c->rGrpcMessage = PercentDecode(v);
+  } else {
+    if (n == ":method") c->method = v;
+    else if (n == ":path") c->path = v;
+    else if (n == "content-type") c->ctype = v;
+    else if (n == "grpc-encoding") c->encoding = v;
+  }
+  return 0;
+}
+
+void Engine::ServerHeadersDone(Conn* c) {
+  auto refuse = [&](const std::string& status, int grpc, const std::string& msg) {
+    std::string code = std::to_string(grpc), m = PercentEncode(msg), ct = "application/grpc";
+    std::vector<nghttp2_nv> h = {{(uint8_t*)":status", (uint8_t*)status.data(), 7, status.size(), NGHTTP2_NV_FLAG_NONE}};
+    if (grpc >= 0) {
+      h.push_back({(uint8_t*)"content-type", (uint8_t*)ct.data(), 12, ct.size(), NGHTTP2_NV_FLAG_NONE});
+      h.push_back({(uint8_t*)"grpc-status", (uint8_t*)code.data(), 11, code.size(), NGHTTP2_NV_FLAG_NONE});
+      h.push_back({(uint8_t*)"grpc-message", (uint8_t*)m.data(), 12, m.size(), NGHTTP2_NV_FLAG_NONE});
+    }
+    nghttp2_submit_response(c->h2, c->sid, h.data(), h.size(), nullptr);
+    refusedStreams_++;
+    dirty_.push_back(c);
+  };
+  if (c->method != "POST") return refuse("405", -1, "");
+  if (!Prefix(c->ctype, "application/grpc")) return refuse("415", -1, "");
+  if (c->path != kSubscribePath) return refuse("200", kUnimplemented, "unknown method " + c->path);
+  if (!c->encoding.empty() && c->encoding != "identity")
+    return refuse("200", kUnimplemented, "grpc-encoding " + c->encoding + " is not supported");
+  std::string st = "200", ct = "application/grpc", ae = "identity";
+  nghttp2_nv h[] = {{(uint8_t*)":status", (uint8_t*)st.data(), 7, st.size(), NGHTTP2_NV_FLAG_NONE},
+                    {(uint8_t*)"content-type", (uint8_t*)ct.data(), 12, ct.size(), NGHTTP2_NV_FLAG_NONE},
+                    {(uint8_t*)"grpc-accept-encoding", (uint8_t*)ae.data(), 20, ae.size(), NGHTTP2_NV_FLAG_NONE}};
+  nghttp2_data_provider prd;
+  prd.source.ptr = c;
+  prd.read_callback = &H2::ReadSource;
+  nghttp2_submit_response(c->h2, c->sid, h, 3, &prd);
+  dirty_.push_back(c);
+}
+
+int H2::OnFrameRecv(nghttp2_session*, const nghttp2_frame* f, void* user) {
+  Conn* c = static_cast<Conn*>(user);
+  Engine* e = c->engine;
+  if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK)) {
+    c->pingOutstanding = false;
+    if (c->peer && c->client) c->peer->rttMs = static_cast<double>(NowMs() - c->pingSentMs);
+    return 0;
+  }
+  if (f->hd.type != NGHTTP2_HEADERS || f->hd.stream_id != c->sid) return 0;
+  if (!c->client) {
+    if (f->headers.cat == NGHTTP2_HCAT_REQUEST) e->ServerHeadersDone(c);
+    return 0;
+  }
+  // Client: the response headers, a trailers-only answer, or the trailers.
+  if (f->headers.cat == NGHTTP2_HCAT_RESPONSE && c->httpStatus != "200") {
+    e->FailConn(c, "peer answered HTTP " + c->httpStatus);
+    return 0;
+  }
+  if (!c->rGrpcStatus.empty() && c->rGrpcStatus != "0") {
+    e->FailConn(c, "peer refused the stream: " + c->rGrpcMessage + " (gRPC status " + c->rGrpcStatus + ")");
+    return 0;
+  }
+  if (f->headers.cat == NGHTTP2_HCAT_RESPONSE && !Prefix(c->ctype, "application/grpc")) {
+    e->FailConn(c, "peer answered content-type " + c->ctype);
+    return 0;
+  }
+  if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) e->FailConn(c, "peer ended the stream");
+  return 0;
+}
+
+void Engine::OnMessage(Conn* c, const uint8_t* msg, size_t len) {
+  if (c->client) {
+    Peer* p = c->peer;
+    if (!c->gotFirst) {
+      // The server's first message is its hello: from here on it knows where to send our frames.
+      c->gotFirst = true;
+      p->subscribed = true;
+      p->backoffMs = 100;
+      p->lastError.clear();
+      return;
+    }
+    Deliver(p, msg, len);
+    return;
+  }
+  if (c->gotFirst) return;  // later messages from a subscriber are keepalives
+  c->gotFirst = true;
+  SubscribeRequest req;
+  std::string err;
+  if (!DecodeSubscribeRequest(msg, len, kMaxHello, &req, &err)) {
+    c->grpcStatus = kInvalidArgument;
+    c->grpcMessage = "subscribe hello: " + err;
+  } else if (req.lab != opts_.lab) {
+    c->grpcStatus = kPermissionDenied;
+    c->grpcMessage = "daemon " + opts_.node + " serves lab '" + opts_.lab + "', not '" + req.lab + "'";
+  } else if (req.node.empty()) {
+    c->grpcStatus = kInvalidArgument;
+    c->grpcMessage = "subscribe hello without node name";
+  }
+  if (c->grpcStatus != 0) {
+    refusedStreams_++;
+    c->endStream = true;
+    if (c->deferred) {
+      c->deferred = false;
+      nghttp2_session_resume_data(c->h2, c->sid);
+    }
+    dirty_.push_back(c);
+    return;
+  }
+  Peer* p = PeerFor(req.node);
+  if (p->out != nullptr && p->out != c) {
+    // A newer subscription replaces the old one (the peer restarted or reconnected).
+    Conn* old = p->out;
+    old->endStream = true;
+    if (old->deferred) {
+      old->deferred = false;
+      nghttp2_session_resume_data(old->h2, old->sid);
+    }
+    dirty_.push_back(old);
+    old->peer = nullptr;
+  }
+  p->out = c;
+  c->peer = p;
+  c->deadlineMs = 0;
+  std::vector<uint8_t> hello = EncodeHelloResponse(opts_.node);
+  QueueMessage(c, hello.data(), hello.size(), false);
+}
+
+int H2::OnDataChunk(nghttp2_session*, uint8_t, int32_t sid, const uint8_t* data, size_t len, void* user) {
+  Conn* c = static_cast<Conn*>(user);
+  if (sid != c->sid || c->state == Conn::kClosed) return 0;
+  bool ok = c->reader.Push(
+      data, len,
+      [](void* ctx, const uint8_t* m, size_t l) -> bool {
+        Conn* cc = static_cast<Conn*>(ctx);
+        cc->engine->OnMessage(cc, m, l);
+        return cc->state != Conn::kClosed;
+      },
+      c);
+  if (!ok && c->state != Conn::kClosed) {
+    if (c->client) {
+      c->engine->FailConn(c, "bad message from peer: " + c->reader.error());
+    } else {
+      c->grpcStatus = c->reader.status();
+      c->grpcMessage = c->reader.error();
+      c->endStream = true;
+      if (c->deferred) {
+        c->deferred = false;
+        nghttp2_session_resume_data(c->h2, c->sid);
+      }
+      c->engine->dirty_.push_back(c);
+    }
+  }
+  c->reader.ShrinkIfIdle(1 << 20);
+  return 0;
+}
+
+int H2::OnStreamClose(nghttp2_session*, int32_t sid, uint32_t code, void* user) {
+  Conn* c = static_cast<Conn*>(user);
+  if (sid != c->sid) return 0;
+  if (c->client) {
+    c->engine->FailConn(c, "stream closed (HTTP/2 error " + std::to_string(code) + ")");
+    return 0;
+  }
+  // Server: the one stream of this connection is over. Stop sending on it and
+  // end the session once what is queued (a refusal, trailers) has been written.
+  Peer* p = c->peer;
+  if (p != nullptr && p->out == c) c->engine->Unsubscribed(p);
+  c->peer = nullptr;
+  nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR);
+  c->engine->dirty_.push_back(c);
+  return 0;
+}
+
+// ---- configuration from the event loop ----------------------------------
+
+Peer* Engine::PeerFor(const std::string& node) {
+  auto& p = peers_[node];
+  if (!p) {
+    p = std::make_unique<Peer>();
+    p->node = node;
+  }
+  return p.get();
+}
+
+std::string Engine::AddWire(const WireConfig& cfg) {
+  if (cfg.ends.empty() || cfg.ends.size() > 2) return "a wire has one or two local ends";
+  if (cfg.ends.size() == 1 && cfg.peerNode.empty()) return "a wire with one local end needs a peer";
+  auto w = std::make_unique<Wire>();
+  w->uid = cfg.uid;
+  w->peerNode = cfg.ends.size() == 1 ? cfg.peerNode : "";
+  try {
+    for (size_t i = 0; i < cfg.ends.size(); i++) {
+      const EndConfig& ec = cfg.ends[i];
+      auto e = std::make_unique<End>();
+      e->uid = cfg.uid;
+      e->index = static_cast<int>(i);
+      e->name = ec.name;
+      e->maxFrame = ec.maxFrame;
+      e->ring = std::make_unique<CaptureRing>(cfg.ringBytes);
+      w->ends.push_back(std::move(e));
+    }
+  } catch (const std::bad_alloc&) {
+    return "capture ring of " + std::to_string(cfg.ringBytes) + " bytes per end: not enough memory";
+  }
+  ApiLock lock(this);
+  if (wires_.count(cfg.uid)) return "wire " + std::to_string(cfg.uid) + " already exists in the engine";
+  for (size_t i = 0; i < cfg.ends.size(); i++) {
+    End* e = w->ends[i].get();
+    const EndConfig& ec = cfg.ends[i];
+    e->id = nextId_++;
+    e->port = std::make_unique<FramePort>(ec.fd, ec.tap, ec.vnet, ec.slotSize, ec.slots, &e->c);
+    e->ring->onReadableCtx = this;
+  }
+  if (w->ends.size() == 2) {
+    w->ends[0]->pair = w->ends[1].get();
+    w->ends[1]->pair = w->ends[0].get();
+  } else {
+    Peer* p = PeerFor(cfg.peerNode);
+    p->address = cfg.peerAddress;
+    p->wires++;
+    w->ends[0]->peer = p;
+  }
+  for (auto& e : w->ends) {
+    endsById_[e->id] = e.get();
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kTypePort | e->id;
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, e->port->fd(), &ev);
+  }
+  wires_[cfg.uid] = std::move(w);
+  uint64_t one = 1;
+  if (write(wakeFd_, &one, 8) < 0) {
+  }  // a new peer is connected to on the engine's next pass
+  return "";
+}
+
+bool Engine::RemoveWire(uint64_t uid) {
+  ApiLock lock(this);
+  auto it = wires_.find(uid);
+  if (it == wires_.end()) return false;
+  Wire* w = it->second.get();
+  for (auto& e : w->ends) {
+    epoll_ctl(epfd_, EPOLL_CTL_DEL, e->port->fd(), nullptr);
+    endsById_.erase(e->id);
+    for (auto r = readers_.begin(); r != readers_.end();) {
+      if (r->second.first == e->ring.get()) r = readers_.erase(r);
+      else ++r;
+    }
+    if (e->peer) {
+      Peer* p = e->peer;
+      p->paused.erase(std::remove(p->paused.begin(), p->paused.end(), e.get()), p->paused.end());
+      if (--p->wires == 0 && p->sub) FailConn(p->sub, "no wire needs this peer any more");
+    }
+  }
+  wires_.erase(it);
+  Reap();
+  return true;
+}
+
+bool Engine::Counters(uint64_t uid, std::vector<std::map<std::string, uint64_t>>* out) {
+  ApiLock lock(this);
+  auto it = wires_.find(uid);
+  if (it == wires_.end()) return false;
+  for (auto& e : it->second->ends) {
+    e->port->ReadKernelStats();
+    auto& c = e->c;
+    auto ld = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+    out->push_back({{"rxFrames", ld(c.rxFrames)},         {"rxBytes", ld(c.rxBytes)},
+                    {"txFrames", ld(c.txFrames)},         {"txBytes", ld(c.txBytes)},
+                    {"queueFull", ld(c.queueFull)},       {"peerDown", ld(c.peerDown)},
+                    {"tooBig", ld(c.tooBig)},             {"kernelRing", ld(c.kernelRing)},
+                    {"truncated", ld(c.truncated)},       {"sendBusy", ld(c.sendBusy)},
+                    {"sendError", ld(c.sendError)},       {"vlanRestored", ld(c.vlanRestored)},
+                    {"pauses", ld(c.pauses)},             {"captureDrops", e->ring->readerDrops.load()},
+                    {"captureEvicted", e->ring->evicted.load()}});
+  }
+  return true;
+}
+
+bool Engine::PeerUp(const std::string& node) {
+  ApiLock lock(this);
+  auto it = peers_.find(node);
+  return it != peers_.end() && it->second->subscribed && it->second->out != nullptr;
+}
+
+std::vector<PeerInfo> Engine::Peers() {
+  ApiLock lock(this);
+  std::vector<PeerInfo> out;
+  for (auto& [node, p] : peers_) {
+    if (p->wires == 0 && p->out == nullptr && p->sub == nullptr) continue;
+    out.push_back({node, p->address, p->subscribed, p->out != nullptr, p->reconnects, p->framesIn, p->framesOut,
+                   p->batchesIn, p->batchesOut, p->out ? p->out->qbytes : 0, p->rttMs, p->lastError});
+  }
+  return out;
+}
+
+EngineHealth Engine::Health() {
+  ApiLock lock(this);
+  return {unknownWire_.load(), malformed_.load(), malformedFrames_.load(), refusedStreams_.load(), accepted_.load(),
+          tlsRefused_.load(), lastTlsRefusal_};
+}
+
+bool Engine::RingSnapshot(uint64_t uid, int end, std::vector<uint8_t>* out) {
+  ApiLock lock(this);
+  auto it = wires_.find(uid);
+  if (it == wires_.end() || end < 0 || end >= static_cast<int>(it->second->ends.size())) return false;
+  *out = it->second->ends[end]->ring->Snapshot();
+  return true;
+}
+
+int Engine::RingReaderAdd(uint64_t uid, int end, size_t maxBytes) {
+  ApiLock lock(this);
+  auto it = wires_.find(uid);
+  if (it == wires_.end() || end < 0 || end >= static_cast<int>(it->second->ends.size())) return 0;
+  CaptureRing* ring = it->second->ends[end]->ring.get();
+  if (ring->onReadable == nullptr) {
+    ring->onReadable = [](void* ctx, CaptureRing* r, int ringReader) {
+      Engine* e = static_cast<Engine*>(ctx);
+      // Engine lock is held (this runs inside a pass): map back to the global id.
+      for (auto& [gid, v] : e->readers_)
+        if (v.first == r && v.second == ringReader) e->notify_(gid);
+    };
+  }
+  int id = nextReader_++;
+  readers_[id] = {ring, ring->AddReader(maxBytes)};
+  return id;
+}
+
+bool Engine::RingReaderDrain(int reader, std::vector<uint8_t>* out, uint64_t* dropped) {
+  ApiLock lock(this);
+  auto it = readers_.find(reader);
+  if (it == readers_.end()) return false;
+  return it->second.first->Drain(it->second.second, out, dropped);
+}
+
+void Engine::RingReaderRemove(int reader) {
+  ApiLock lock(this);
+  auto it = readers_.find(reader);
+  if (it == readers_.end()) return;
+  it->second.first->RemoveReader(it->second.second);
+  readers_.erase(it);
+}
+
+}  // namespace pw::engine

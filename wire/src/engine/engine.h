@@ -1,0 +1,170 @@
+// The frame engine: one thread of its own that owns every port, every
+// connection to a peer daemon (HTTP/2 through nghttp2, TLS through OpenSSL),
+// gRPC framing, batching, backpressure, per-wire counters and capture-ring
+// writes. The event loop configures it and reads it through the methods
+// below, which take the engine's lock for a bounded moment (the engine holds
+// it for one pass over ready events), never once per frame.
+#pragma once
+#include <openssl/ssl.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "capture_ring.h"
+#include "codec.h"
+#include "frame_port.h"
+
+namespace pw::engine {
+
+struct EngineOptions {
+  std::string node;
+  std::string lab;
+  std::string listenHost;  // "" or an address
+  int listenPort = 0;
+  bool tls = false;
+  std::string tlsCert, tlsKey, tlsCa, tlsServerName;  // PEM
+  size_t maxQueueBytes = 8 << 20;   // per peer, before frames count as queue_full
+  size_t highWaterBytes = 2 << 20;  // past this, senders pause reading their ports
+  uint32_t keepaliveMs = 5000;
+  uint32_t connectTimeoutMs = 5000;
+};
+
+struct EndConfig {
+  std::string name;  // "pod/ifname"
+  int fd;
+  bool tap;
+  bool vnet;
+  int slotSize;
+  int slots;
+  uint32_t maxFrame;  // largest frame (no virtio-net header) the endpoint can send
+};
+
+struct WireConfig {
+  uint64_t uid;
+  std::vector<EndConfig> ends;  // 1 (far end on a peer) or 2 (both here)
+  size_t ringBytes;
+  std::string peerNode, peerAddress;
+};
+
+struct PeerInfo {
+  std::string node, address;
+  bool inbound, outbound;
+  uint64_t reconnects, framesIn, framesOut, batchesIn, batchesOut, queuedBytes;
+  double rttMs;
+  std::string lastError;
+};
+
+struct EngineHealth {
+  uint64_t unknownWire, malformed, malformedFrames, refusedStreams, acceptedConns, tlsRefused;
+  std::string lastTlsRefusal;  // address and reason of the last TLS refusal
+};
+
+struct Peer;
+struct Conn;
+struct End;
+struct Wire;
+
+class Engine {
+ public:
+  // notify: called on the engine thread when a live capture reader has data.
+  Engine(const EngineOptions& opts, std::function<void(int reader)> notify);
+  ~Engine();
+  // Binds, listens and starts the thread; "" or why not.
+  std::string Start(int* boundPort);
+  void Stop();
+
+  // Takes the fds of cfg.ends on success; on failure they stay the caller's.
+  std::string AddWire(const WireConfig& cfg);
+  bool RemoveWire(uint64_t uid);
+  // Per end of the wire, in order: false when the wire does not exist.
+  bool Counters(uint64_t uid, std::vector<std::map<std::string, uint64_t>>* out);
+  bool PeerUp(const std::string& node);
+  std::vector<PeerInfo> Peers();
+  EngineHealth Health();
+
+  bool RingSnapshot(uint64_t uid, int end, std::vector<uint8_t>* out);
+  int RingReaderAdd(uint64_t uid, int end, size_t maxBytes);  // 0: no such end
+  bool RingReaderDrain(int reader, std::vector<uint8_t>* out, uint64_t* dropped);
+  void RingReaderRemove(int reader);
+
+ private:
+  void Run();
+  void HandleEvent(uint64_t key, uint32_t events);
+  void OnPortReadable(End* e);
+  void ForwardToPeer(End* e, int n);
+  void ForwardLocal(End* from, End* to, int n);
+  void Accept();
+  void OnConnEvent(Conn* c, uint32_t events);
+  void StartH2(Conn* c);
+  void Flush(Conn* c);
+  void FailConn(Conn* c, const std::string& why);
+  void Reap();
+  void Unsubscribed(Peer* p);
+  void Tick(uint64_t nowMs);
+  void Connect(Peer* p, uint64_t nowMs);
+  void OnMessage(Conn* c, const uint8_t* msg, size_t len);
+  void Deliver(Peer* p, const uint8_t* msg, size_t len);
+  void ServerHeadersDone(Conn* c);
+  void QueueMessage(Conn* c, const uint8_t* msg, size_t len, bool prefixed);
+  void Drained(Conn* c);
+  void Pause(End* e, Peer* p);
+  void UpdateEpoll(Conn* c);
+  Peer* PeerFor(const std::string& node);
+  void RetainPeers();
+  std::string SetupTls();
+
+  friend struct H2;  // the nghttp2 callbacks (engine.cc)
+
+  EngineOptions opts_;
+  std::function<void(int)> notify_;
+  int epfd_ = -1, listenFd_ = -1, wakeFd_ = -1;
+  SSL_CTX* sslServer_ = nullptr;
+  SSL_CTX* sslClient_ = nullptr;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;  // held by the engine for each pass, by callers for each call
+  // Callers waiting for mu_: the engine steps aside after its pass until they
+  // had it (a busy engine would otherwise take the lock straight back, and
+  // the event loop would starve under load).
+  std::atomic<int> waiters_{0};
+  struct ApiLock {
+    explicit ApiLock(Engine* e) : e_(e) {
+      e_->waiters_.fetch_add(1);
+      e_->mu_.lock();
+      e_->waiters_.fetch_sub(1);
+    }
+    ~ApiLock() { e_->mu_.unlock(); }
+    Engine* e_;
+  };
+
+  uint64_t nextId_ = 1;
+  std::unordered_map<uint64_t, std::unique_ptr<Wire>> wires_;
+  std::unordered_map<uint64_t, End*> endsById_;
+  std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;
+  std::map<std::string, std::unique_ptr<Peer>> peers_;
+  std::vector<Conn*> dirty_;
+  std::vector<uint64_t> closed_;
+  std::map<int, std::pair<CaptureRing*, int>> readers_;  // global reader id -> (ring, ring's reader id)
+  int nextReader_ = 1;
+
+  // scratch for one delivery
+  std::vector<FrameRef> decoded_;
+  std::vector<End*> touched_;
+  std::vector<uint8_t> readBuf_;
+  std::vector<OutFrame> outScratch_;
+  std::vector<CaptureFrame> capScratch_;
+  std::vector<uint8_t> encodeBuf_;
+
+  std::atomic<uint64_t> unknownWire_{0}, malformed_{0}, malformedFrames_{0}, refusedStreams_{0}, accepted_{0}, tlsRefused_{0};
+  std::string lastTlsRefusal_;  // under mu_
+};
+
+}  // namespace pw::engine

@@ -1,0 +1,211 @@
+#include "frame_port.h"
+
+#include <errno.h>
+#include <linux/if_packet.h>
+#include <string.h>
+#include <unistd.h>
+
+namespace pw::engine {
+
+namespace {
+const uint8_t kZeroVnetHdr[FramePort::kVnetHdrLen] = {0};
+uint16_t ReadLe16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+void WriteLe16(uint8_t* p, uint16_t v) {
+  p[0] = v & 0xff;
+  p[1] = v >> 8;
+}
+}  // namespace
+
+FramePort::FramePort(int fd, bool tap, bool vnet, int slotSize, int slots, EndCounters* counters)
+    : fd_(fd), tap_(tap), vnet_(vnet), slotSize_(slotSize), slots_(slots), c_(counters) {
+  rx_.resize(static_cast<size_t>(slotSize_) * slots_);
+  meta_.resize(static_cast<size_t>(slots_) * 2);
+  if (!tap_) {
+    rxMsgs_.resize(slots_);
+    rxIov_.resize(slots_);
+    rxCtl_.resize(static_cast<size_t>(slots_) * CMSG_SPACE(sizeof(tpacket_auxdata)));
+    rxAddr_.resize(static_cast<size_t>(slots_) * sizeof(sockaddr_ll));
+  }
+}
+
+FramePort::~FramePort() {
+  ReadKernelStats();
+  if (fd_ >= 0) close(fd_);
+}
+
+int FramePort::Receive() { return tap_ ? ReceiveTap() : ReceivePacket(); }
+
+// Puts an 802.1Q/802.1ad tag that rx-vlan offload moved into skb metadata
+// back where it was on the wire, using the slot's headroom.
+void FramePort::RestoreVlan(uint8_t* slot, uint32_t& len, uint16_t tpid, uint16_t tci) {
+  int hdr = vnet_ ? kVnetHdrLen : 0;
+  memmove(slot, slot + kHeadroom, hdr + 12);
+  uint8_t* tag = slot + hdr + 12;
+  tag[0] = tpid >> 8;
+  tag[1] = tpid & 0xff;
+  tag[2] = tci >> 8;
+  tag[3] = tci & 0xff;
+  len += 4;
+  if (vnet_) {
+    // Offsets in the virtio-net header count from the MAC header, which grew by four bytes.
+    if (slot[0] & 1 /* VIRTIO_NET_HDR_F_NEEDS_CSUM */) WriteLe16(slot + 6, ReadLe16(slot + 6) + 4);
+    uint16_t hdrLen = ReadLe16(slot + 2);
+    if (hdrLen != 0) WriteLe16(slot + 2, hdrLen + 4);
+  }
+  c_->Add(c_->vlanRestored, 1);
+}
+
+int FramePort::ReceivePacket() {
+  const size_t ctlSpace = CMSG_SPACE(sizeof(tpacket_auxdata));
+  for (;;) {
+    for (int i = 0; i < slots_; i++) {
+      uint8_t* slot = rx_.data() + static_cast<size_t>(i) * slotSize_;
+      rxIov_[i].iov_base = slot + kHeadroom;
+      rxIov_[i].iov_len = slotSize_ - kHeadroom;
+      msghdr& h = rxMsgs_[i].msg_hdr;
+      h.msg_name = rxAddr_.data() + i * sizeof(sockaddr_ll);
+      h.msg_namelen = sizeof(sockaddr_ll);
+      h.msg_iov = &rxIov_[i];
+      h.msg_iovlen = 1;
+      h.msg_control = rxCtl_.data() + i * ctlSpace;
+      h.msg_controllen = ctlSpace;
+      h.msg_flags = 0;
+    }
+    int n;
+    do {
+      n = recvmmsg(fd_, rxMsgs_.data(), slots_, MSG_DONTWAIT | MSG_TRUNC, nullptr);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) return 0;
+    int out = 0;
+    uint64_t bytes = 0;
+    for (int i = 0; i < n; i++) {
+      msghdr& h = rxMsgs_[i].msg_hdr;
+      uint32_t len = rxMsgs_[i].msg_len;
+      auto* sll = static_cast<sockaddr_ll*>(h.msg_name);
+      if (sll->sll_pkttype == PACKET_OUTGOING) continue;  // our own sends, where IGNORE_OUTGOING is missing
+      if ((h.msg_flags & MSG_TRUNC) || len + kHeadroom > static_cast<uint32_t>(slotSize_)) {
+        c_->Add(c_->truncated, 1);
+        continue;
+      }
+      uint8_t* slot = rx_.data() + static_cast<size_t>(i) * slotSize_;
+      int32_t offset = i * slotSize_ + kHeadroom;
+      for (cmsghdr* cm = CMSG_FIRSTHDR(&h); cm != nullptr; cm = CMSG_NXTHDR(&h, cm)) {
+        if (cm->cmsg_level != SOL_PACKET || cm->cmsg_type != PACKET_AUXDATA) continue;
+        tpacket_auxdata aux;
+        memcpy(&aux, CMSG_DATA(cm), sizeof(aux));
+        if ((aux.tp_status & TP_STATUS_VLAN_VALID) || aux.tp_vlan_tci != 0) {
+          uint16_t tpid = (aux.tp_status & TP_STATUS_VLAN_TPID_VALID) ? aux.tp_vlan_tpid : 0x8100;
+          RestoreVlan(slot, len, tpid, aux.tp_vlan_tci);
+          offset -= kHeadroom;
+        }
+      }
+      meta_[out * 2] = offset;
+      meta_[out * 2 + 1] = static_cast<int32_t>(len);
+      bytes += len - (vnet_ ? kVnetHdrLen : 0);
+      out++;
+    }
+    c_->Add(c_->rxFrames, out);
+    c_->Add(c_->rxBytes, bytes);
+    // A full batch of skipped frames says nothing about what is still queued.
+    if (out == 0 && n == slots_) continue;
+    return out;
+  }
+}
+
+int FramePort::ReceiveTap() {
+  int out = 0;
+  uint64_t bytes = 0;
+  for (int i = 0; i < slots_; i++) {
+    uint8_t* dst = rx_.data() + static_cast<size_t>(out) * slotSize_ + kHeadroom;
+    ssize_t r = read(fd_, dst, slotSize_ - kHeadroom);
+    if (r < 0) {
+      if (errno == EINTR) {
+        i--;
+        continue;
+      }
+      break;  // EAGAIN: empty
+    }
+    if (r == 0) break;
+    if (r >= slotSize_ - kHeadroom) {  // tun cut it to fit the buffer
+      c_->Add(c_->truncated, 1);
+      continue;
+    }
+    meta_[out * 2] = out * slotSize_ + kHeadroom;
+    meta_[out * 2 + 1] = static_cast<int32_t>(r);
+    bytes += r - (vnet_ ? kVnetHdrLen : 0);
+    out++;
+  }
+  c_->Add(c_->rxFrames, out);
+  c_->Add(c_->rxBytes, bytes);
+  return out;
+}
+
+void FramePort::Send(const OutFrame* frames, int n) {
+  if (n <= 0) return;
+  if (txMsgs_.size() < static_cast<size_t>(n)) {
+    txMsgs_.resize(n);
+    txIov_.resize(static_cast<size_t>(n) * 2);
+  }
+  for (int i = 0; i < n; i++) {
+    iovec* iov = &txIov_[i * 2];
+    int k = 0;
+    if (vnet_) {
+      iov[k].iov_base = const_cast<uint8_t*>(frames[i].vnetHdr ? frames[i].vnetHdr : kZeroVnetHdr);
+      iov[k].iov_len = kVnetHdrLen;
+      k++;
+    }
+    iov[k].iov_base = const_cast<uint8_t*>(frames[i].data);
+    iov[k].iov_len = frames[i].len;
+    k++;
+    msghdr& m = txMsgs_[i].msg_hdr;
+    memset(&m, 0, sizeof(m));
+    m.msg_iov = iov;
+    m.msg_iovlen = k;
+  }
+  uint64_t sent = 0, bytes = 0;
+  auto fail = [&](int err) {
+    if (err == EAGAIN || err == ENOBUFS) c_->Add(c_->sendBusy, 1);
+    else if (err == EMSGSIZE) c_->Add(c_->tooBig, 1);
+    else c_->Add(c_->sendError, 1);
+  };
+  if (!tap_) {
+    int i = 0;
+    while (i < n) {
+      int r = sendmmsg(fd_, &txMsgs_[i], n - i, MSG_DONTWAIT);
+      if (r > 0) {
+        for (int k = 0; k < r; k++) bytes += frames[i + k].len;
+        sent += r;
+        i += r;
+      } else if (r < 0 && errno == EINTR) {
+        continue;
+      } else {
+        fail(r < 0 ? errno : EIO);  // sendmmsg stops at the failing frame: skip it
+        i++;
+      }
+    }
+  } else {
+    for (int i = 0; i < n; i++) {
+      ssize_t r;
+      do {
+        r = writev(fd_, txMsgs_[i].msg_hdr.msg_iov, txMsgs_[i].msg_hdr.msg_iovlen);
+      } while (r < 0 && errno == EINTR);
+      if (r < 0) {
+        fail(errno);
+      } else {
+        sent++;
+        bytes += frames[i].len;
+      }
+    }
+  }
+  c_->Add(c_->txFrames, sent);
+  c_->Add(c_->txBytes, bytes);
+}
+
+void FramePort::ReadKernelStats() {
+  if (tap_ || fd_ < 0) return;
+  tpacket_stats st;
+  socklen_t len = sizeof(st);
+  if (getsockopt(fd_, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) c_->Add(c_->kernelRing, st.tp_drops);
+}
+
+}  // namespace pw::engine

@@ -1,0 +1,77 @@
+// Batched frame I/O on one endpoint for the engine thread: an AF_PACKET
+// socket bound to an interface, or a tap fd. No N-API here: the engine owns
+// the port and is the only thread that reads or sends on it; counters are
+// atomics so the event loop can read them at any time.
+#pragma once
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pw::engine {
+
+// Counters of one wire end. rx: from the endpoint into the wire; tx: from
+// the wire out of the endpoint. Written by the engine thread only.
+struct EndCounters {
+  std::atomic<uint64_t> rxFrames{0}, rxBytes{0}, txFrames{0}, txBytes{0};
+  std::atomic<uint64_t> queueFull{0}, peerDown{0}, tooBig{0}, kernelRing{0}, truncated{0};
+  std::atomic<uint64_t> sendBusy{0}, sendError{0}, vlanRestored{0}, pauses{0};
+  void Add(std::atomic<uint64_t>& c, uint64_t n) { c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+};
+
+// A frame to send: an optional virtio-net header and the frame itself.
+struct OutFrame {
+  const uint8_t* vnetHdr;  // nullptr: none came with it (a zero header is sent where one is expected)
+  const uint8_t* data;
+  uint32_t len;
+};
+
+class FramePort {
+ public:
+  static constexpr int kHeadroom = 4;  // room to put back a VLAN tag the kernel stripped
+  static constexpr int kVnetHdrLen = 10;
+
+  // Takes ownership of fd. slotSize bounds the largest frame (with header).
+  FramePort(int fd, bool tap, bool vnet, int slotSize, int slots, EndCounters* counters);
+  ~FramePort();
+  FramePort(const FramePort&) = delete;
+  FramePort& operator=(const FramePort&) = delete;
+
+  int fd() const { return fd_; }
+  bool vnet() const { return vnet_; }
+  bool tap() const { return tap_; }
+  int slots() const { return slots_; }
+
+  // Reads up to slots() frames; frame i is at frame(i), length len(i),
+  // starting with its virtio-net header when vnet(). Valid until the next call.
+  int Receive();
+  uint8_t* frame(int i) { return rx_.data() + meta_[2 * i]; }
+  uint32_t len(int i) const { return static_cast<uint32_t>(meta_[2 * i + 1]); }
+
+  // Sends frames; every frame is counted as sent or dropped by cause.
+  void Send(const OutFrame* frames, int n);
+  // Folds the kernel's drop counter (PACKET_STATISTICS, reset on read) in.
+  void ReadKernelStats();
+
+ private:
+  int ReceivePacket();
+  int ReceiveTap();
+  void RestoreVlan(uint8_t* slot, uint32_t& len, uint16_t tpid, uint16_t tci);
+
+  int fd_;
+  bool tap_, vnet_;
+  int slotSize_, slots_;
+  EndCounters* c_;
+  std::vector<uint8_t> rx_;
+  std::vector<int32_t> meta_;
+  std::vector<mmsghdr> rxMsgs_;
+  std::vector<iovec> rxIov_;
+  std::vector<uint8_t> rxCtl_, rxAddr_;
+  std::vector<mmsghdr> txMsgs_;
+  std::vector<iovec> txIov_;
+};
+
+}  // namespace pw::engine

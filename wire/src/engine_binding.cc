@@ -1,0 +1,260 @@
+// The Engine as JavaScript sees it: configure (wires, peers through wires,
+// TLS material, ring sizes) and read (counters, peer state, health, capture
+// snapshots and live readers), always in batches, never once per frame.
+#include "engine_binding.h"
+
+#include "engine/engine.h"
+
+namespace pw {
+
+namespace {
+std::string Str(const Napi::Object& o, const char* k) {
+  Napi::Value v = o.Get(k);
+  return v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+}
+std::string Pem(const Napi::Object& o, const char* k) {
+  Napi::Value v = o.Get(k);
+  if (v.IsBuffer()) {
+    auto b = v.As<Napi::Buffer<char>>();
+    return std::string(b.Data(), b.Length());
+  }
+  return v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+}
+double Num(const Napi::Object& o, const char* k, double def) {
+  Napi::Value v = o.Get(k);
+  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : def;
+}
+Napi::Value Throw(Napi::Env env, const std::string& msg) {
+  Napi::Error::New(env, msg).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+}  // namespace
+
+class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Engine",
+                       {InstanceMethod("addWire", &EngineWrap::AddWire), InstanceMethod("removeWire", &EngineWrap::RemoveWire),
+                        InstanceMethod("counters", &EngineWrap::Counters), InstanceMethod("peerUp", &EngineWrap::PeerUp),
+                        InstanceMethod("peers", &EngineWrap::Peers), InstanceMethod("health", &EngineWrap::Health),
+                        InstanceMethod("ringSnapshot", &EngineWrap::RingSnapshot),
+                        InstanceMethod("ringReaderAdd", &EngineWrap::RingReaderAdd),
+                        InstanceMethod("ringReaderDrain", &EngineWrap::RingReaderDrain),
+                        InstanceMethod("ringReaderRemove", &EngineWrap::RingReaderRemove),
+                        InstanceMethod("close", &EngineWrap::Close), InstanceAccessor("port", &EngineWrap::Port, nullptr)});
+  }
+
+  // new Engine({node, lab, listenHost, listenPort, tls?: {cert, key, ca, serverName}, maxQueueBytes?,
+  //             highWaterBytes?, keepaliveMs?, connectTimeoutMs?}, onCapture(readerId))
+  explicit EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
+      Napi::TypeError::New(env, "Engine(options, onCapture)").ThrowAsJavaScriptException();
+      return;
+    }
+    auto o = info[0].As<Napi::Object>();
+    engine::EngineOptions eo;
+    eo.node = Str(o, "node");
+    eo.lab = Str(o, "lab");
+    eo.listenHost = Str(o, "listenHost");
+    eo.listenPort = static_cast<int>(Num(o, "listenPort", 0));
+    eo.maxQueueBytes = static_cast<size_t>(Num(o, "maxQueueBytes", static_cast<double>(eo.maxQueueBytes)));
+    eo.highWaterBytes = static_cast<size_t>(Num(o, "highWaterBytes", static_cast<double>(eo.highWaterBytes)));
+    eo.keepaliveMs = static_cast<uint32_t>(Num(o, "keepaliveMs", eo.keepaliveMs));
+    eo.connectTimeoutMs = static_cast<uint32_t>(Num(o, "connectTimeoutMs", eo.connectTimeoutMs));
+    if (o.Get("tls").IsObject()) {
+      auto t = o.Get("tls").As<Napi::Object>();
+      eo.tls = true;
+      eo.tlsCert = Pem(t, "cert");
+      eo.tlsKey = Pem(t, "key");
+      eo.tlsCa = Pem(t, "ca");
+      eo.tlsServerName = Str(t, "serverName");
+    }
+    tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "patchwire-engine", 0, 1);
+    tsfn_.Unref(env);  // capture readers must not keep the process alive
+    auto tsfn = tsfn_;
+    engine_ = std::make_unique<engine::Engine>(eo, [tsfn](int reader) mutable {
+      tsfn.NonBlockingCall([reader](Napi::Env env, Napi::Function fn) { fn.Call({Napi::Number::New(env, reader)}); });
+    });
+    std::string err = engine_->Start(&port_);
+    if (!err.empty()) {
+      engine_.reset();
+      tsfn_.Release();
+      Napi::Error::New(env, err).ThrowAsJavaScriptException();
+    }
+  }
+
+  ~EngineWrap() override {
+    if (engine_) {
+      engine_->Stop();
+      tsfn_.Release();
+    }
+  }
+
+ private:
+  bool Alive(Napi::Env env) {
+    if (engine_) return true;
+    Napi::Error::New(env, "engine is closed").ThrowAsJavaScriptException();
+    return false;
+  }
+
+  Napi::Value Port(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), port_); }
+
+  // addWire({uid, ringBytes, peerNode?, peerAddress?, ends: [{name, fd, kind, vnetHdr, slotSize, slots, maxFrame}]})
+  Napi::Value AddWire(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    if (info.Length() < 1 || !info[0].IsObject()) return Throw(env, "addWire(config)");
+    auto o = info[0].As<Napi::Object>();
+    engine::WireConfig cfg;
+    double uid = Num(o, "uid", -1);
+    if (!(uid > 0) || uid > 9007199254740991.0) return Throw(env, "addWire: uid must be a positive safe integer");
+    cfg.uid = static_cast<uint64_t>(uid);
+    double ring = Num(o, "ringBytes", 0);
+    if (ring < 0 || ring > static_cast<double>(1ULL << 32)) return Throw(env, "addWire: ringBytes must be 0 to 4 GiB");
+    cfg.ringBytes = static_cast<size_t>(ring);
+    cfg.peerNode = Str(o, "peerNode");
+    cfg.peerAddress = Str(o, "peerAddress");
+    if (!o.Get("ends").IsArray()) return Throw(env, "addWire: ends must be an array");
+    auto ends = o.Get("ends").As<Napi::Array>();
+    for (uint32_t i = 0; i < ends.Length(); i++) {
+      if (!ends.Get(i).IsObject()) return Throw(env, "addWire: each end is an object");
+      auto e = ends.Get(i).As<Napi::Object>();
+      engine::EndConfig ec;
+      ec.name = Str(e, "name");
+      ec.fd = static_cast<int>(Num(e, "fd", -1));
+      std::string kind = Str(e, "kind");
+      if (kind != "packet" && kind != "tap") return Throw(env, "addWire: end kind must be 'packet' or 'tap'");
+      ec.tap = kind == "tap";
+      ec.vnet = e.Get("vnetHdr").ToBoolean();
+      ec.slotSize = static_cast<int>(Num(e, "slotSize", 0));
+      ec.slots = static_cast<int>(Num(e, "slots", 64));
+      ec.maxFrame = static_cast<uint32_t>(Num(e, "maxFrame", 1522));
+      if (ec.fd < 0) return Throw(env, "addWire: end fd must be an open file descriptor");
+      if (ec.slotSize < 256 || ec.slotSize > (1 << 20) || ec.slots < 1 || ec.slots > 1024)
+        return Throw(env, "addWire: slotSize must be 256 B to 1 MiB and slots 1 to 1024");
+      cfg.ends.push_back(ec);
+    }
+    std::string err = engine_->AddWire(cfg);
+    if (!err.empty()) return Throw(env, err);
+    return env.Undefined();
+  }
+
+  Napi::Value RemoveWire(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    return Napi::Boolean::New(env, engine_->RemoveWire(static_cast<uint64_t>(info[0].ToNumber().DoubleValue())));
+  }
+
+  Napi::Value Counters(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    std::vector<std::map<std::string, uint64_t>> out;
+    if (!engine_->Counters(static_cast<uint64_t>(info[0].ToNumber().DoubleValue()), &out)) return env.Null();
+    auto arr = Napi::Array::New(env, out.size());
+    for (size_t i = 0; i < out.size(); i++) {
+      auto o = Napi::Object::New(env);
+      for (auto& [k, v] : out[i]) o.Set(k, Napi::Number::New(env, static_cast<double>(v)));
+      arr.Set(static_cast<uint32_t>(i), o);
+    }
+    return arr;
+  }
+
+  Napi::Value PeerUp(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    return Napi::Boolean::New(env, engine_->PeerUp(info[0].ToString().Utf8Value()));
+  }
+
+  Napi::Value Peers(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    auto peers = engine_->Peers();
+    auto arr = Napi::Array::New(env, peers.size());
+    for (size_t i = 0; i < peers.size(); i++) {
+      const auto& p = peers[i];
+      auto o = Napi::Object::New(env);
+      o.Set("node", p.node);
+      o.Set("address", p.address);
+      o.Set("inbound", p.inbound);
+      o.Set("outbound", p.outbound);
+      o.Set("reconnects", static_cast<double>(p.reconnects));
+      o.Set("framesIn", static_cast<double>(p.framesIn));
+      o.Set("framesOut", static_cast<double>(p.framesOut));
+      o.Set("batchesIn", static_cast<double>(p.batchesIn));
+      o.Set("batchesOut", static_cast<double>(p.batchesOut));
+      o.Set("queuedBytes", static_cast<double>(p.queuedBytes));
+      o.Set("rttMs", p.rttMs);
+      o.Set("lastError", p.lastError);
+      arr.Set(static_cast<uint32_t>(i), o);
+    }
+    return arr;
+  }
+
+  Napi::Value Health(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    auto h = engine_->Health();
+    auto o = Napi::Object::New(env);
+    o.Set("unknownWire", static_cast<double>(h.unknownWire));
+    o.Set("malformed", static_cast<double>(h.malformed));
+    o.Set("malformedFrames", static_cast<double>(h.malformedFrames));
+    o.Set("refusedStreams", static_cast<double>(h.refusedStreams));
+    o.Set("acceptedConnections", static_cast<double>(h.acceptedConns));
+    o.Set("tlsRefused", static_cast<double>(h.tlsRefused));
+    o.Set("lastTlsRefusal", h.lastTlsRefusal);
+    return o;
+  }
+
+  Napi::Value RingSnapshot(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    std::vector<uint8_t> out;
+    if (!engine_->RingSnapshot(static_cast<uint64_t>(info[0].ToNumber().DoubleValue()), info[1].ToNumber().Int32Value(), &out))
+      return env.Null();
+    return Napi::Buffer<uint8_t>::Copy(env, out.data(), out.size());
+  }
+
+  Napi::Value RingReaderAdd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    int id = engine_->RingReaderAdd(static_cast<uint64_t>(info[0].ToNumber().DoubleValue()), info[1].ToNumber().Int32Value(),
+                                    static_cast<size_t>(info[2].ToNumber().DoubleValue()));
+    return Napi::Number::New(env, id);
+  }
+
+  Napi::Value RingReaderDrain(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    std::vector<uint8_t> out;
+    uint64_t dropped = 0;
+    if (!engine_->RingReaderDrain(info[0].ToNumber().Int32Value(), &out, &dropped)) return env.Null();
+    auto o = Napi::Object::New(env);
+    o.Set("data", Napi::Buffer<uint8_t>::Copy(env, out.data(), out.size()));
+    o.Set("dropped", static_cast<double>(dropped));
+    return o;
+  }
+
+  Napi::Value RingReaderRemove(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (engine_) engine_->RingReaderRemove(info[0].ToNumber().Int32Value());
+    return env.Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (engine_) {
+      engine_->Stop();
+      engine_.reset();
+      tsfn_.Release();
+    }
+    return info.Env().Undefined();
+  }
+
+  std::unique_ptr<engine::Engine> engine_;
+  Napi::ThreadSafeFunction tsfn_;
+  int port_ = 0;
+};
+
+Napi::Function InitEngine(Napi::Env env) { return EngineWrap::Init(env); }
+
+}  // namespace pw
