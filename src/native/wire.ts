@@ -111,7 +111,15 @@ export interface NativeEngine {
   counters(uid: number): EngineEndCounters[] | null;
   peerUp(node: string): boolean;
   peers(): EnginePeer[];
-  health(): { unknownWire: number; malformed: number; malformedFrames: number; refusedStreams: number; acceptedConnections: number };
+  health(): {
+    unknownWire: number;
+    malformed: number;
+    malformedFrames: number;
+    refusedStreams: number;
+    acceptedConnections: number;
+    tlsRefused: number;
+    lastTlsRefusal: string;
+  };
   /** serialized segments (see wire/src/engine/capture_ring.h), or null for no such end */
   ringSnapshot(uid: number, end: number): Buffer | null;
   /** a live reader of one end's ring; 0 when there is no such end */

@@ -21,33 +21,25 @@ CaptureRing::CaptureRing(size_t limitBytes) : limit_(limitBytes) {
   }
 }
 
-void CaptureRing::Serialize(std::vector<uint8_t>& out, uint64_t tsUs, bool outbound, const uint32_t* lens, uint32_t n,
-                            const uint8_t* data, size_t bytes) {
-  uint8_t ob = outbound ? 1 : 0;
-  Put(out, &tsUs, 8);
-  Put(out, &ob, 1);
-  Put(out, &n, 4);
-  Put(out, lens, static_cast<size_t>(n) * 4);
-  Put(out, data, bytes);
-}
-
 void CaptureRing::EvictHead() {
-  evicted.fetch_add(slots_.front().lens.size(), std::memory_order_relaxed);
+  evicted.fetch_add(slots_.front().count, std::memory_order_relaxed);
   slots_.pop_front();
 }
 
 void CaptureRing::Record(const CaptureFrame* frames, int n, bool outbound, uint64_t tsUs) {
   if (n <= 0 || limit_ == 0) return;
   size_t total = 0;
-  for (int i = 0; i < n; i++) total += frames[i].len;
+  for (int i = 0; i < n; i++) total += 4 + frames[i].len;
   // A batch larger than the whole ring keeps only its newest frames.
   int first = 0;
   while (total > limit_ && first < n) {
-    total -= frames[first++].len;
+    total -= 4 + frames[first++].len;
     evicted.fetch_add(1, std::memory_order_relaxed);
   }
   if (first == n) return;
-  std::vector<int> notify;
+  const uint32_t count = static_cast<uint32_t>(n - first);
+  int notify[8];
+  int notifyCount = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (wpos_ + total > limit_) {
@@ -62,40 +54,47 @@ void CaptureRing::Record(const CaptureFrame* frames, int n, bool outbound, uint6
       if (h.start < start + total && h.start + h.bytes > start) EvictHead();
       else break;
     }
-    Slot s{tsUs, outbound, start, total, {}};
-    s.lens.reserve(n - first);
-    size_t pos = start;
+    uint8_t* lens = buf_.get() + start;
+    size_t pos = start + 4 * static_cast<size_t>(count);
     for (int i = first; i < n; i++) {
-      memcpy(buf_.get() + pos, frames[i].data, frames[i].len);
-      pos += frames[i].len;
-      s.lens.push_back(frames[i].len);
+      uint32_t l = frames[i].len;
+      memcpy(lens + 4 * (i - first), &l, 4);
+      memcpy(buf_.get() + pos, frames[i].data, l);
+      pos += l;
     }
     wpos_ = pos;
+    slots_.push_back(Slot{tsUs, outbound, count, start, total});
     for (auto& [id, r] : readerMap_) {
-      size_t need = 13 + s.lens.size() * 4 + total;
+      size_t need = 13 + total;
       if (r.queued.size() + need > r.maxBytes) {
-        r.dropped += s.lens.size();
-        readerDrops.fetch_add(s.lens.size(), std::memory_order_relaxed);
+        r.dropped += count;
+        readerDrops.fetch_add(count, std::memory_order_relaxed);
         continue;
       }
       bool wasEmpty = r.queued.empty();
-      Serialize(r.queued, tsUs, outbound, s.lens.data(), static_cast<uint32_t>(s.lens.size()), buf_.get() + start, total);
-      if (wasEmpty) notify.push_back(id);
+      Serialize(r.queued, slots_.back());
+      if (wasEmpty && notifyCount < 8) notify[notifyCount++] = id;
     }
-    slots_.push_back(std::move(s));
   }
   if (onReadable != nullptr)
-    for (int id : notify) onReadable(onReadableCtx, this, id);
+    for (int i = 0; i < notifyCount; i++) onReadable(onReadableCtx, this, notify[i]);
+}
+
+void CaptureRing::Serialize(std::vector<uint8_t>& out, const Slot& s) {
+  uint8_t ob = s.outbound ? 1 : 0;
+  Put(out, &s.tsUs, 8);
+  Put(out, &ob, 1);
+  Put(out, &s.count, 4);
+  Put(out, buf_.get() + s.start, s.bytes);  // the lengths, then the frames: the same layout
 }
 
 std::vector<uint8_t> CaptureRing::Snapshot() {
   std::vector<uint8_t> out;
   std::lock_guard<std::mutex> lock(mu_);
   size_t need = 0;
-  for (const Slot& s : slots_) need += 13 + s.lens.size() * 4 + s.bytes;
+  for (const Slot& s : slots_) need += 13 + s.bytes;
   out.reserve(need);
-  for (const Slot& s : slots_)
-    Serialize(out, s.tsUs, s.outbound, s.lens.data(), static_cast<uint32_t>(s.lens.size()), buf_.get() + s.start, s.bytes);
+  for (const Slot& s : slots_) Serialize(out, s);
   return out;
 }
 

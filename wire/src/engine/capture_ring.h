@@ -52,11 +52,13 @@ class CaptureRing {
   void* onReadableCtx = nullptr;
 
  private:
+  // One recorded batch: at buf_[start] its frames' lengths (u32 each), then
+  // the frames. Kept inline so recording allocates nothing per batch.
   struct Slot {
     uint64_t tsUs;
     bool outbound;
-    size_t start, bytes;
-    std::vector<uint32_t> lens;
+    uint32_t count;
+    size_t start, bytes;  // bytes: lengths and frames
   };
   struct Reader {
     size_t maxBytes;
@@ -64,8 +66,7 @@ class CaptureRing {
     uint64_t dropped = 0;
   };
   void EvictHead();
-  static void Serialize(std::vector<uint8_t>& out, uint64_t tsUs, bool outbound, const uint32_t* lens, uint32_t n,
-                        const uint8_t* data, size_t bytes);
+  void Serialize(std::vector<uint8_t>& out, const Slot& s);
 
   const size_t limit_;
   std::unique_ptr<uint8_t[]> buf_;

@@ -69,6 +69,7 @@ struct EngineHealth {
 
 struct Peer;
 struct Conn;
+struct Chunk;
 struct End;
 struct Wire;
 
@@ -108,6 +109,8 @@ class Engine {
   void FailConn(Conn* c, const std::string& why);
   void Reap();
   void Unsubscribed(Peer* p);
+  Chunk TakeChunk(size_t len);
+  void GiveChunk(Chunk c);
   void Tick(uint64_t nowMs);
   void Connect(Peer* p, uint64_t nowMs);
   void OnMessage(Conn* c, const uint8_t* msg, size_t len);
@@ -161,7 +164,8 @@ class Engine {
   std::vector<uint8_t> readBuf_;
   std::vector<OutFrame> outScratch_;
   std::vector<CaptureFrame> capScratch_;
-  std::vector<uint8_t> encodeBuf_;
+  std::vector<Chunk> freeChunks_;
+  size_t freeBytes_ = 0;
 
   std::atomic<uint64_t> unknownWire_{0}, malformed_{0}, malformedFrames_{0}, refusedStreams_{0}, accepted_{0}, tlsRefused_{0};
   std::string lastTlsRefusal_;  // under mu_
