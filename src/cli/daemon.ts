@@ -49,6 +49,13 @@ Cluster mode:
   --cni-socket PATH    where the CNI plugin reaches this daemon (default /run/patchwire/cni.sock)
   --data-port N        port peer daemons listen on at their host IPs (default: the --listen port)
   --resync-seconds N   full reconcile period; retries failed plumbing (default 10)
+  --orphan-grace-seconds N
+                       forget a pod the CNI plugin registered once its pod object has been
+                       gone this long (its CNI DEL was missed) (default 30)
+  --api-timeout-seconds N
+                       an API request unanswered after N seconds is abandoned and retried;
+                       watches ask the server to end them after 5N and are abandoned N later
+                       (a silent API server cannot stall the daemon) (default 60)
 `;
 
 export async function daemonMain(argv: string[]): Promise<void> {
@@ -78,6 +85,8 @@ export async function daemonMain(argv: string[]): Promise<void> {
       'cni-socket': { type: 'string', default: DEFAULT_CNI_SOCKET },
       'data-port': { type: 'string' },
       'resync-seconds': { type: 'string', default: '10' },
+      'orphan-grace-seconds': { type: 'string', default: '30' },
+      'api-timeout-seconds': { type: 'string', default: '60' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -101,6 +110,10 @@ export async function daemonMain(argv: string[]): Promise<void> {
   if (cluster && (!Number.isInteger(dataPort) || dataPort < 1 || dataPort > 65535)) throw new UsageError(`daemon: data port '${values['data-port'] ?? values.listen}' is not a port number`);
   const resyncSeconds = Number(values['resync-seconds']);
   if (!Number.isFinite(resyncSeconds) || resyncSeconds < 1) throw new UsageError(`daemon: --resync-seconds '${values['resync-seconds']}' must be at least 1`);
+  const orphanGraceSeconds = Number(values['orphan-grace-seconds']);
+  if (!Number.isFinite(orphanGraceSeconds) || orphanGraceSeconds < 0) throw new UsageError(`daemon: --orphan-grace-seconds '${values['orphan-grace-seconds']}' must be 0 or more`);
+  const apiTimeoutSeconds = Number(values['api-timeout-seconds']);
+  if (!Number.isFinite(apiTimeoutSeconds) || apiTimeoutSeconds < 1) throw new UsageError(`daemon: --api-timeout-seconds '${values['api-timeout-seconds']}' must be at least 1`);
   const tlsParts = [values['tls-cert'], values['tls-key'], values['tls-ca']];
   let tls: TlsFiles | null = null;
   if (tlsParts.some(Boolean)) {
@@ -145,6 +158,8 @@ export async function daemonMain(argv: string[]): Promise<void> {
         dataPort,
         cniSocket: values['cni-socket']!,
         resyncMs: resyncSeconds * 1000,
+        orphanGraceMs: orphanGraceSeconds * 1000,
+        apiTimeoutMs: apiTimeoutSeconds * 1000,
       })
     : null;
   daemon.setRealtime(rtPriority);
