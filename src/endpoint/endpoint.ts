@@ -93,7 +93,8 @@ export function endpointProblems(spec: EndpointSpec): string[] {
 /** What every kind shares: its name, its port once open, and the frame size its MTU allows. */
 export abstract class EndpointBase implements Endpoint {
   readonly name: string;
-  readonly maxFrame: number;
+  /** from the spec's MTU; a host endpoint sets it from its interface on open */
+  maxFrame: number;
   port!: NativePort;
   vnetHdr = false;
   ifindex = 0;
