@@ -96,6 +96,8 @@ export interface Health {
   peers: PeerStats[];
   unknownWire: number;
   malformed: number;
+  tlsRefused: number;
+  lastTlsRefusal: string;
   rtPriority: number;
   keepsFreedMemory: boolean;
 }
@@ -339,6 +341,7 @@ export class Daemon {
         // Backpressure: stop reading until the peer stream drains; meanwhile
         // frames wait in the socket buffer, or drop there as kernel_ring.
         port.pause();
+        a.pauses++;
         this.peers.onDrain(peer.node, () => {
           if (this.wires.get(uid) === wire) port.start(onFrames);
         });
@@ -449,6 +452,8 @@ export class Daemon {
       rtPriority: this.rtPriority,
       keepsFreedMemory: this.keepsFreedMemory,
       malformed: this.malformed,
+      tlsRefused: this.peers.tlsRefused,
+      lastTlsRefusal: this.peers.lastTlsRefusal,
     };
   }
 

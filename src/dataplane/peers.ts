@@ -224,6 +224,10 @@ export class Peers {
   private readonly subs = new Map<string, Subscription>();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly server: http2.Http2Server | http2.Http2SecureServer;
+  /** connections refused in the TLS handshake (no client certificate, a foreign one...) */
+  tlsRefused = 0;
+  /** why the last one was refused, with the address it came from */
+  lastTlsRefusal = '';
 
   constructor(
     private readonly self: { node: string; lab: string },
@@ -233,6 +237,17 @@ export class Peers {
     this.server = tlsFiles
       ? http2.createSecureServer({ ...h2Options, cert: tlsFiles.cert, key: tlsFiles.key, ca: tlsFiles.ca, requestCert: true, rejectUnauthorized: true })
       : http2.createServer(h2Options);
+    // A refused client never gets a session, so without this it would leave no trace.
+    this.server.on('tlsClientError', (err: Error, sock: tls.TLSSocket) => {
+      this.tlsRefused++;
+      // The TLS socket is closed by now; the TCP socket under it kept the address (see accept()).
+      const tcp = (sock as tls.TLSSocket & { _parent?: net.Socket })._parent;
+      const from = sock.remoteAddress ?? tcp?.remoteAddress ?? 'unknown address';
+      // A certificate that does not verify closes the socket without an error
+      // of its own; OpenSSL's errors carry a short reason beside a message with source paths.
+      const why = sock.authorizationError ? `client certificate refused: ${String(sock.authorizationError)}` : ((err as Error & { reason?: string }).reason ?? err.message);
+      this.lastTlsRefusal = `${from}: ${why}`;
+    });
     this.server.on('session', (s: http2.ServerHttp2Session) => {
       this.sessions.add(s);
       s.on('error', () => {}); // the stream's handlers see what matters
@@ -244,6 +259,8 @@ export class Peers {
 
   /** Takes a data-plane connection the daemon accepted. */
   accept(sock: net.Socket): void {
+    // Reading the address caches it on the socket, so a refusal can still name it after the close.
+    void sock.remoteAddress;
     this.server.emit('connection', sock);
   }
 

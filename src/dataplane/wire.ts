@@ -37,6 +37,8 @@ export interface EndCounters {
   drops: DropCounters;
   /** frames live capture readers could not take (wire frames are never lost for capture) */
   captureDrops: number;
+  /** times reading this end stopped because the queue to the peer passed its high-water mark */
+  backpressurePauses: number;
 }
 
 const SCRATCH = 256;
@@ -47,6 +49,8 @@ export class WireEnd {
   queueFull = 0;
   peerDown = 0;
   tooBig = 0;
+  /** times the daemon stopped reading this end for backpressure */
+  pauses = 0;
   private n = 0;
   private hdrOff = new Int32Array(SCRATCH);
   private dataOff = new Int32Array(SCRATCH);
@@ -131,6 +135,7 @@ export class WireEnd {
         sendError: s.txError,
       },
       captureDrops: this.ring.readerDrops,
+      backpressurePauses: this.pauses,
     };
   }
 }
