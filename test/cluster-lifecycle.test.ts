@@ -116,7 +116,7 @@ t.test('cluster mode over a pod lifetime', async (t) => {
     const deletedAt = Date.now();
     t.notOk(cluster.api.get('pods', 'od', 'q1'), 'pod object gone');
     await waitFor('the wire of the deleted pod goes', async () => (await ends(n1, 'od/')).length === 0);
-    const dropped = await waitFor('registration dropped', async () => ((await cluster.cni('CHECK', q1)).json?.code === 3 ? Date.now() : undefined), 30000, 250);
+    const dropped = await waitFor('registration dropped', async () => ((await cluster.cni('CHECK', q1)).json?.code === 3 ? Date.now() : undefined), 20000, 250);
     t.ok(dropped - deletedAt >= ORPHAN_GRACE_S * 1000, `dropped ${dropped - deletedAt} ms after the object went, not before the ${ORPHAN_GRACE_S} s grace`);
     t.match(readFileSync(n1.log, 'utf8'), /forgetting pod od\/q1: its pod object is gone/, 'the daemon says why');
     const again = await cluster.cni('CHECK', q1);

@@ -185,6 +185,8 @@ class DeadlineWatch extends k8s.Watch {
       res.on('error', () => undefined);
       res.on('close', () => finish(null));
       const lines = createInterface({ input: res });
+      // readline re-emits the stream's errors; unhandled, one would kill the daemon.
+      lines.on('error', () => undefined);
       lines.on('line', (line) => {
         if (finished || !line.trim()) return;
         let ev: { type?: string; object?: unknown };

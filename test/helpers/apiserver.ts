@@ -108,6 +108,8 @@ export interface RequestRecord {
   namespace: string;
   name: string;
   allowed: boolean;
+  /** what a write sent (as parsed JSON), before any defaulting or pruning */
+  body?: unknown;
   /** how a watch ended: 'timeout' (its timeoutSeconds), 'closed' (closeWatches or server close), 'client' */
   watchEnd?: 'timeout' | 'closed' | 'client';
   at: number;
@@ -282,14 +284,18 @@ export class StandInApiServer {
    * never ended, and new requests are read but never answered (their
    * connections stay open). speak() answers new requests again; what went
    * silent stays silent, as a connection stuck in a dead proxy does.
+   * Returns the watches it left stuck.
    */
-  silence(): void {
+  silence(): RequestRecord[] {
     this.silent = true;
+    const stuck: RequestRecord[] = [];
     for (const w of this.watchers) {
       if (!this.fromSocket.has(w.res)) continue;
       w.stuck = true;
       if (w.timer) clearTimeout(w.timer);
+      stuck.push(w.record);
     }
+    return stuck;
   }
 
   speak(): void {
@@ -442,13 +448,13 @@ export class StandInApiServer {
       record.status = code;
       return (origWriteHead as (...a: unknown[]) => http.ServerResponse)(code, ...rest);
     }) as typeof res.writeHead;
+    record.allowed = !!user && this.authorize(user, verb, group, record.resource, record.namespace, record.name, route ? '' : url.pathname);
     // Silence: the request is read and never answered; its connection stays open.
     if (this.silent && via === 'socket') {
       req.resume();
       return;
     }
     if (!user) return this.statusError(res, 401, 'Unauthorized', 'Unauthorized');
-    record.allowed = this.authorize(user, verb, group, record.resource, record.namespace, record.name, route ? '' : url.pathname);
     if (!record.allowed) {
       const what = route ? `${route.resource.plural}${group ? `.${group}` : ''}${route.name ? ` "${route.name}"` : ''}` : '';
       const scope = route?.namespace ? `in the namespace "${route.namespace}"` : 'at the cluster scope';
@@ -496,7 +502,11 @@ export class StandInApiServer {
       return this.send(res, 200, o);
     }
     this.readBody(req).then(
-      (body) => (method === 'DELETE' ? this.remove(res, url, resource, key, name!, body as { gracePeriodSeconds?: number }) : this.write(req, res, method, resource, namespace, name, status, body as KubeObject)),
+      (body) => {
+        record.body = body;
+        if (method === 'DELETE') this.remove(res, url, resource, key, name!, body as { gracePeriodSeconds?: number });
+        else this.write(req, res, method, resource, namespace, name, status, body as KubeObject);
+      },
       (err: Error) => this.statusError(res, 400, 'BadRequest', `body is not JSON: ${err.message}`),
     );
   }
@@ -628,6 +638,7 @@ export class StandInApiServer {
     }
     // Only the subresource's part changes; identity fields stay.
     const merged: KubeObject = status ? { ...clone(old), status: next.status } : { ...next, status: resource.schema ? old.status : next.status };
+    if (merged.status === undefined) delete merged.status;
     merged.apiVersion = resource.apiVersion;
     merged.kind = resource.kind;
     const meta = status ? old.metadata : (merged.metadata ?? old.metadata);

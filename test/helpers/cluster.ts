@@ -106,17 +106,18 @@ export class TestCluster {
     this.api.addToken(ADMIN_TOKEN, ADMIN);
   }
 
-  /** Requests the daemons made (not the test's own). */
+  /** Requests the daemons made as the DaemonSet's account (not the test's own). */
   daemonRequests(): RequestRecord[] {
-    return this.api.requests.filter((r) => r.user === this.daemonUser.name);
+    const tokens = new Set([...this.nodes.values()].map((n) => n.token));
+    return this.api.requests.filter((r) => r.user === this.daemonUser.name && tokens.has(r.token));
   }
 
   async start(): Promise<void> {
     await this.api.listen();
   }
 
-  /** A node namespace with a relay to the API and a daemon in cluster mode. */
-  async addNode(short: string, extra: string[] = []): Promise<ClusterNode> {
+  /** A node namespace with a relay to the API and a daemon in cluster mode (as `user`: default the DaemonSet's). */
+  async addNode(short: string, extra: string[] = [], user: UserInfo = this.daemonUser): Promise<ClusterNode> {
     const base = await this.net.addNode(short, { start: false });
     const node: ClusterNode = Object.assign(base, {
       short,
@@ -125,7 +126,7 @@ export class TestCluster {
       token: `${short}-${randomBytes(12).toString('hex')}`,
       relay: null,
     });
-    this.api.addToken(node.token, this.daemonUser);
+    this.api.addToken(node.token, user);
     writeFileSync(
       node.kubeconfig,
       JSON.stringify({
