@@ -1,12 +1,16 @@
 /*
- * patchwire CNI plugin (CNI spec 1.0.0; also answers for 0.3.x, 0.4.0, 1.1.0).
+ * patchwire CNI plugin (CNI spec 1.0.0; also answers for 0.3.x, 0.4.0, and
+ * 1.1.0 with its STATUS and GC).
  *
  * Chained after the primary plugin. It does no plumbing itself: ADD hands the
  * pod's network namespace and identity to the node's wire daemon over a unix
  * socket and returns the previous result unchanged; the daemon wires the pod
  * asynchronously, so ADD answers in milliseconds however many links the pod
- * has. DEL tells the daemon to drop the pod's wires. Written in C and linked
- * statically so it runs on nodes without Node.js or any shared library.
+ * has. DEL tells the daemon to drop the pod's wires. STATUS asks the daemon
+ * whether it is ready (its API watches have listed); GC passes the runtime's
+ * cni.dev/valid-attachments to the daemon, which drops the pods not in it.
+ * Written in C and linked statically so it runs on nodes without Node.js or
+ * any shared library.
  *
  * Daemon protocol: one JSON object per connection each way. The request names
  * the command and the pod; the reply is {} on success or a CNI error object
@@ -427,10 +431,17 @@ int main(int argc, char **argv) {
   if (is_check && version_before(version, "0.4.0")) fail(E_INCOMPATIBLE_VERSION, version, "CHECK needs CNI version 0.4.0 or later, not %s", version);
   if ((is_status || is_gc) && version_before(version, "1.1.0")) fail(E_INCOMPATIBLE_VERSION, version, "%s needs CNI version 1.1.0, not %s", cmd, version);
 
-  if (is_gc) return 0; /* the daemon drops wires of pods that are gone on its own */
+  /* GC: the attachments the runtime still has. libcni also sends the list
+     as cni.dev/attachments (an earlier name in the spec); either will do. */
+  span valid = {NULL, 0};
+  if (is_gc) {
+    if (!json_member(conf, n, "cni.dev/valid-attachments", &valid) && !json_member(conf, n, "cni.dev/attachments", &valid))
+      fail(E_INVALID_CONFIG, "cni.dev/valid-attachments", "GC needs cni.dev/valid-attachments; without it nothing is collected");
+    if (valid.start[0] != '[') fail(E_INVALID_CONFIG, "cni.dev/valid-attachments", "cni.dev/valid-attachments must be an array");
+  }
 
   const char *container = env("CNI_CONTAINERID"), *netns = env("CNI_NETNS"), *ifname = env("CNI_IFNAME");
-  if (!is_status) {
+  if (!is_status && !is_gc) {
     char missing[128] = "";
     if (!*container) strcat(missing, "CNI_CONTAINERID ");
     if (!*ifname) strcat(missing, "CNI_IFNAME ");
@@ -473,6 +484,11 @@ int main(int argc, char **argv) {
   put_str(f, pod);
   fprintf(f, ",\"podUid\":");
   put_str(f, pod_uid);
+  if (is_gc) {
+    /* Passed as it came (already checked to be valid JSON); the daemon checks its entries. */
+    fprintf(f, ",\"validAttachments\":");
+    fwrite(valid.start, 1, valid.len, f);
+  }
   fprintf(f, "}\n");
   fclose(f);
 

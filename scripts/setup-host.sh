@@ -17,6 +17,11 @@ have ethtool || need+=(ethtool)
 have nsenter || need+=(util-linux)
 have openssl || need+=(openssl)
 [ -x /usr/bin/python3 ] || need+=(python3)
+# The native engine links nghttp2; its fuzz target needs clang with libFuzzer and
+# the sanitizer runtimes (npm run fuzz, test/fuzz.test.ts).
+[ -f /usr/include/nghttp2/nghttp2.h ] || need+=(libnghttp2-dev)
+have clang++ || need+=(clang)
+compgen -G '/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a' >/dev/null || need+=(libclang-rt-14-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -7,7 +7,7 @@ import path from 'node:path';
 
 import t from 'tap';
 
-import { PLUGIN, prevResult, runPlugin, TestCluster } from './helpers/cluster.js';
+import { PLUGIN, prevResult, runPlugin, TestCluster, type TestPod } from './helpers/cluster.js';
 import { CLI, run, sh, waitFor } from './helpers/testnet.js';
 
 const cluster = new TestCluster('pwtc');
@@ -65,8 +65,15 @@ t.test('malformed input gets the spec error codes', async (t) => {
   t.equal(del.code, 0, 'DEL succeeds when the daemon is down (it resyncs by itself)');
   t.equal(del.stdout, '', 'DEL prints nothing');
   t.match(del.stderr, /not reachable/, 'but says so on stderr');
-  const gc = await runPlugin(env({ CNI_COMMAND: 'GC' }), conf({ cniVersion: '1.1.0' }));
-  t.equal(gc.code, 0, 'GC (1.1.0) succeeds');
+  const gc = await runPlugin(env({ CNI_COMMAND: 'GC' }), conf({ cniVersion: '1.1.0', 'cni.dev/valid-attachments': [] }));
+  t.equal(gc.json?.code, 11, 'GC (1.1.0) asks to be tried again while the daemon is down (nothing was collected)');
+  const gcNoList = await runPlugin(env({ CNI_COMMAND: 'GC' }), conf({ cniVersion: '1.1.0' }));
+  t.equal(gcNoList.json?.code, 7, 'GC without cni.dev/valid-attachments is refused (an absent list is not an empty one)');
+  t.match(String(gcNoList.json?.msg), /GC needs cni.dev\/valid-attachments/);
+  const gcNotArray = await runPlugin(env({ CNI_COMMAND: 'GC' }), conf({ cniVersion: '1.1.0', 'cni.dev/valid-attachments': {} }));
+  t.equal(gcNotArray.json?.code, 7, 'GC with a valid-attachments that is not an array is refused');
+  const gcOld = await runPlugin(env({ CNI_COMMAND: 'GC' }), conf({ cniVersion: '1.0.0', 'cni.dev/valid-attachments': [] }));
+  t.equal(gcOld.json?.code, 1, 'GC needs CNI 1.1.0');
   const status = await runPlugin(env({ CNI_COMMAND: 'STATUS' }), conf({ cniVersion: '1.1.0' }));
   t.equal(status.json?.code, 50, 'STATUS (1.1.0) reports the plugin unavailable while the daemon is down');
 });
@@ -129,6 +136,66 @@ t.test('ADD, CHECK, DEL against a daemon', async (t) => {
   t.match(st.message, /waiting for pod a to start on node .* \(no CNI ADD yet\)/, 'status says the pod has no CNI ADD');
   const stat = await runPlugin({ ...cluster.cniEnv('STATUS', a) }, JSON.stringify({ cniVersion: '1.1.0', name: 'n', socket: node.cniSocket }));
   t.equal(stat.code, 0, 'STATUS succeeds with the daemon up');
+});
+
+t.test('GC (CNI 1.1.0) drops the pods whose attachments the runtime no longer has', async (t) => {
+  const node = cluster.nodes.get('n1')!;
+  const link = (name: string, peer: string, uid: number): Record<string, unknown> => ({
+    apiVersion: 'networkop.co.uk/v1beta1',
+    kind: 'Topology',
+    metadata: { name },
+    spec: { links: [{ uid, peer_pod: peer, local_intf: 'eth1', peer_intf: 'eth1' }] },
+  });
+  for (const [n, p, uid] of [['g1', 'g2', 1], ['g2', 'g1', 1], ['g3', 'g4', 2], ['g4', 'g3', 2]] as const) t.equal((await cluster.createTopology('gc', link(n, p, uid))).status, 201);
+  const pods = new Map<string, TestPod>();
+  for (const n of ['g1', 'g2', 'g3', 'g4']) pods.set(n, (await cluster.startPod('n1', 'gc', n)).pod);
+  await cluster.waitReady('gc', 'g1', '1/1');
+  await cluster.waitReady('gc', 'g3', '1/1');
+  const ends = async (): Promise<string[]> => (await node.client.listWires()).flatMap((w) => w.ends.map((e) => e.name)).filter((e) => e.startsWith('gc/')).sort();
+  t.same(await ends(), ['gc/g1/eth1', 'gc/g2/eth1', 'gc/g3/eth1', 'gc/g4/eth1'], 'two wires before GC');
+  const gc = (network: string, valid: Array<{ containerID: string; ifname: string }>): ReturnType<typeof runPlugin> =>
+    // The runtime passes only CNI_COMMAND and CNI_PATH for GC; the attachments come in the configuration.
+    runPlugin({ CNI_COMMAND: 'GC', CNI_PATH: '/opt/cni/bin' }, JSON.stringify({ cniVersion: '1.1.0', name: network, type: 'patchwire', socket: node.cniSocket, 'cni.dev/valid-attachments': valid }));
+  const att = (n: string, ifname = 'eth0'): { containerID: string; ifname: string } => ({ containerID: pods.get(n)!.containerId, ifname });
+  const b = cluster.pods.get('cni/b')!;
+
+  // g4 is missing from the list, and g3's attachment is another interface: both go.
+  const first = await gc('k8s-pod-network', [att('g1'), att('g2'), att('g3', 'net1'), { containerID: b.containerId, ifname: 'eth0' }]);
+  t.equal(first.code, 0, `GC succeeds (${first.stdout.trim()})`);
+  t.equal(first.stdout, '', 'GC prints nothing on success');
+  t.same(await ends(), ['gc/g1/eth1', 'gc/g2/eth1'], 'the wire of the collected pods is gone when GC returns; the kept one stays');
+  t.notOk(sh('ip', '-n', pods.get('g4')!.netns, '-o', 'link').includes('eth1'), "g4's interface went with its wire");
+  t.equal((await cluster.cni('CHECK', pods.get('g3')!)).json?.code, 3, 'g3 is no longer known (CHECK: unknown container)');
+  t.equal((await cluster.cni('CHECK', pods.get('g1')!)).code, 0, 'g1 still is');
+  const st = await waitFor('g3 status says it waits for CNI ADD', () => {
+    const l = (cluster.topologyStatus('gc', 'g3')?.links as Array<{ state: string; message: string }> | undefined)?.[0];
+    return l?.state === 'pending' && /no CNI ADD yet/.test(l.message) ? l : undefined;
+  });
+  t.match(st.message, /waiting for pod g3 to start/, 'and the status says why the link is pending');
+  t.match(readFileSync(node.log, 'utf8'), /CNI GC gc\/g4 \(container [0-9a-f]+\)/, 'the daemon logs what GC collected');
+
+  // GC of another network judges only that network's attachments.
+  t.equal((await gc('other-network', [])).code, 0, 'GC for another network succeeds');
+  t.same(await ends(), ['gc/g1/eth1', 'gc/g2/eth1'], 'and collects nothing of ours');
+
+  const garbage = await gc('k8s-pod-network', [{ ifname: 'eth0' } as unknown as { containerID: string; ifname: string }]);
+  t.equal(garbage.json?.code, 7, 'an attachment without containerID is refused');
+  t.same(await ends(), ['gc/g1/eth1', 'gc/g2/eth1'], 'and nothing is collected');
+
+  // ADD again brings a collected pod back.
+  t.equal((await cluster.cni('ADD', pods.get('g3')!)).code, 0);
+  t.equal((await cluster.cni('ADD', pods.get('g4')!)).code, 0);
+  await cluster.waitReady('gc', 'g3', '1/1');
+
+  t.equal((await gc('k8s-pod-network', [])).code, 0, 'GC with an empty list');
+  t.same(await ends(), [], 'collects every pod of the network');
+  for (const n of ['g1', 'g2', 'g3', 'g4']) await cluster.deletePod('gc', n);
+});
+
+t.test('the daemon made no request that deploy/rbac.yaml forbids', async (t) => {
+  const made = cluster.daemonRequests();
+  t.ok(made.length > 0, `the daemon made ${made.length} requests`);
+  t.same(cluster.api.forbidden.map((r) => `${r.verb} ${r.resource} ${r.path}`), [], 'none refused');
 });
 
 t.test('cni install and uninstall', async (t) => {

@@ -1,14 +1,14 @@
 // Lab mode end to end through the CLI: up, traffic, status, exec, reconcile
 // without loss, kill -9 recovery, down without a trace.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import t from 'tap';
 
-import { marked, sendFrames, startCapture, stopCapture } from './helpers/frames.js';
+import { marked, markedAt, startCapture, startStream, stopCapture, waitUntil } from './helpers/frames.js';
 import { labTraces, pw, pwOk, statusJson } from './helpers/labcli.js';
-import { ROOT, TestNet, sh, sleep, waitFor } from './helpers/testnet.js';
+import { ROOT, TestNet, links, listNetns, sh, waitFor } from './helpers/testnet.js';
 
 /** Running (a zombie, killed but not yet reaped by whoever inherited it, is not). */
 function alive(pid: number): boolean {
@@ -18,6 +18,16 @@ function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** Link events from `ip -ts monitor link`: when, which interface, added/changed or deleted. */
+function linkEvents(out: string): Array<{ tsUs: number; ifname: string; deleted: boolean }> {
+  const events: Array<{ tsUs: number; ifname: string; deleted: boolean }> = [];
+  for (const m of out.matchAll(/^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{6})\] (Deleted )?\d+: ([^:@\s]+)/gm)) {
+    // ip prints local time; Date reads a time without a zone as local too.
+    events.push({ tsUs: new Date(m[1]!).getTime() * 1000 + Number(m[2]), ifname: m[4]!, deleted: m[3] !== undefined });
+  }
+  return events;
 }
 
 const LAB = 'pwtlab';
@@ -87,27 +97,59 @@ t.test('reconcile: an untouched wire loses nothing while others change', async (
   writeFileSync(edited, [r1, docs[1], r3].join('\n---\n'));
   const before = { r2: ifindex('r2', 'eth1') };
 
-  // A paced stream on wire 1 (r1 -> r2) while `up` reconciles.
-  const cap = path.join(net.dir, 'reconcile.pcap');
-  const tcpdump = await startCapture(net, ns('r2'), 'eth1', cap);
-  const frames = Array.from({ length: 600 }, (_, i) => {
-    const f = Buffer.alloc(64);
-    Buffer.from('02de00000002' + '02de00000001' + '88b5', 'hex').copy(f);
-    f.write(`PWTREC${String(i).padStart(5, '0')}`, 14, 'ascii');
-    return f;
+  // The edit itself, as the kernel saw it: link events in the pods whose
+  // links change (r1, r3), with their times. A veth pair added and removed
+  // in each shows the monitor is listening before anything happens.
+  const monitors = ['r1', 'r3'].map((pod) => {
+    const proc = spawn('ip', ['-n', ns(pod), '-ts', 'monitor', 'link'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const m = { pod, proc, out: '' };
+    proc.stdout.on('data', (d: Buffer) => (m.out += d.toString()));
+    return m;
   });
-  const sending = sendFrames(net, ns('r1'), 'eth1', frames, 0.004);
-  await sleep(300);
-  const r = await pw('up', '-f', edited, '--name', LAB);
-  t.equal(r.code, 0, 'up on a running lab reconciles');
-  t.match(r.stdout, /reconciled: 1 links added, 1 removed, 2 untouched/);
-  t.equal(await sending, 600);
-  await sleep(500);
-  await stopCapture(tcpdump);
-  const got = marked(cap, 'PWTREC');
-  t.equal(got.length, 600, 'every frame of the paced stream arrived across the reconcile');
-  t.equal(new Set(got.map((g) => g.toString('hex'))).size, 600, 'no duplicates');
-  t.equal(ifindex('r2', 'eth1'), before.r2, 'the untouched wire was not recreated');
+  try {
+    for (const m of monitors) {
+      sh('ip', '-n', ns(m.pod), 'link', 'add', 'pwymon0', 'type', 'veth', 'peer', 'name', 'pwymon1');
+      sh('ip', '-n', ns(m.pod), 'link', 'del', 'pwymon0');
+      await waitFor(`ip monitor in ${m.pod}`, () => /Deleted \d+: pwymon0/.test(m.out));
+    }
+
+    // A continuous stream on wire 1 (r1 -> r2), seen arriving before `up`
+    // starts and stopped only once frames have arrived after the edit.
+    const cap = path.join(net.dir, 'reconcile.pcap');
+    const tcpdump = await startCapture(net, ns('r2'), 'eth1', cap);
+    const stream = startStream(net, ns('r1'), 'eth1', 'PWTREC', 0.004);
+    try {
+      await waitFor('the stream to arrive at r2', () => marked(cap, 'PWTREC').length >= 20);
+      const r = await pw('up', '-f', edited, '--name', LAB);
+      t.equal(r.code, 0, 'up on a running lab reconciles');
+      t.match(r.stdout, /reconciled: 1 links added, 1 removed, 2 untouched/);
+      // The kernel's record of the edit: r1/eth2 and r3/eth2 deleted, eth3 added in both.
+      const events = (): Array<{ pod: string; tsUs: number; ifname: string; deleted: boolean }> =>
+        monitors.flatMap((m) => linkEvents(m.out).map((e) => ({ ...e, pod: m.pod }))).filter((e) => !e.ifname.startsWith('pwymon'));
+      const edits = (): ReturnType<typeof events> => events().filter((e) => e.ifname === 'eth2' || e.ifname === 'eth3');
+      const seen = (): boolean[][] => ['r1', 'r3'].map((pod) => [edits().some((e) => e.pod === pod && e.deleted && e.ifname === 'eth2'), edits().some((e) => e.pod === pod && !e.deleted && e.ifname === 'eth3')]);
+      await waitUntil(() => seen().flat().every(Boolean), 5000);
+      t.same(seen(), [[true, true], [true, true]], 'the kernel saw eth2 deleted and eth3 added in r1 and r3 while the stream ran');
+      t.same(events().filter((e) => e.pod === 'r1' && e.ifname === 'eth1'), [], 'and no change at all to r1/eth1, the untouched end');
+      const window = { from: Math.min(...edits().map((e) => e.tsUs)), to: Math.max(...edits().map((e) => e.tsUs)) };
+      await waitFor('frames that left after the edit', () => markedAt(cap, 'PWTREC').filter((f) => f.tsUs > window.to).length >= 20);
+      const sent = await stream.stop();
+      await waitUntil(() => marked(cap, 'PWTREC').length >= sent);
+      const got = markedAt(cap, 'PWTREC');
+      const early = got.filter((f) => f.tsUs < window.from).length;
+      const late = got.filter((f) => f.tsUs > window.to).length;
+      t.ok(early > 0 && late > 0, `frames of the stream arrived before (${early}) and after (${late}) the edit (${((window.to - window.from) / 1000).toFixed(1)} ms, ${got.length - early - late} frames during it)`);
+      t.equal(got.length, sent, `every one of the ${sent} frames of the stream arrived across the reconcile`);
+      const seqs = got.map((f) => Number(f.data.subarray(20, 26).toString('ascii')));
+      t.same(seqs, Array.from({ length: sent }, (_, i) => i), 'each once, in the order sent');
+    } finally {
+      await stream.stop().catch(() => undefined);
+      await stopCapture(tcpdump);
+    }
+    t.equal(ifindex('r2', 'eth1'), before.r2, 'the untouched wire was not recreated');
+  } finally {
+    for (const m of monitors) m.proc.kill('SIGKILL');
+  }
 
   const s = await statusJson(LAB);
   t.same(s.wires.map((w) => w.uid), [1, 2, 4]);
@@ -127,7 +169,7 @@ t.test('kill -9 of a daemon: the lab brings it back, wires return, pod interface
   const after = await waitFor('node2 restarted', async () => {
     const x = await statusJson(LAB);
     const n = x.nodes.find((m) => m.name === 'node2')!;
-    return n.healthy && n.pid !== node2.pid && x.wires.every((w) => w.state === 'up') ? x : undefined;
+    return n.healthy && n.pid !== node2.pid && x.wires.length === 3 && x.wires.every((w) => w.state === 'up') ? x : undefined;
   }, 30000, 200);
   t.not(after.nodes.find((n) => n.name === 'node2')!.pid, node2.pid, 'a new daemon process');
   t.equal(after.nodes.find((n) => n.name === 'node2')!.restarts, 1, 'the supervisor counted the restart');
@@ -140,6 +182,9 @@ t.test('kill -9 of a daemon: the lab brings it back, wires return, pod interface
 
 t.test('down leaves no namespace, interface, process or file', async (t) => {
   t.ok(labTraces(LAB).namespaces.length > 0, 'the lab had namespaces');
+  // The daemons' ends of veth wires live in the node namespaces.
+  const hostEnds = labTraces(LAB).namespaces.filter((n) => n.startsWith(`pwn-${LAB}-`)).flatMap((n) => links(n)).filter((l) => /^pw[0-9a-f]{12}$/.test(l));
+  t.equal(hostEnds.length, 4, `the node namespaces hold the host ends of the 2 veth wires (${hostEnds.join(', ')})`);
   // A daemon a user started inside a pod must not outlive the lab.
   const bg = await pw('exec', LAB, 'r1', '--', 'sh', '-c', 'sleep 1000 >/dev/null 2>&1 & echo $!');
   const sleeper = Number(bg.stdout.trim());
@@ -149,7 +194,14 @@ t.test('down leaves no namespace, interface, process or file', async (t) => {
   t.equal(r.code, 0);
   t.match(r.stderr, /removed 6 namespaces and \d+ processes/);
   t.same(labTraces(LAB), { namespaces: [], processes: [], dir: false });
-  t.notMatch(sh('ip', '-o', 'link', 'show'), /pw[0-9a-f]{12}/, 'no veth host end in the root namespace');
+  const everywhere = ['', ...listNetns()].flatMap((n) => {
+    try {
+      return links(n);
+    } catch {
+      return []; // a namespace of another test, deleted meanwhile
+    }
+  });
+  t.same(hostEnds.filter((h) => everywhere.includes(h)), [], 'none of those host ends is left, in the root namespace or any other');
   const again = await pw('down', LAB);
   t.equal(again.code, 1, 'down of a lab that is not there says so');
   t.match(again.stderr, /no lab named 'pwtlab'/);
@@ -191,13 +243,17 @@ t.test('up failures leave nothing behind', async (t) => {
 });
 
 t.test('containerlab file comes up with pinned pods', async (t) => {
-  const r = await pw('up', '-f', path.join(ROOT, 'examples', 'clos.clab.yml'), '--name', LAB, '--nodes', '3', '--rt-priority', '1');
+  const clab = path.join(ROOT, 'examples', 'clos.clab.yml');
+  const clabLinks = Number(/(\d+) links\)/.exec(await pwOk('validate', '-f', clab))?.[1]);
+  t.ok(clabLinks > 0, `the file declares ${clabLinks} links`);
+  const r = await pw('up', '-f', clab, '--name', LAB, '--nodes', '3', '--rt-priority', '1');
   t.equal(r.code, 0, r.stderr);
   const s = await statusJson(LAB);
   t.equal(s.nodes.length, 3);
   for (const n of s.nodes) t.same(schedPolicies(n.pid), ['SCHED_RR'], `up --rt-priority 1: every thread of the daemon of ${n.name} is SCHED_RR`);
   t.equal(s.pods.find((p) => p.name === 'host1')!.node, 'node1', 'host1 pinned to node1');
-  t.ok(s.wires.every((w) => w.state === 'up'));
+  t.equal(s.wires.length, clabLinks, `one wire per link of the file (${clabLinks})`);
+  t.same(s.wires.filter((w) => w.state !== 'up'), [], 'and every one of them up');
   const mtu = await pw('exec', LAB, 'host1', '--', 'cat', '/sys/class/net/eth1/mtu');
   t.equal(mtu.stdout.trim(), '9000', 'the extension MTU is applied');
   await pwOk('down', LAB);

@@ -3,7 +3,6 @@ import { parseArgs } from 'node:util';
 
 import { controlServiceFor } from '../control/service.js';
 import { Daemon, type TlsFiles } from '../daemon/daemon.js';
-import { rxSettings } from '../endpoint/endpoint.js';
 import { parseRtPriority, UsageError } from './usage.js';
 import { parseHostPort } from '../util/hostport.js';
 import { DEFAULT_CNI_SOCKET } from '../cni/protocol.js';
@@ -38,7 +37,6 @@ Options:
   --rt-priority N      run the daemon's threads under SCHED_RR at priority N (1-99) so busy
                        pods cannot delay frames; 0 (default) keeps normal scheduling.
                        Costs CPU: a daemon woken at once wakes for every few frames.
-  --rx MODE            how AF_PACKET endpoints receive: mmsg (recvmmsg, default) or ring (TPACKET_V3)
   --capture-dir DIR    also write every wire end to pcapng files in DIR, rotated:
   --capture-file-bytes N   start a new file at N bytes (default 16777216)
   --capture-files K        keep K files per wire end (default 8)
@@ -49,6 +47,13 @@ Cluster mode:
   --cni-socket PATH    where the CNI plugin reaches this daemon (default /run/patchwire/cni.sock)
   --data-port N        port peer daemons listen on at their host IPs (default: the --listen port)
   --resync-seconds N   full reconcile period; retries failed plumbing (default 10)
+  --orphan-grace-seconds N
+                       forget a pod the CNI plugin registered once its pod object has been
+                       gone this long (its CNI DEL was missed) (default 30)
+  --api-timeout-seconds N
+                       an API request unanswered after N seconds is abandoned and retried;
+                       watches ask the server to end them after 5N and are abandoned N later
+                       (a silent API server cannot stall the daemon) (default 60)
 `;
 
 export async function daemonMain(argv: string[]): Promise<void> {
@@ -69,7 +74,6 @@ export async function daemonMain(argv: string[]): Promise<void> {
       health: { type: 'string', default: '' },
       'capture-ring-bytes': { type: 'string' },
       'capture-dir': { type: 'string' },
-      rx: { type: 'string', default: 'mmsg' },
       'rt-priority': { type: 'string', default: '0' },
       'capture-file-bytes': { type: 'string', default: String(16 << 20) },
       'capture-files': { type: 'string', default: '8' },
@@ -78,6 +82,8 @@ export async function daemonMain(argv: string[]): Promise<void> {
       'cni-socket': { type: 'string', default: DEFAULT_CNI_SOCKET },
       'data-port': { type: 'string' },
       'resync-seconds': { type: 'string', default: '10' },
+      'orphan-grace-seconds': { type: 'string', default: '30' },
+      'api-timeout-seconds': { type: 'string', default: '60' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -101,6 +107,10 @@ export async function daemonMain(argv: string[]): Promise<void> {
   if (cluster && (!Number.isInteger(dataPort) || dataPort < 1 || dataPort > 65535)) throw new UsageError(`daemon: data port '${values['data-port'] ?? values.listen}' is not a port number`);
   const resyncSeconds = Number(values['resync-seconds']);
   if (!Number.isFinite(resyncSeconds) || resyncSeconds < 1) throw new UsageError(`daemon: --resync-seconds '${values['resync-seconds']}' must be at least 1`);
+  const orphanGraceSeconds = Number(values['orphan-grace-seconds']);
+  if (!Number.isFinite(orphanGraceSeconds) || orphanGraceSeconds < 0) throw new UsageError(`daemon: --orphan-grace-seconds '${values['orphan-grace-seconds']}' must be 0 or more`);
+  const apiTimeoutSeconds = Number(values['api-timeout-seconds']);
+  if (!Number.isFinite(apiTimeoutSeconds) || apiTimeoutSeconds < 1) throw new UsageError(`daemon: --api-timeout-seconds '${values['api-timeout-seconds']}' must be at least 1`);
   const tlsParts = [values['tls-cert'], values['tls-key'], values['tls-ca']];
   let tls: TlsFiles | null = null;
   if (tlsParts.some(Boolean)) {
@@ -115,8 +125,6 @@ export async function daemonMain(argv: string[]): Promise<void> {
     if (!Number.isSafeInteger(ringBytes) || ringBytes < 0) throw new UsageError(`daemon: --capture-ring-bytes '${values['capture-ring-bytes']}' is not a byte count`);
   }
   const rtPriority = parseRtPriority('daemon', values['rt-priority']!);
-  if (values.rx !== 'mmsg' && values.rx !== 'ring') throw new UsageError(`daemon: --rx '${values.rx}' is not mmsg or ring`);
-  rxSettings.mode = values.rx;
   let captureFiles;
   if (values['capture-dir']) {
     const maxBytes = Number(values['capture-file-bytes']);
@@ -145,6 +153,8 @@ export async function daemonMain(argv: string[]): Promise<void> {
         dataPort,
         cniSocket: values['cni-socket']!,
         resyncMs: resyncSeconds * 1000,
+        orphanGraceMs: orphanGraceSeconds * 1000,
+        apiTimeoutMs: apiTimeoutSeconds * 1000,
       })
     : null;
   daemon.setRealtime(rtPriority);

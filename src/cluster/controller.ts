@@ -9,8 +9,9 @@ import * as k8s from '@kubernetes/client-node';
 
 import type { Daemon, WireStatus } from '../daemon/daemon.js';
 import { linkExists } from '../netns/ip.js';
-import { CNI_ERR, CniError, type CniRequest } from '../cni/protocol.js';
+import { type CniAttachment, CNI_ERR, CniError, type CniRequest } from '../cni/protocol.js';
 import { startCniServer } from '../cni/server.js';
+import { ApiClient } from './api.js';
 import {
   computePlan,
   type LinkStatus,
@@ -24,7 +25,7 @@ import {
   type TopologyObject,
   type TopologyStatus,
 } from './plan.js';
-import { podKey, PodRegistry } from './registry.js';
+import { podKey, PodRegistry, type RegisteredPod } from './registry.js';
 import { serialized } from '../util/serial.js';
 
 export interface ClusterOptions {
@@ -39,9 +40,16 @@ export interface ClusterOptions {
   statusMs?: number;
   /** a CNI registration without a pod object is dropped after this long, ms */
   orphanGraceMs?: number;
+  /**
+   * every API request must be answered within this, ms; watches ask the
+   * server to end them after five times as long (see api.ts)
+   */
+  apiTimeoutMs?: number;
 }
 
 const PLUMB_PARALLEL = 8;
+/** status is written while a pod's plumbing goes on: every this many wires, or each second */
+const PROGRESS_EVERY = 25;
 const DEL_WAIT_MS = 20000;
 
 function podInfo(p: k8s.V1Pod): PodInfo {
@@ -63,18 +71,17 @@ class Watched<T extends k8s.KubernetesObject> {
   private backoff = 500;
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
-  readonly informer: k8s.Informer<T> & k8s.ObjectCache<T>;
+  readonly informer: k8s.ListWatch<T>;
 
   constructor(
     readonly what: string,
-    kc: k8s.KubeConfig,
+    api: ApiClient,
     path: string,
-    list: () => Promise<k8s.KubernetesListObject<T>>,
     onChange: () => void,
     log: (m: string) => void,
   ) {
     const listed = async (): Promise<k8s.KubernetesListObject<T>> => {
-      const r = await list();
+      const r = await api.list<T>(path);
       // The informer applies the list right after this resolves; onChange is debounced past that.
       this.synced = true;
       this.lastError = '';
@@ -82,7 +89,7 @@ class Watched<T extends k8s.KubernetesObject> {
       onChange();
       return r;
     };
-    this.informer = k8s.makeInformer(kc, path, listed);
+    this.informer = new k8s.ListWatch<T>(path, api.watcher(), listed, false);
     this.informer.on('add', onChange);
     this.informer.on('update', onChange);
     this.informer.on('delete', onChange);
@@ -113,7 +120,7 @@ class Watched<T extends k8s.KubernetesObject> {
 export class ClusterController {
   readonly registry = new PodRegistry();
   private readonly kc = new k8s.KubeConfig();
-  private custom!: k8s.CustomObjectsApi;
+  private api!: ApiClient;
   private topologies!: Watched<k8s.KubernetesObject>;
   private pods!: Watched<k8s.V1Pod>;
   private cni: net.Server | null = null;
@@ -151,18 +158,11 @@ export class ClusterController {
 
   /** Call after daemon.start(): its restored wires are then the starting point. */
   async start(): Promise<void> {
-    this.custom = this.kc.makeApiClient(k8s.CustomObjectsApi);
-    const core = this.kc.makeApiClient(k8s.CoreV1Api);
+    const requestMs = this.opts.apiTimeoutMs ?? 60000;
+    this.api = new ApiClient(this.kc, { requestMs, watchSeconds: Math.max(1, Math.round((requestMs * 5) / 1000)) });
     const changed = (): void => this.schedule();
-    this.topologies = new Watched(
-      'Topology objects',
-      this.kc,
-      `/apis/${TOPOLOGY_GROUP}/${TOPOLOGY_VERSION}/${TOPOLOGY_PLURAL}`,
-      () => this.custom.listClusterCustomObject({ group: TOPOLOGY_GROUP, version: TOPOLOGY_VERSION, plural: TOPOLOGY_PLURAL }) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>,
-      changed,
-      this.log,
-    );
-    this.pods = new Watched('pods', this.kc, '/api/v1/pods', () => core.listPodForAllNamespaces(), changed, this.log);
+    this.topologies = new Watched('Topology objects', this.api, `/apis/${TOPOLOGY_GROUP}/${TOPOLOGY_VERSION}/${TOPOLOGY_PLURAL}`, changed, this.log);
+    this.pods = new Watched('pods', this.api, '/api/v1/pods', changed, this.log);
     this.daemon.notReady = () => this.notReady();
     this.cni = await startCniServer(this.opts.cniSocket, (req) => this.handleCni(req), this.log);
     this.topologies.start();
@@ -256,6 +256,7 @@ export class ClusterController {
     }
     let lastFlush = Date.now();
     let next = 0;
+    let done = 0;
     const worker = async (): Promise<void> => {
       while (next < todo.length && !this.stopped) {
         const spec = todo[next++]!;
@@ -268,7 +269,8 @@ export class ClusterController {
           this.log(`wire ${spec.uid} (${spec.local.pod}/${spec.local.ifname}): ${(err as Error).message}`);
         }
         // Progress for pods with many links shows in their status while plumbing goes on.
-        if (Date.now() - lastFlush > 1000) {
+        done += 1;
+        if (done % PROGRESS_EVERY === 0 || Date.now() - lastFlush > 1000) {
           lastFlush = Date.now();
           await this.writeStatuses().catch(() => undefined);
         }
@@ -359,13 +361,11 @@ export class ClusterController {
       const text = JSON.stringify(status);
       if (this.written.get(key) === text) continue;
       try {
-        await this.custom.patchNamespacedCustomObjectStatus(
-          { group: TOPOLOGY_GROUP, version: TOPOLOGY_VERSION, plural: TOPOLOGY_PLURAL, namespace: t.namespace, name: t.name, body: { status } },
-          k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
-        );
+        const where = `/apis/${TOPOLOGY_GROUP}/${TOPOLOGY_VERSION}/namespaces/${encodeURIComponent(t.namespace)}/${TOPOLOGY_PLURAL}/${encodeURIComponent(t.name)}/status`;
+        await this.api.request('PATCH', where, { status }, 'application/merge-patch+json');
         this.written.set(key, text);
       } catch (err) {
-        const code = (err as { code?: number }).code;
+        const code = (err as { statusCode?: number }).statusCode;
         if (code !== 404) this.log(`status of Topology ${key}: ${(err as Error).message.split('\n')[0]}`);
       }
     }
@@ -378,7 +378,7 @@ export class ClusterController {
     switch (req.command) {
       case 'ADD': {
         if (!existsSync(req.netns)) throw new CniError(CNI_ERR.invalidEnv, `network namespace ${req.netns} does not exist`, 'CNI_NETNS');
-        const changed = this.registry.add({ namespace: req.namespace, pod: req.pod, podUid: req.podUid, containerId: req.containerId, netns: req.netns });
+        const changed = this.registry.add({ namespace: req.namespace, pod: req.pod, podUid: req.podUid, containerId: req.containerId, netns: req.netns, ifName: req.ifName, network: req.network });
         if (changed) {
           this.log(`CNI ADD ${who} (${req.netns})`);
           await this.daemon.persist();
@@ -388,24 +388,52 @@ export class ClusterController {
       }
       case 'DEL': {
         const gone = this.registry.removeContainer(req.containerId);
-        if (!gone) return;
-        this.log(`CNI DEL ${gone.namespace}/${gone.pod}`);
-        // The pod's own wires go now, even while the API server is unreachable;
-        // the reconcile that follows settles the rest (nothing, normally).
-        for (const w of this.daemon.listWires()) {
-          const ends = [w.spec.local, ...(w.spec.localPeer ? [w.spec.localPeer] : [])];
-          if (ends.some((e) => e.netns === gone.netns)) await this.daemon.removeWire(w.spec.uid).catch((err: Error) => this.log(`removing wire ${w.spec.uid}: ${err.message}`));
-        }
-        await this.daemon.persist();
-        // Answer once the reconcile is through, but never hold pod removal for long.
-        await Promise.race([this.reconcileNow(), new Promise((r) => setTimeout(r, DEL_WAIT_MS).unref())]);
+        if (gone) await this.forget([gone], 'CNI DEL');
         return;
       }
       case 'CHECK':
         return this.check(req);
-      case 'STATUS':
+      case 'STATUS': {
+        // CNI 1.1.0: a plugin that cannot serve ADD says so with code 50.
+        // ADD would register the pod, but nothing gets wired until the watches have listed.
+        const why = this.notReady();
+        if (why) throw new CniError(CNI_ERR.notAvailable, `patchwire daemon on node ${this.daemon.opts.node} is not ready: ${why}`);
         return;
+      }
+      case 'GC':
+        return this.collect(req.network, req.validAttachments ?? []);
     }
+  }
+
+  /**
+   * CNI GC: the runtime names the attachments it still has; registrations
+   * of this network that are not among them (their DEL never came) go, with
+   * their wires. Registrations of other networks are not ours to judge.
+   */
+  private async collect(network: string, valid: CniAttachment[]): Promise<void> {
+    const keep = new Set(valid.map((a) => `${a.containerId}\0${a.ifName}`));
+    const keepIds = new Set(valid.map((a) => a.containerId));
+    const stale = this.registry.retain((p) => {
+      if (p.network && network && p.network !== network) return true;
+      // Registrations from before ifName was recorded match on the container alone.
+      return p.ifName ? keep.has(`${p.containerId}\0${p.ifName}`) : keepIds.has(p.containerId);
+    });
+    if (stale.length) await this.forget(stale, 'CNI GC');
+  }
+
+  /** Drops the wires of pods whose registration just went, persists, and reconciles. */
+  private async forget(gone: RegisteredPod[], why: string): Promise<void> {
+    for (const p of gone) this.log(`${why} ${p.namespace}/${p.pod} (container ${p.containerId})`);
+    const netns = new Set(gone.map((p) => p.netns));
+    // The pods' own wires go now, even while the API server is unreachable;
+    // the reconcile that follows settles the rest (nothing, normally).
+    for (const w of this.daemon.listWires()) {
+      const ends = [w.spec.local, ...(w.spec.localPeer ? [w.spec.localPeer] : [])];
+      if (ends.some((e) => netns.has(e.netns))) await this.daemon.removeWire(w.spec.uid).catch((err: Error) => this.log(`removing wire ${w.spec.uid}: ${err.message}`));
+    }
+    await this.daemon.persist();
+    // Answer once the reconcile is through, but never hold pod removal for long.
+    await Promise.race([this.reconcileNow(), new Promise((r) => setTimeout(r, DEL_WAIT_MS).unref())]);
   }
 
   private async check(req: CniRequest): Promise<void> {

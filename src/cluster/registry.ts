@@ -9,6 +9,9 @@ export interface RegisteredPod {
   podUid: string;
   containerId: string;
   netns: string;
+  /** CNI_IFNAME and network name of the ADD: with containerId they name the attachment GC keeps or drops */
+  ifName?: string;
+  network?: string;
 }
 
 export function podKey(namespace: string, pod: string): string {
@@ -26,7 +29,7 @@ export class PodRegistry implements StateSection {
   add(p: RegisteredPod): boolean {
     const key = podKey(p.namespace, p.pod);
     const old = this.pods.get(key);
-    if (old && old.containerId === p.containerId && old.netns === p.netns && old.podUid === p.podUid) return false;
+    if (old && old.containerId === p.containerId && old.netns === p.netns && old.podUid === p.podUid && old.ifName === p.ifName && old.network === p.network) return false;
     this.pods.set(key, { ...p });
     return true;
   }
@@ -66,7 +69,15 @@ export class PodRegistry implements StateSection {
     if (!Array.isArray(v)) return;
     for (const p of v as RegisteredPod[]) {
       if (p && typeof p.namespace === 'string' && typeof p.pod === 'string' && typeof p.netns === 'string' && typeof p.containerId === 'string') {
-        this.pods.set(podKey(p.namespace, p.pod), { namespace: p.namespace, pod: p.pod, podUid: p.podUid ?? '', containerId: p.containerId, netns: p.netns });
+        this.pods.set(podKey(p.namespace, p.pod), {
+          namespace: p.namespace,
+          pod: p.pod,
+          podUid: p.podUid ?? '',
+          containerId: p.containerId,
+          netns: p.netns,
+          ...(typeof p.ifName === 'string' ? { ifName: p.ifName } : {}),
+          ...(typeof p.network === 'string' ? { network: p.network } : {}),
+        });
       }
     }
   }

@@ -3,8 +3,14 @@
 
 export const DEFAULT_CNI_SOCKET = '/run/patchwire/cni.sock';
 
+/** One entry of GC's cni.dev/valid-attachments: an attachment the runtime still has. */
+export interface CniAttachment {
+  containerId: string;
+  ifName: string;
+}
+
 export interface CniRequest {
-  command: 'ADD' | 'DEL' | 'CHECK' | 'STATUS';
+  command: 'ADD' | 'DEL' | 'CHECK' | 'STATUS' | 'GC';
   cniVersion: string;
   /** network name from the configuration */
   network: string;
@@ -15,6 +21,8 @@ export interface CniRequest {
   namespace: string;
   pod: string;
   podUid: string;
+  /** GC only: the attachments to keep (the plugin passes the runtime's list as it came) */
+  validAttachments?: CniAttachment[];
 }
 
 /** CNI spec error codes used here (SPEC.md, "Error"); 100 and up are ours. */
@@ -40,7 +48,18 @@ export class CniError extends Error {
   }
 }
 
-const COMMANDS = ['ADD', 'DEL', 'CHECK', 'STATUS'];
+const COMMANDS = ['ADD', 'DEL', 'CHECK', 'STATUS', 'GC'];
+
+/** cni.dev/valid-attachments: [{"containerID": "...", "ifname": "..."}, ...] (CNI spec 1.1.0, GC). */
+function parseAttachments(v: unknown): CniAttachment[] {
+  if (!Array.isArray(v)) throw new CniError(CNI_ERR.invalidConfig, 'GC request lacks cni.dev/valid-attachments (an array); nothing is collected without it', 'cni.dev/valid-attachments');
+  return v.map((a, i) => {
+    const o = typeof a === 'object' && a !== null && !Array.isArray(a) ? (a as Record<string, unknown>) : null;
+    if (!o || typeof o.containerID !== 'string' || o.containerID === '') throw new CniError(CNI_ERR.invalidConfig, `cni.dev/valid-attachments[${i}] has no containerID string`, 'cni.dev/valid-attachments');
+    if (o.ifname !== undefined && typeof o.ifname !== 'string') throw new CniError(CNI_ERR.invalidConfig, `cni.dev/valid-attachments[${i}].ifname is not a string`, 'cni.dev/valid-attachments');
+    return { containerId: o.containerID, ifName: (o.ifname as string | undefined) ?? '' };
+  });
+}
 
 /** Parses and checks a request; a CniError names what is wrong. */
 export function parseCniRequest(text: string): CniRequest {
@@ -76,5 +95,6 @@ export function parseCniRequest(text: string): CniRequest {
     if (!req.netns.startsWith('/')) throw new CniError(CNI_ERR.invalidEnv, `network namespace '${req.netns}' is not an absolute path`, 'CNI_NETNS');
   }
   if (req.command === 'DEL' && req.containerId === '') throw new CniError(CNI_ERR.invalidEnv, 'DEL request lacks containerId', 'CNI_CONTAINERID');
+  if (req.command === 'GC') req.validAttachments = parseAttachments(o.validAttachments);
   return req;
 }

@@ -13,6 +13,8 @@ export interface PbHealth {
   wires: number;
   unknown_wire: number;
   malformed: number;
+  tls_refused: number;
+  last_tls_refusal: string;
   peers: Array<{ node: string; address: string; inbound: boolean; outbound: boolean; reconnects: number; frames_in: number; frames_out: number; last_error: string }>;
   rt_priority: number;
   keeps_freed_memory: boolean;

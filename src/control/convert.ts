@@ -35,6 +35,7 @@ export interface PbCounters {
   tx_bytes: number;
   drops: PbDrops;
   capture_drops: number;
+  backpressure_pauses: number;
 }
 export interface PbWireStatus {
   spec: PbWireSpec;
@@ -96,6 +97,7 @@ function countersToPb(c: EndCounters): PbCounters {
       send_error: d.sendError,
     },
     capture_drops: c.captureDrops,
+    backpressure_pauses: c.backpressurePauses,
   };
 }
 

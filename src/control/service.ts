@@ -53,6 +53,8 @@ export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.Unty
         rt_priority: h.rtPriority,
         keeps_freed_memory: h.keepsFreedMemory,
         malformed: h.malformed,
+        tls_refused: h.tlsRefused,
+        last_tls_refusal: h.lastTlsRefusal,
         peers: h.peers.map((p) => ({
           node: p.node,
           address: p.address,

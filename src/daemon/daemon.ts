@@ -111,8 +111,10 @@ export interface Health {
   malformed: number;
   /** frames in batches that could not be decoded */
   malformedFrames: number;
-  /** peer connections or streams refused (TLS, lab, hello, protocol) */
+  /** peer streams refused (lab, hello, protocol, method) */
   refusedStreams: number;
+  tlsRefused: number;
+  lastTlsRefusal: string;
   rtPriority: number;
   keepsFreedMemory: boolean;
 }
@@ -417,6 +419,8 @@ export class Daemon {
       rtPriority: this.rtPriority,
       keepsFreedMemory: this.keepsFreedMemory,
       malformed: h.malformed,
+      tlsRefused: h.tlsRefused,
+      lastTlsRefusal: h.lastTlsRefusal,
     };
   }
 

@@ -38,8 +38,8 @@ export interface EndCounters {
   drops: DropCounters;
   /** frames live capture readers could not take (wire frames are never lost for capture) */
   captureDrops: number;
-  /** times backpressure stopped reading the endpoint until the peer stream drained */
-  pauses: number;
+  /** times reading this end stopped because the queue to the peer passed its high-water mark */
+  backpressurePauses: number;
 }
 
 /** One endpoint of a wire on this daemon, with its capture ring. */
@@ -77,6 +77,6 @@ export function endCounters(c: EngineEndCounters | undefined, ring: EngineRing):
       sendError: z.sendError ?? 0,
     },
     captureDrops: ring.readerDrops,
-    pauses: z.pauses ?? 0,
+    backpressurePauses: z.pauses ?? 0,
   };
 }

@@ -69,13 +69,6 @@ export function maxFrameFor(mtu: number): number {
   return mtu + 14 + 8;
 }
 
-/**
- * How AF_PACKET ports receive, for the whole daemon: 'mmsg' (recvmmsg, the
- * default: measured faster and without the ring's retire-timer latency) or
- * 'ring' (a TPACKET_V3 ring, kept to measure against).
- */
-export const rxSettings = { mode: 'mmsg' as 'mmsg' | 'ring', ringBlockBytes: 1 << 20, ringBlocks: 16, ringRetireMs: 1 };
-
 /** Receive slots big enough for the endpoint's largest frame (a GSO super-frame with a virtio-net header). */
 export function slotSizeFor(vnetHdr: boolean, mtu: number): number {
   return vnetHdr ? Math.max(VNET_SLOT, mtu + 256) : mtu + 256;
@@ -84,16 +77,7 @@ export function slotSizeFor(vnetHdr: boolean, mtu: number): number {
 /** A port driven from JavaScript (the floor relay bench); daemons use the frame engine. */
 export function makePort(fd: number, kind: 'packet' | 'tap', vnetHdr: boolean, mtu: number): NativePort {
   const slot = slotSizeFor(vnetHdr, mtu);
-  const port = new wire.Port(fd, kind, vnetHdr, slot, RX_SLOTS);
-  if (kind === 'packet' && rxSettings.mode === 'ring') {
-    try {
-      port.useRing(rxSettings.ringBlockBytes, rxSettings.ringBlocks, rxSettings.ringRetireMs);
-    } catch (err) {
-      port.close();
-      throw err;
-    }
-  }
-  return port;
+  return new wire.Port(fd, kind, vnetHdr, slot, RX_SLOTS);
 }
 
 /** Every problem with an endpoint spec, before anything is created. */
@@ -117,7 +101,8 @@ export function endpointProblems(spec: EndpointSpec): string[] {
 /** What every kind shares: its name, its fd once open, and the frame size its MTU allows. */
 export abstract class EndpointBase implements Endpoint {
   readonly name: string;
-  readonly maxFrame: number;
+  /** from the spec's MTU; a host endpoint sets it from its interface on open */
+  maxFrame: number;
   io: PortIo | null = null;
   /** whether the engine owns the fd (it closes it) */
   protected handedOff = false;
@@ -129,9 +114,10 @@ export abstract class EndpointBase implements Endpoint {
     this.maxFrame = maxFrameFor(effectiveMtu(spec));
   }
 
-  protected setIo(fd: number, kind: 'packet' | 'tap', vnetHdr: boolean): void {
+  /** `mtu`: the interface's, when it is not the spec's (a host endpoint's own). */
+  protected setIo(fd: number, kind: 'packet' | 'tap', vnetHdr: boolean, mtu = effectiveMtu(this.spec)): void {
     this.vnetHdr = vnetHdr;
-    this.io = { fd, kind, vnetHdr, slotSize: slotSizeFor(vnetHdr, effectiveMtu(this.spec)), slots: RX_SLOTS };
+    this.io = { fd, kind, vnetHdr, slotSize: slotSizeFor(vnetHdr, mtu), slots: RX_SLOTS };
     this.handedOff = false;
   }
 

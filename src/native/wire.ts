@@ -39,8 +39,6 @@ export interface NativePort {
   send(buf: Uint8Array, hdrOff: Int32Array, dataOff: Int32Array, dataLen: Int32Array, count: number): number;
   stats(): PortStats;
   close(): void;
-  /** receive through a TPACKET_V3 ring instead of recvmmsg (AF_PACKET ports, before start) */
-  useRing(blockBytes: number, blocks: number, retireMs: number): void;
 }
 
 /** Counters of one wire end as the engine keeps them. */

@@ -2,7 +2,9 @@
 // server (test/helpers/apiserver.ts), nodes that are network namespaces with
 // a real patchwire daemon each in --cluster mode, and a tiny "kubelet" that
 // makes pod namespaces, pod objects, and runs the real CNI plugin binary
-// exactly as a runtime does.
+// exactly as a runtime does. The daemons authenticate as the ServiceAccount
+// the DaemonSet in deploy/ runs as, and the stand-in authorizes each of their
+// requests with deploy/'s RBAC (rendered as `kubectl kustomize` would).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -10,7 +12,8 @@ import path from 'node:path';
 
 import { parse as parseYaml } from 'yaml';
 
-import { StandInApiServer, type KubeObject } from './apiserver.js';
+import { ADMIN, type RequestRecord, serviceAccountUser, StandInApiServer, type KubeObject, type UserInfo } from './apiserver.js';
+import { renderKustomization } from './kustomize.js';
 import type { Schema } from './schema.js';
 import { ROOT, run, type RunResult, spawnSyncQuiet, TestNet, type TestNode, waitFor } from './testnet.js';
 
@@ -22,8 +25,13 @@ export interface ClusterNode extends TestNode {
   short: string;
   cniSocket: string;
   kubeconfig: string;
+  /** this node's daemon's bearer token (its ServiceAccount's, one per pod as projected tokens are) */
+  token: string;
   relay: ChildProcess | null;
 }
+
+/** The test's own requests (as a cluster admin, never silenced). */
+const ADMIN_TOKEN = randomBytes(12).toString('hex');
 
 export interface TestPod {
   namespace: string;
@@ -81,28 +89,44 @@ export class TestCluster {
   readonly api: StandInApiServer;
   readonly nodes = new Map<string, ClusterNode>();
   readonly pods = new Map<string, TestPod>();
+  /** who the daemons are: the DaemonSet's ServiceAccount in deploy/ */
+  readonly daemonUser: UserInfo;
 
   constructor(readonly prefix: string) {
     this.net = new TestNet(prefix, 'cluster');
     spawnSyncQuiet('pkill', ['-9', '-f', `relay.mjs .*${prefix}`]);
     this.api = new StandInApiServer(path.join(this.net.dir, 'api.sock'));
-    this.api.addResource({ prefix: '/api/v1', plural: 'pods', kind: 'Pod', apiVersion: 'v1' });
+    // Pods may be replaced without a resourceVersion and are deleted gracefully; custom resources neither.
+    this.api.addResource({ prefix: '/api/v1', plural: 'pods', kind: 'Pod', apiVersion: 'v1', unconditionalUpdate: true, graceful: true });
     this.api.addResource({ prefix: '/apis/networkop.co.uk/v1beta1', plural: 'topologies', kind: 'Topology', apiVersion: 'networkop.co.uk/v1beta1', schema: crdSchema() });
+    const deploy = renderKustomization(path.join(ROOT, 'deploy'));
+    this.api.setRbac(deploy);
+    const ds = deploy.find((d) => d.kind === 'DaemonSet')!;
+    this.daemonUser = serviceAccountUser(ds.metadata.namespace as string, (ds.spec.template.spec.serviceAccountName as string | undefined) ?? 'default');
+    this.api.addToken(ADMIN_TOKEN, ADMIN);
+  }
+
+  /** Requests the daemons made as the DaemonSet's account (not the test's own). */
+  daemonRequests(): RequestRecord[] {
+    const tokens = new Set([...this.nodes.values()].map((n) => n.token));
+    return this.api.requests.filter((r) => r.user === this.daemonUser.name && tokens.has(r.token));
   }
 
   async start(): Promise<void> {
     await this.api.listen();
   }
 
-  /** A node namespace with a relay to the API and a daemon in cluster mode. */
-  async addNode(short: string, extra: string[] = []): Promise<ClusterNode> {
+  /** A node namespace with a relay to the API and a daemon in cluster mode (as `user`: default the DaemonSet's). */
+  async addNode(short: string, extra: string[] = [], user: UserInfo = this.daemonUser): Promise<ClusterNode> {
     const base = await this.net.addNode(short, { start: false });
     const node: ClusterNode = Object.assign(base, {
       short,
       cniSocket: path.join(this.net.dir, `${short}.cni.sock`),
       kubeconfig: path.join(this.net.dir, `${short}.kubeconfig`),
+      token: `${short}-${randomBytes(12).toString('hex')}`,
       relay: null,
     });
+    this.api.addToken(node.token, user);
     writeFileSync(
       node.kubeconfig,
       JSON.stringify({
@@ -110,7 +134,7 @@ export class TestCluster {
         kind: 'Config',
         // Plain HTTP to the stand-in; client-node insists on skip-tls-verify for http URLs.
         clusters: [{ name: 'stand-in', cluster: { server: `http://127.0.0.1:${API_PORT}`, 'insecure-skip-tls-verify': true } }],
-        users: [{ name: 'test', user: { token: 'stand-in' } }],
+        users: [{ name: 'test', user: { token: node.token } }],
         contexts: [{ name: 'stand-in', context: { cluster: 'stand-in', user: 'test' } }],
         'current-context': 'stand-in',
       }),
@@ -144,7 +168,7 @@ export class TestCluster {
   async request(method: string, urlPath: string, body?: unknown, contentType = 'application/json'): Promise<{ status: number; body: KubeObject & Record<string, unknown> }> {
     const res = await fetch(`${this.api.url}${urlPath}`, {
       method,
-      headers: body === undefined ? {} : { 'content-type': contentType },
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(body === undefined ? {} : { 'content-type': contentType }) },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     return { status: res.status, body: (await res.json()) as KubeObject & Record<string, unknown> };
@@ -174,7 +198,7 @@ export class TestCluster {
       apiVersion: 'v1',
       kind: 'Pod',
       metadata: { name, namespace },
-      spec: { nodeName: node.name, containers: [{ name: 'router', image: 'router:latest' }] },
+      spec: { nodeName: node.name, terminationGracePeriodSeconds: 30, containers: [{ name: 'router', image: 'router:latest' }] },
     });
     if (created.status !== 201) throw new Error(`creating pod ${namespace}/${name}: ${JSON.stringify(created.body)}`);
     const uid = created.body.metadata.uid!;
@@ -206,12 +230,19 @@ export class TestCluster {
     return runPlugin(this.cniEnv(command, pod), this.cniConfig(pod));
   }
 
-  /** What a kubelet does when a pod goes: CNI DEL, remove the sandbox, delete the object. */
-  async deletePod(namespace: string, name: string): Promise<RunResult> {
+  /**
+   * What `kubectl delete pod` and the kubelet do: the graceful DELETE marks
+   * the pod (deletionTimestamp), the kubelet stops it, runs CNI DEL (unless
+   * `cni: false`: a DEL that was missed) and removes the sandbox, then
+   * deletes the object for good (grace 0).
+   */
+  async deletePod(namespace: string, name: string, o: { cni?: boolean } = {}): Promise<RunResult> {
     const pod = this.pods.get(`${namespace}/${name}`)!;
-    const del = await this.cni('DEL', pod);
+    const marked = await this.request('DELETE', `/api/v1/namespaces/${namespace}/pods/${name}`);
+    if (marked.status !== 200 || !marked.body.metadata.deletionTimestamp) throw new Error(`graceful delete of pod ${namespace}/${name}: ${JSON.stringify(marked.body)}`);
+    const del = o.cni === false ? { code: 0, stdout: '', stderr: '' } : await this.cni('DEL', pod);
     await run('ip', ['netns', 'del', pod.netns]);
-    await this.request('DELETE', `/api/v1/namespaces/${namespace}/pods/${name}`);
+    await this.request('DELETE', `/api/v1/namespaces/${namespace}/pods/${name}?gracePeriodSeconds=0`);
     this.pods.delete(`${namespace}/${name}`);
     return del;
   }

@@ -106,7 +106,33 @@ export interface CrossResult {
   reflected: Buffer[];
 }
 
-/** Sends `frames` from (srcNs, srcIf) and captures them at (dstNs, dstIf); also watches the sender for echoes. */
+/** Polls `cond` until it holds or `timeoutMs` passes; says which (a bounded wait that lets the assertions speak). */
+export async function waitUntil(cond: () => boolean | Promise<boolean>, timeoutMs = 10000, everyMs = 50): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(everyMs);
+  }
+}
+
+let fences = 0;
+
+/** A frame that marks "everything sent before me is through": a cable keeps order. */
+function fenceFrame(): { marker: string; bytes: Buffer } {
+  const marker = `QQFENCE${process.pid}x${fences++}`;
+  const f = Buffer.alloc(64);
+  Buffer.from('02dead0000fe02dead0000ff88b5', 'hex').copy(f);
+  f.write(marker, 14, 'ascii');
+  return { marker, bytes: f };
+}
+
+/**
+ * Sends `frames` from (srcNs, srcIf) and captures them at (dstNs, dstIf); also watches the sender for echoes.
+ * Instead of sleeping for late frames, a fence frame follows the frames, and
+ * another goes back the other way: once each has arrived, every frame (or
+ * duplicate, or reflection) sent before it has arrived too.
+ */
 export async function sendAcross(net: TestNet, src: [string, string], dst: [string, string], frames: TestFrame[], prefix: string): Promise<CrossResult> {
   const rxFile = path.join(net.dir, `${prefix}-rx.pcap`);
   const echoFile = path.join(net.dir, `${prefix}-echo.pcap`);
@@ -114,19 +140,50 @@ export async function sendAcross(net: TestNet, src: [string, string], dst: [stri
   const echo = await startCapture(net, src[0], src[1], echoFile);
   try {
     await sendFrames(net, src[0], src[1], frames.map((f) => f.bytes));
-    // Wait until every frame is in (or the count stops growing).
-    let last = -1;
-    await waitFor('frames to arrive', async () => {
-      await sleep(150);
-      const n = marked(rxFile, prefix).length;
-      if (n >= frames.length || n === last) return true;
-      last = n;
-      return false;
-    }, 10000, 0);
-    await sleep(200); // late duplicates would show up here
+    const there = fenceFrame();
+    await sendFrames(net, src[0], src[1], [there.bytes]);
+    await waitUntil(() => marked(rxFile, there.marker).length > 0);
+    const back = fenceFrame();
+    await sendFrames(net, dst[0], dst[1], [back.bytes]);
+    await waitUntil(() => marked(echoFile, back.marker).length > 0);
   } finally {
     await stopCapture(rx);
     await stopCapture(echo);
   }
   return { sent: frames, received: marked(rxFile, prefix), reflected: marked(echoFile, prefix) };
+}
+
+/** Frames in a capture that carry `prefix`, with the time the capture saw each (microseconds since the epoch). */
+export function markedAt(file: string, prefix: string): Array<{ tsUs: number; data: Buffer }> {
+  const p = Buffer.from(prefix, 'ascii');
+  return readPcap(file)
+    .filter((r) => r.data.includes(p))
+    .map((r) => ({ tsUs: r.tsSec * 1e6 + r.tsUsec, data: r.data }));
+}
+
+export interface Stream {
+  /** Stops the sender and resolves to how many frames it sent. */
+  stop(): Promise<number>;
+}
+
+/**
+ * A continuous sender (test/tools/streamframes.py) of 64-byte frames carrying
+ * `marker` and a 6-digit sequence number, one every `gapSeconds`, until stop().
+ */
+export function startStream(net: TestNet, ns: string, ifname: string, marker: string, gapSeconds: number, macs = { dst: '02:de:00:00:00:02', src: '02:de:00:00:00:01' }): Stream {
+  const proc = net.spawnIn(ns, 'python3', [path.join(ROOT, 'test', 'tools', 'streamframes.py'), ifname, String(gapSeconds), marker, macs.dst, macs.src, '120']);
+  let out = '';
+  let err = '';
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<void>((r) => proc.once('close', () => r()));
+  return {
+    async stop(): Promise<number> {
+      if (proc.exitCode === null) proc.kill('SIGTERM');
+      await exited;
+      const n = Number(out.trim());
+      if (!Number.isInteger(n) || out.trim() === '') throw new Error(`streamframes in ${ns} printed '${out.trim()}': ${err}`);
+      return n;
+    },
+  };
 }

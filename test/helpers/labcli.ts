@@ -31,7 +31,7 @@ export function labTraces(lab: string): { namespaces: string[]; processes: strin
 
 export interface StatusJson {
   name: string;
-  nodes: Array<{ name: string; pid: number; healthy: boolean; restarts: number }>;
+  nodes: Array<{ name: string; pid: number; healthy: boolean; restarts: number; unknown_wire: number }>;
   pods: Array<{ name: string; node: string; netns: string }>;
   wires: Array<{
     uid: number;
@@ -41,9 +41,57 @@ export interface StatusJson {
     a_to_b: { frames: number; bytes: number };
     b_to_a: { frames: number; bytes: number };
     drops: Record<string, Record<string, number>>;
+    ends: [EndStatus, EndStatus];
   }>;
+}
+
+export interface EndStatus {
+  name: string;
+  node: string;
+  ifindex: number;
+  rx_frames: number;
+  rx_bytes: number;
+  tx_frames: number;
+  tx_bytes: number;
+  drops: Record<string, number>;
+  capture_drops: number;
+}
+
+/** Drop causes a daemon decides for a frame it has read (queue_full, peer_down) and ones the far end decides before the frame leaves it. */
+const SENDER_CAUSES = ['queue_full', 'peer_down'];
+const RECEIVER_CAUSES = ['too_big', 'send_busy', 'send_error'];
+
+/**
+ * The accounting of one direction of a wire, from end `from` to end `to`:
+ * frames read from `from`'s interface, frames written into `to`'s, and the
+ * frames dropped on the way with a cause. With nothing in flight,
+ * read = delivered + dropped. With `base`, the counts since that snapshot.
+ */
+export function direction(from: EndStatus, to: EndStatus, base?: { from: EndStatus; to: EndStatus }): { read: number; delivered: number; dropped: number; kernel: number } {
+  const sum = (e: EndStatus, causes: string[]): number => causes.reduce((a, c) => a + Number(e.drops[c] ?? 0), 0);
+  const now = { read: from.rx_frames, delivered: to.tx_frames, dropped: sum(from, SENDER_CAUSES) + sum(to, RECEIVER_CAUSES), kernel: Number(from.drops.kernel_ring ?? 0) + Number(from.drops.truncated ?? 0) };
+  if (!base) return now;
+  const was = direction(base.from, base.to);
+  return { read: now.read - was.read, delivered: now.delivered - was.delivered, dropped: now.dropped - was.dropped, kernel: now.kernel - was.kernel };
 }
 
 export async function statusJson(lab: string): Promise<StatusJson> {
   return JSON.parse(await pwOk('status', lab, '--json')) as StatusJson;
+}
+
+/**
+ * The lab's status once its counters have stopped moving: two reads in a
+ * row with the same counters, so no frame is in flight between the ends.
+ */
+export async function settledStatus(lab: string, timeoutMs = 60000): Promise<StatusJson> {
+  const counters = (s: StatusJson): string => JSON.stringify([s.nodes.map((n) => [n.name, n.pid, n.unknown_wire]), s.wires.map((w) => w.ends)]);
+  let last = await statusJson(lab);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 200));
+    const now = await statusJson(lab);
+    if (counters(now) === counters(last)) return now;
+    if (Date.now() > deadline) throw new Error(`the counters of lab ${lab} kept moving for ${timeoutMs} ms`);
+    last = now;
+  }
 }

@@ -63,6 +63,14 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
   }
 }
 
+/**
+ * Waits until something in network namespace `ns` listens on TCP `port`
+ * (an iperf3 server, say): readiness, instead of sleeping and hoping.
+ */
+export async function waitListening(ns: string, port: number, timeoutMs = 15000): Promise<void> {
+  await waitFor(`a listener on port ${port} in ${ns}`, async () => (await run('ip', ['netns', 'exec', ns, 'ss', '-Hltn', `sport = :${port}`])).stdout.trim() !== '', timeoutMs);
+}
+
 export interface TestNode {
   name: string;
   ns: string;

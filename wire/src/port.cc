@@ -27,7 +27,6 @@ Napi::Function Port::Init(Napi::Env env) {
                          InstanceMethod("send", &Port::Send),
                          InstanceMethod("stats", &Port::Stats),
                          InstanceMethod("close", &Port::Close),
-                         InstanceMethod("useRing", &Port::UseRing),
                      });
 }
 
@@ -97,93 +96,7 @@ void Port::Drain() {
 
 int Port::ReceiveBatch() {
   if (kind_ == PortKind::kTap) return ReceiveTap();
-  return ring_ != nullptr ? ReceiveRing() : ReceivePacket();
-}
-
-// useRing(blockBytes, blocks, retireMs): receive through a TPACKET_V3 ring
-// instead of recvmmsg. Must come before start().
-Napi::Value Port::UseRing(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (kind_ != PortKind::kPacket || ring_ != nullptr || polling_) {
-    Napi::Error::New(env, "useRing: only on an AF_PACKET port, once, before start()").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  uint32_t blockBytes = info[0].ToNumber().Uint32Value();
-  uint32_t blocks = info[1].ToNumber().Uint32Value();
-  uint32_t retireMs = info[2].ToNumber().Uint32Value();
-  int version = TPACKET_V3;
-  if (setsockopt(fd_, SOL_PACKET, PACKET_VERSION, &version, sizeof(version)) != 0) {
-    Napi::Error::New(env, std::string("PACKET_VERSION: ") + strerror(errno)).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  tpacket_req3 req;
-  memset(&req, 0, sizeof(req));
-  req.tp_block_size = blockBytes;
-  req.tp_block_nr = blocks;
-  req.tp_frame_size = 2048;
-  req.tp_frame_nr = static_cast<unsigned>((static_cast<uint64_t>(blockBytes) * blocks) / 2048);
-  req.tp_retire_blk_tov = retireMs;
-  if (setsockopt(fd_, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)) != 0) {
-    Napi::Error::New(env, std::string("PACKET_RX_RING: ") + strerror(errno)).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  size_t bytes = static_cast<size_t>(blockBytes) * blocks;
-  void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
-  if (m == MAP_FAILED) {
-    Napi::Error::New(env, std::string("mmap ring: ") + strerror(errno)).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  ring_ = static_cast<uint8_t*>(m);
-  ringBytes_ = bytes;
-  blockBytes_ = blockBytes;
-  blockCount_ = blocks;
-  return env.Undefined();
-}
-
-// Copies frames out of retired ring blocks into the slots JS reads, the
-// same layout recvmmsg produces. Resumes mid-block when a batch fills.
-int Port::ReceiveRing() {
-  const int hdr = vnet_ ? kVnetHdrLen : 0;
-  int out = 0;
-  while (out < slots_) {
-    auto* bd = reinterpret_cast<tpacket_block_desc*>(ring_ + static_cast<size_t>(curBlock_) * blockBytes_);
-    __sync_synchronize();
-    if (!(bd->hdr.bh1.block_status & TP_STATUS_USER)) break;
-    uint32_t num = bd->hdr.bh1.num_pkts;
-    uint8_t* ph = curPkt_ != nullptr ? curPkt_ : reinterpret_cast<uint8_t*>(bd) + bd->hdr.bh1.offset_to_first_pkt;
-    for (; pktIndex_ < num && out < slots_; pktIndex_++) {
-      auto* p = reinterpret_cast<tpacket3_hdr*>(ph);
-      uint32_t total = p->tp_snaplen + hdr;
-      if (p->tp_snaplen < p->tp_len || total + kHeadroom > static_cast<uint32_t>(slotSize_)) {
-        truncated_++;  // the block or slot was too small for it
-      } else {
-        uint8_t* slot = rx_ + static_cast<size_t>(out) * slotSize_;
-        memcpy(slot + kHeadroom, ph + p->tp_mac - hdr, total);
-        int32_t offset = out * slotSize_ + kHeadroom;
-        if ((p->tp_status & TP_STATUS_VLAN_VALID) || p->hv1.tp_vlan_tci != 0) {
-          uint16_t tpid = (p->tp_status & TP_STATUS_VLAN_TPID_VALID) ? p->hv1.tp_vlan_tpid : 0x8100;
-          RestoreVlan(slot, total, tpid, p->hv1.tp_vlan_tci);
-          offset -= kHeadroom;
-        }
-        meta_[out * 2] = offset;
-        meta_[out * 2 + 1] = static_cast<int32_t>(total);
-        rxFrames_++;
-        rxBytes_ += total - hdr;
-        out++;
-      }
-      ph += p->tp_next_offset;
-    }
-    if (pktIndex_ >= num) {
-      __sync_synchronize();
-      bd->hdr.bh1.block_status = TP_STATUS_KERNEL;  // hand the block back
-      curBlock_ = (curBlock_ + 1) % blockCount_;
-      pktIndex_ = 0;
-      curPkt_ = nullptr;
-    } else {
-      curPkt_ = ph;
-    }
-  }
-  return out;
+  return ReceivePacket();
 }
 
 // Puts an 802.1Q/802.1ad tag that rx-vlan offload moved into skb metadata
@@ -461,8 +374,6 @@ Napi::Value Port::Close(const Napi::CallbackInfo& info) {
   ReadKernelStats();
   StopPolling();
   closed_ = true;
-  if (ring_ != nullptr) munmap(ring_, ringBytes_);
-  ring_ = nullptr;
   close(fd_);
   fd_ = -1;
   onFrames_.Reset();

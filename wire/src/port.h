@@ -1,6 +1,7 @@
-// A port: batched frame I/O on one endpoint (an AF_PACKET socket bound to an
-// interface, or a tap fd). Received frames land in a buffer shared with JS;
-// JS is called once per batch, never once per frame.
+// A port driven from JavaScript: batched frame I/O on one endpoint (an
+// AF_PACKET socket bound to an interface, or a tap fd). Daemons use the frame
+// engine (engine/); this stays for bench/floor's Node.js relay, which
+// measures what moving frames through an event loop costs.
 #pragma once
 #include <napi.h>
 #include <sys/socket.h>
@@ -31,8 +32,6 @@ class Port : public Napi::ObjectWrap<Port> {
   Napi::Value Send(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
-  Napi::Value UseRing(const Napi::CallbackInfo& info);
-  int ReceiveRing();
 
   static void OnPoll(uv_poll_t* handle, int status, int events);
   void Drain();
@@ -61,13 +60,6 @@ class Port : public Napi::ObjectWrap<Port> {
   std::vector<iovec> rxIov_;
   std::vector<uint8_t> rxCtl_;
   std::vector<uint8_t> rxAddr_;
-  // TPACKET_V3 receive ring (opt-in): blocks the kernel fills and hands
-  // over when full or when the retire timer fires.
-  uint8_t* ring_ = nullptr;
-  size_t ringBytes_ = 0;
-  uint32_t blockBytes_ = 0, blockCount_ = 0, curBlock_ = 0, pktIndex_ = 0;
-  uint8_t* curPkt_ = nullptr;
-
   std::vector<mmsghdr> txMsgs_;
   std::vector<iovec> txIov_;
 
