@@ -132,6 +132,14 @@ function bindAsync(server: grpc.Server, addr: string, creds: grpc.ServerCredenti
   );
 }
 
+const EXPERIMENT = (): Record<string, number> => {
+  const o: Record<string, number> = {};
+  if (process.env.PW_RCVBUF) o.portRcvBufBytes = Number(process.env.PW_RCVBUF);
+  if (process.env.PW_HIGHWATER) o.highWaterBytes = Number(process.env.PW_HIGHWATER);
+  if (process.env.PW_MAXQ) o.maxQueueBytes = Number(process.env.PW_MAXQ);
+  return o;
+};
+
 /** Free heap memory the allocator may keep for reuse (see Daemon.start). */
 export const KEEP_FREED_BYTES = 64 << 20;
 
@@ -186,7 +194,14 @@ export class Daemon {
     // The frame engine owns the data port, the peer streams and every port;
     // it tells us only when a live capture reader has frames waiting.
     this.engine = new wire.Engine(
-      { node: this.opts.node, lab: this.opts.lab, listenHost: hp.host, listenPort: hp.port, ...(this.dataTls ? { tls: this.dataTls } : {}) },
+      {
+        node: this.opts.node,
+        lab: this.opts.lab,
+        listenHost: hp.host,
+        listenPort: hp.port,
+        ...(this.dataTls ? { tls: this.dataTls } : {}),
+        ...EXPERIMENT(),
+      },
       (reader) => this.ringReaders.get(reader)?.drain(),
     );
     const [def, impl] = controlService(this);

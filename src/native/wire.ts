@@ -98,6 +98,8 @@ export interface EngineOptions {
   highWaterBytes?: number;
   keepaliveMs?: number;
   connectTimeoutMs?: number;
+  /** receive buffer of each AF_PACKET port (0: as opened) */
+  portRcvBufBytes?: number;
 }
 
 /** The native frame engine (wire/src/engine/): ports, peer streams, counters and capture rings on a thread of its own. */

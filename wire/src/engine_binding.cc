@@ -62,6 +62,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     eo.highWaterBytes = static_cast<size_t>(Num(o, "highWaterBytes", static_cast<double>(eo.highWaterBytes)));
     eo.keepaliveMs = static_cast<uint32_t>(Num(o, "keepaliveMs", eo.keepaliveMs));
     eo.connectTimeoutMs = static_cast<uint32_t>(Num(o, "connectTimeoutMs", eo.connectTimeoutMs));
+    eo.portRcvBufBytes = static_cast<int>(Num(o, "portRcvBufBytes", eo.portRcvBufBytes));
     if (o.Get("tls").IsObject()) {
       auto t = o.Get("tls").As<Napi::Object>();
       eo.tls = true;

@@ -116,7 +116,8 @@ struct Conn {
   nghttp2_session* h2 = nullptr;
   Engine* engine = nullptr;
   Peer* peer = nullptr;  // client: whom we subscribe to; server: the subscriber, once its hello came
-  std::string remote;    // server: the address the connection came from
+  std::string remote;      // server: the address and port the connection came from
+  std::string remoteHost;  // server: its address alone
   int32_t sid = -1;
   MessageReader reader{kMaxMessage};
   bool gotFirst = false;
@@ -529,6 +530,7 @@ void Engine::Accept() {
     c->client = false;
     c->engine = this;
     c->remote = std::string(host) + ":" + std::to_string(fromPort);
+    c->remoteHost = host;
     // The hello must come within the connect bound, or the connection goes.
     c->deadlineMs = NowMs() + opts_.connectTimeoutMs;
     Conn* cp = c.get();
@@ -652,12 +654,19 @@ void Engine::OnConnEvent(Conn* c, uint32_t events) {
         return;
       }
       long vr = SSL_get_verify_result(c->ssl);
+      unsigned long first = ERR_peek_error();
       std::string why = SslError("TLS handshake");
+      if (ERR_GET_REASON(first) == SSL_R_UNEXPECTED_EOF_WHILE_READING || (e == SSL_ERROR_SYSCALL && first == 0))
+        why = "TLS handshake: socket hang up (the other side closed the connection before it finished: it may not "
+              "trust our certificate)";
       if (vr != X509_V_OK) why += std::string(" (") + X509_verify_cert_error_string(vr) + ")";
+      if (c->client && vr == X509_V_ERR_HOSTNAME_MISMATCH)
+        why = "TLS handshake: the peer's certificate does not match the name '" + opts_.tlsServerName +
+              "' it was expected to carry (" + why + ")";
       if (!c->client) {
         // A refused client never gets a stream, so it would leave no trace in peers.
         tlsRefused_++;
-        lastTlsRefusal_ = c->remote + ": " + why;
+        lastTlsRefusal_ = c->remoteHost + ": " + why;
       }
       FailConn(c, why);
       return;
@@ -1268,6 +1277,11 @@ std::string Engine::AddWire(const WireConfig& cfg) {
     const EndConfig& ec = cfg.ends[i];
     e->id = nextId_++;
     e->port = std::make_unique<FramePort>(ec.fd, ec.tap, ec.vnet, ec.slotSize, ec.slots, &e->c);
+    if (!ec.tap && opts_.portRcvBufBytes > 0) {
+      int b = opts_.portRcvBufBytes;
+      if (setsockopt(ec.fd, SOL_SOCKET, SO_RCVBUFFORCE, &b, sizeof(b)) != 0)
+        setsockopt(ec.fd, SOL_SOCKET, SO_RCVBUF, &b, sizeof(b));
+    }
     e->ring->onReadableCtx = this;
   }
   if (w->ends.size() == 2) {

@@ -33,6 +33,10 @@ struct EngineOptions {
   std::string tlsCert, tlsKey, tlsCa, tlsServerName;  // PEM
   size_t maxQueueBytes = 8 << 20;   // per peer, before frames count as queue_full
   size_t highWaterBytes = 2 << 20;  // past this, senders pause reading their ports
+  // Receive buffer of each AF_PACKET port: what the kernel holds for the
+  // engine before it drops (kernel_ring). Deeper means more standing delay
+  // under load, not more throughput. 0 leaves the socket as opened.
+  int portRcvBufBytes = 0;
   uint32_t keepaliveMs = 5000;
   uint32_t connectTimeoutMs = 5000;
 };
