@@ -181,7 +181,9 @@ t.test('cluster mode over a pod lifetime', async (t) => {
     t.match(err.message, /'eth3' already exists/, 'status names the plumbing error');
     t.equal((await cluster.cni('CHECK', f1)).json?.code, 100, 'CNI CHECK reports the broken wire');
     const eventsBefore = cluster.api.events.filter((e) => e.object.metadata.namespace === 'pe' && !(e.resource === 'topologies' && e.type === 'MODIFIED')).length;
-    // The obstacle goes; nothing changes in the API: only the resync can retry.
+    // The obstacle goes and no API object changes: the retry comes from the
+    // daemon's own loop (the periodic resync; the reconcile its own status
+    // writes trigger may come first), not from an edit.
     sh('ip', '-n', f1.netns, 'link', 'del', 'eth3');
     const up = await waitFor('f1 link up after a resync', () => (link('pe', 'f1', 9)?.state === 'up' ? link('pe', 'f1', 9) : undefined), 30000);
     t.equal(up.message, undefined, 'the error message is gone from the status');

@@ -3,6 +3,9 @@
 // pod interfaces and traffic flows again.
 import t from 'tap';
 
+import { sendFrames } from './helpers/frames.js';
+import { settled } from './helpers/labcli.js';
+import type { PbCounters } from '../src/control/convert.js';
 import { TestNet, sh, waitFor } from './helpers/testnet.js';
 
 const net = new TestNet('pwtp');
@@ -28,26 +31,39 @@ t.test('peer loss and return', async (t) => {
   // Traffic keeps flowing from p1 while the far daemon dies.
   const pinger = net.spawnIn(p1, 'ping', ['-i', '0.05', '-W', '1', '198.19.1.2']);
   try {
+    const specsBefore = (await nb.client.listWires()).map((w) => w.spec);
     await net.killDaemon(nb, 'SIGKILL');
-    const down = await waitFor('wire 1 down on na', async () => {
-      const w = (await na.client.listWires()).find((x) => x.spec.uid === 1)!;
-      return w.state === 'WIRE_STATE_DOWN' ? w : undefined;
-    });
-    t.equal(down.state, 'WIRE_STATE_DOWN', 'near daemon reports the wire down');
-    const dropped = await waitFor('peer_down drops', async () => {
-      const w = (await na.client.listWires()).find((x) => x.spec.uid === 1)!;
-      return w.ends[0]!.counters.drops.peer_down > 3 ? w.ends[0]!.counters.drops.peer_down : undefined;
-    });
-    t.ok(dropped > 3, `frames sent meanwhile are counted as peer_down drops (${dropped})`);
+    await waitFor('wire 1 down on na', async () => (await na.client.listWires()).find((x) => x.spec.uid === 1)!.state === 'WIRE_STATE_DOWN');
+    t.equal((await na.client.listWires()).find((x) => x.spec.uid === 2)!.state, 'WIRE_STATE_DOWN', 'the tap wire to the same peer is down too');
     const health = await na.client.health();
     t.equal(health.peers.find((p) => p.node === nb.name)?.inbound, false, 'health shows the peer stream gone');
+
+    // While the peer is down, every frame read from p1/eth1 is counted as
+    // peer_down: exactly as many as were read. The pinger has done its part
+    // (traffic while the daemon died) and stops, so the count settles.
+    const pingerDone = new Promise((r) => pinger.once('exit', r));
+    pinger.kill('SIGINT');
+    await pingerDone;
+    const marked = Array.from({ length: 50 }, (_, i) => {
+      const f = Buffer.alloc(64);
+      Buffer.from('02dd0000000202dd0000000188b5', 'hex').copy(f);
+      f.write(`PWTPEER${String(i).padStart(4, '0')}`, 14, 'ascii');
+      return f;
+    });
+    const c0 = (await na.client.listWires()).find((x) => x.spec.uid === 1)!.ends[0]!.counters;
+    t.equal(await sendFrames(net, p1, 'eth1', marked), 50, 'an independent sender put 50 frames on p1/eth1');
+    const read = async (): Promise<PbCounters> => (await na.client.listWires()).find((x) => x.spec.uid === 1)!.ends[0]!.counters;
+    await waitFor('the 50 frames to be read', async () => (await read()).rx_frames - c0.rx_frames >= 50);
+    const c1 = await settled('wire 1 counters on na', read);
+    t.equal(c1.drops.peer_down - c0.drops.peer_down, c1.rx_frames - c0.rx_frames, `every frame read while the peer was down is a peer_down drop (${c1.rx_frames - c0.rx_frames})`);
+    t.same([c1.drops.queue_full - c0.drops.queue_full, c1.tx_frames - c0.tx_frames], [0, 0], 'none is blamed on the queue, and nothing came back');
 
     await net.startDaemon(nb);
     await waitFor('wires up again', async () => {
       const [a, b] = await Promise.all([na.client.listWires(), nb.client.listWires()]);
       return a.length === 2 && b.length === 2 && [...a, ...b].every((w) => w.state === 'WIRE_STATE_UP');
     });
-    t.pass('both wires come back up after the restart, restored from the state file');
+    t.same((await nb.client.listWires()).map((w) => w.spec), specsBefore, 'the restarted daemon restored the same wires from its state file');
     const reconnects = (await na.client.health()).peers.find((p) => p.node === nb.name)!.reconnects;
     t.ok(reconnects >= 1, `near daemon reconnected by itself (${reconnects} attempts)`);
   } finally {

@@ -145,7 +145,10 @@ interface Addon {
 
 const require = createRequire(import.meta.url);
 
-/** Where `npm install` builds the addon (child processes in tests load it by path). */
-export const ADDON_PATH = path.join(PACKAGE_ROOT, 'wire', 'build', 'Release', 'patchwire_wire.node');
+/**
+ * Where `npm install` builds the addon (child processes in tests load it by path).
+ * PATCHWIRE_ADDON overrides it: `npm run test:asan` runs the daemons on a sanitizer build.
+ */
+export const ADDON_PATH = process.env.PATCHWIRE_ADDON || path.join(PACKAGE_ROOT, 'wire', 'build', 'Release', 'patchwire_wire.node');
 export const wire: Addon = require(ADDON_PATH) as Addon;
 export const VNET_HDR_LEN = wire.VNET_HDR_LEN;

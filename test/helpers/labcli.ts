@@ -80,18 +80,22 @@ export async function statusJson(lab: string): Promise<StatusJson> {
 }
 
 /**
- * The lab's status once its counters have stopped moving: two reads in a
- * row with the same counters, so no frame is in flight between the ends.
+ * Reads `read()` until two reads 200 ms apart agree on `key` (counters that
+ * stopped moving: no frame in flight between the ends), and returns the last.
  */
-export async function settledStatus(lab: string, timeoutMs = 60000): Promise<StatusJson> {
-  const counters = (s: StatusJson): string => JSON.stringify([s.nodes.map((n) => [n.name, n.pid, n.unknown_wire]), s.wires.map((w) => w.ends)]);
-  let last = await statusJson(lab);
+export async function settled<T>(what: string, read: () => Promise<T>, key: (v: T) => unknown = (v) => v, timeoutMs = 60000): Promise<T> {
+  let last = await read();
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     await new Promise((r) => setTimeout(r, 200));
-    const now = await statusJson(lab);
-    if (counters(now) === counters(last)) return now;
-    if (Date.now() > deadline) throw new Error(`the counters of lab ${lab} kept moving for ${timeoutMs} ms`);
+    const now = await read();
+    if (JSON.stringify(key(now)) === JSON.stringify(key(last))) return now;
+    if (Date.now() > deadline) throw new Error(`${what} kept moving for ${timeoutMs} ms`);
     last = now;
   }
+}
+
+/** The lab's status once its counters have stopped moving. */
+export function settledStatus(lab: string, timeoutMs = 60000): Promise<StatusJson> {
+  return settled(`the counters of lab ${lab}`, () => statusJson(lab), (s) => [s.nodes.map((n) => [n.name, n.pid, n.unknown_wire]), s.wires.map((w) => w.ends)], timeoutMs);
 }
