@@ -6,7 +6,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 
 import { createEndpoint, type Endpoint, endpointProblems, type EndpointSpec } from '../endpoint/index.js';
-import { type NativeEngine, wire } from '../native/wire.js';
+import { type EnginePeer, type NativeEngine, wire } from '../native/wire.js';
 import { type DataTls, probePeer } from '../dataplane/probe.js';
 import { EngineRing } from '../dataplane/engine-ring.js';
 import { type EndCounters, endCounters, Wire, type WireEnd, type WireSpec } from '../dataplane/wire.js';
@@ -82,23 +82,8 @@ export interface WireStatus {
   ends: EndStatus[];
 }
 
-export interface PeerStats {
-  node: string;
-  address: string;
-  inbound: boolean;
-  outbound: boolean;
-  reconnects: number;
-  framesIn: number;
-  framesOut: number;
-  batchesIn: number;
-  batchesOut: number;
-  /** bytes waiting in the engine for the peer's stream */
-  queuedBytes: number;
-  /** round trip of the last keepalive ping, ms */
-  rttMs: number;
-  /** why our subscription to the peer last ended or failed ('' if it never did) */
-  lastError: string;
-}
+/** A peer daemon as the engine sees it (both directions of its stream). */
+export type PeerStats = EnginePeer;
 
 export interface Health {
   node: string;
@@ -131,14 +116,6 @@ function bindAsync(server: grpc.Server, addr: string, creds: grpc.ServerCredenti
     server.bindAsync(addr, creds, (err, port) => (err ? reject(new Error(`cannot listen on ${addr}: ${err.message}`)) : resolve(port))),
   );
 }
-
-const EXPERIMENT = (): Record<string, number> => {
-  const o: Record<string, number> = {};
-  if (process.env.PW_RCVBUF) o.portRcvBufBytes = Number(process.env.PW_RCVBUF);
-  if (process.env.PW_HIGHWATER) o.highWaterBytes = Number(process.env.PW_HIGHWATER);
-  if (process.env.PW_MAXQ) o.maxQueueBytes = Number(process.env.PW_MAXQ);
-  return o;
-};
 
 /** Free heap memory the allocator may keep for reuse (see Daemon.start). */
 export const KEEP_FREED_BYTES = 64 << 20;
@@ -200,7 +177,6 @@ export class Daemon {
         listenHost: hp.host,
         listenPort: hp.port,
         ...(this.dataTls ? { tls: this.dataTls } : {}),
-        ...EXPERIMENT(),
       },
       (reader) => this.ringReaders.get(reader)?.drain(),
     );

@@ -424,13 +424,18 @@ void Engine::Pause(End* e, Peer* p) {
 void Engine::Drained(Conn* c) {
   Peer* p = c->peer;
   if (p == nullptr || p->out != c || p->paused.empty() || c->qbytes > opts_.highWaterBytes / 2) return;
+  ResumePaused(p);
+}
+
+// Reading resumes on the ports paused for p. Level-triggered epoll reports
+// at its next wait what queued meanwhile (nothing is read here: this can run
+// inside nghttp2's send).
+void Engine::ResumePaused(Peer* p) {
   for (End* e : p->paused) {
     e->paused = false;
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = kTypePort | e->id;
-    // Level-triggered: the next epoll_wait reports what waited meanwhile
-    // (not read here: this runs inside nghttp2's send).
     epoll_ctl(epfd_, EPOLL_CTL_MOD, e->port->fd(), &ev);
   }
   p->paused.clear();
@@ -959,14 +964,7 @@ void Engine::FailConn(Conn* c, const std::string& why) {
 // The peer's subscription to us ended: paused senders resume and count peer_down.
 void Engine::Unsubscribed(Peer* p) {
   p->out = nullptr;
-  for (End* e : p->paused) {
-    e->paused = false;
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = kTypePort | e->id;
-    epoll_ctl(epfd_, EPOLL_CTL_MOD, e->port->fd(), &ev);
-  }
-  p->paused.clear();
+  ResumePaused(p);
 }
 
 void Engine::Reap() {

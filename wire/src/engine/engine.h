@@ -113,6 +113,7 @@ class Engine {
   void FailConn(Conn* c, const std::string& why);
   void Reap();
   void Unsubscribed(Peer* p);
+  void ResumePaused(Peer* p);
   Chunk TakeChunk(size_t len);
   void GiveChunk(Chunk c);
   void Tick(uint64_t nowMs);
