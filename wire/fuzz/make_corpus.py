@@ -43,6 +43,8 @@ seeds = {
     'batch-one': frame(1, eth(60, 1)),
     'batch-two-gso': frame(300000, eth(200, 2), GSO) + frame(7, eth(64, 3)),
     'batch-hello': field(2, 2, b'node-a'),
+    # what the fuzzer found within a second when the node field's bound was removed on purpose
+    'batch-node-past-end': b'\x00\x00\x00\x00\x06\x12\x11\x17\x11lb',
     'batch-defaults': field(2, 2, b'') + frame(5, eth(11, 4), b''),
     'batch-unknown-fields': field(9, 0, varint(2**64 - 1)) + field(10, 1, b'\x01' * 8) + field(300, 2, b'xyz')
     + field(1, 2, field(12, 5, b'\x00' * 4) + field(1, 0, varint(9)) + field(3, 2, eth(20, 5))),
