@@ -10,7 +10,7 @@
 // Writes bench/results/latest.json (+ a dated copy) and latest.svg, and
 // prints a table with each patchwire figure as a ratio to veth and vxlan.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -215,6 +215,7 @@ async function cRelayPath(): Promise<Path> {
     server.kill('SIGKILL');
     client.kill('SIGKILL');
     for (const n of ns) quiet('ip', 'netns', 'del', n);
+    rmSync(relay, { force: true });
   };
   if (!crossed) {
     teardown();
