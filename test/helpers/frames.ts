@@ -106,11 +106,15 @@ export interface CrossResult {
   reflected: Buffer[];
 }
 
-/** Polls `cond` until it holds or `timeoutMs` passes; says which (a bounded wait that lets the assertions speak). */
+/**
+ * Polls `cond` until it holds or `timeoutMs` passes; says which (a bounded
+ * wait that lets the assertions speak). A throw counts as not yet (a capture
+ * file tcpdump has not written its header to).
+ */
 export async function waitUntil(cond: () => boolean | Promise<boolean>, timeoutMs = 10000, everyMs = 50): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (await cond()) return true;
+    if (await Promise.resolve().then(cond).catch(() => false)) return true;
     if (Date.now() > deadline) return false;
     await sleep(everyMs);
   }
