@@ -1,6 +1,6 @@
 // Per-wire capture files: rotation by size and count, and a full disk that
 // stops file capture with a reason while forwarding goes on.
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 
 import t from 'tap';
@@ -15,8 +15,11 @@ import { TestNet, run, sh, waitFor } from './helpers/testnet.js';
 const net = new TestNet('pwtf');
 const full = path.join(net.dir, 'full');
 t.teardown(async () => {
+  // The daemons first (they hold files on the tmpfs), then the mount, then
+  // the scratch dir: removing it while mounted failed and left it behind.
   await net.cleanup().catch(() => undefined);
   await run('umount', [full]);
+  rmSync(net.dir, { recursive: true, force: true });
 });
 
 function frames(tag: string, n: number): Buffer[] {
