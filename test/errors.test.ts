@@ -1,9 +1,12 @@
 // Bad input gets an error that names the problem, and leaves nothing behind.
+import path from 'node:path';
+
 import t from 'tap';
 
 import { CLI, TestNet, links, rejectionDetails, run } from './helpers/testnet.js';
 import type { WireSpec } from '../src/dataplane/wire.js';
 import type { EndpointSpec } from '../src/endpoint/endpoint.js';
+import { makeCa, makeNodeIdentity } from '../src/tls/identity.js';
 
 const net = new TestNet('pwte');
 t.teardown(() => net.cleanup());
@@ -74,7 +77,13 @@ t.test('the CLI reports errors with a non-zero exit', async (t) => {
   const help = await run(process.execPath, [CLI, 'help']);
   t.equal(help.code, 0);
   t.match(help.stdout, /patchwire daemon --node NAME --listen HOST:PORT/);
-  const clusterArgs = ['daemon', '--cluster', '--insecure', '--node', 'x', '--listen', '127.0.0.1:17999', '--control', `unix://${net.dir}/cl.sock`, '--cni-socket', `${net.dir}/cl.cni.sock`];
+  const idDir = path.join(net.dir, 'tls');
+  await makeCa(idDir, 'errors test');
+  const id = await makeNodeIdentity(idDir, idDir, 'x');
+  const clusterInsecure = await run(process.execPath, [CLI, 'daemon', '--cluster', '--insecure', '--node', 'x', '--listen', '127.0.0.1:17999', '--kubeconfig', `${net.dir}/absent.kubeconfig`]);
+  t.equal(clusterInsecure.code, 2, 'a cluster daemon without TLS refuses to start');
+  t.match(clusterInsecure.stderr, /--insecure is refused with --cluster: peers must prove which node they are/);
+  const clusterArgs = ['daemon', '--cluster', '--tls-cert', id.cert, '--tls-key', id.key, '--tls-ca', id.ca, '--node', 'x', '--listen', '127.0.0.1:17999', '--control', `unix://${net.dir}/cl.sock`, '--cni-socket', `${net.dir}/cl.cni.sock`];
   const noKubeconfig = await run(process.execPath, [CLI, ...clusterArgs, '--kubeconfig', `${net.dir}/absent.kubeconfig`]);
   t.equal(noKubeconfig.code, 1, 'cluster mode without a readable kubeconfig does not start');
   t.match(noKubeconfig.stderr, /kubeconfig .*absent.kubeconfig: ENOENT/, 'naming the file');

@@ -28,8 +28,12 @@ Options:
   --tls-cert FILE      certificate for mutual TLS with peers (with --tls-key, --tls-ca)
   --tls-key FILE
   --tls-ca FILE
-  --tls-server-name N  name the peers' certificates carry (default patchwire)
-  --insecure           plain-text data plane (only for isolated labs)
+                       the certificate must name this node (--node) as a DNS
+                       subjectAltName; peers are checked against theirs. The
+                       files are watched: a renewed certificate (or SIGHUP)
+                       is taken for new connections without a link flap
+  --insecure           plain-text data plane, no peer identity (only for
+                       isolated labs; refused with --cluster)
   --http HOST:PORT     serve packet capture over HTTP: GET /capture?wire=POD/INTF[&follow=1][&format=pcap]
   --health HOST:PORT   serve only /healthz (liveness) and /readyz (readiness: cluster watches listed)
   --capture-ring-bytes N
@@ -68,7 +72,6 @@ export async function daemonMain(argv: string[]): Promise<void> {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'tls-ca': { type: 'string' },
-      'tls-server-name': { type: 'string', default: 'patchwire' },
       insecure: { type: 'boolean', default: false },
       http: { type: 'string', default: '' },
       health: { type: 'string', default: '' },
@@ -115,7 +118,12 @@ export async function daemonMain(argv: string[]): Promise<void> {
   let tls: TlsFiles | null = null;
   if (tlsParts.some(Boolean)) {
     if (!tlsParts.every(Boolean)) throw new UsageError('daemon: --tls-cert, --tls-key and --tls-ca go together');
-    tls = { cert: values['tls-cert']!, key: values['tls-key']!, ca: values['tls-ca']!, serverName: values['tls-server-name']! };
+    tls = { cert: values['tls-cert']!, key: values['tls-key']!, ca: values['tls-ca']! };
+    if (values.insecure) throw new UsageError('daemon: --insecure and --tls-* contradict each other');
+  } else if (cluster && values.insecure) {
+    // On a shared cluster a plain-text data plane lets anyone on the node
+    // network claim to be any node and take its frames.
+    throw new UsageError('daemon: --insecure is refused with --cluster: peers must prove which node they are (give --tls-cert/--tls-key/--tls-ca)');
   } else if (!values.insecure) {
     throw new UsageError('daemon: give --tls-cert/--tls-key/--tls-ca, or --insecure for a plain-text data plane');
   }

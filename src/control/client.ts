@@ -15,6 +15,10 @@ export interface PbHealth {
   malformed: number;
   tls_refused: number;
   last_tls_refusal: string;
+  identity_refused: number;
+  refused_connections: number;
+  last_connection_refusal: string;
+  tls: { names: string[]; not_after: number; serial: string; rotations: number; last_rotation_error: string } | null;
   peers: Array<{ node: string; address: string; inbound: boolean; outbound: boolean; reconnects: number; frames_in: number; frames_out: number; last_error: string }>;
   rt_priority: number;
   keeps_freed_memory: boolean;

@@ -55,6 +55,10 @@ export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.Unty
         malformed: h.malformed,
         tls_refused: h.tlsRefused,
         last_tls_refusal: h.lastTlsRefusal,
+        identity_refused: h.identityRefused,
+        refused_connections: h.refusedConnections,
+        last_connection_refusal: h.lastConnectionRefusal,
+        ...(h.tls ? { tls: { names: h.tls.names, not_after: h.tls.notAfter, serial: h.tls.serial, rotations: h.tls.rotations, last_rotation_error: h.tls.lastRotationError } } : {}),
         peers: h.peers.map((p) => ({
           node: p.node,
           address: p.address,

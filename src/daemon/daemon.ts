@@ -1,5 +1,6 @@
 // The wire daemon: owns ports, wires, peer streams and the control API, and
 // persists its desired wires so a restart re-attaches to the same interfaces.
+import { watch } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -30,8 +31,6 @@ export interface TlsFiles {
   cert: string;
   key: string;
   ca: string;
-  /** name the peers' certificates are issued for */
-  serverName: string;
 }
 
 export interface DaemonOptions {
@@ -100,6 +99,11 @@ export interface Health {
   refusedStreams: number;
   tlsRefused: number;
   lastTlsRefusal: string;
+  identityRefused: number;
+  refusedConnections: number;
+  lastConnectionRefusal: string;
+  /** this daemon's TLS identity (null: plain text) */
+  tls: { names: string[]; notAfter: number; serial: string; rotations: number; lastRotationError: string } | null;
   rtPriority: number;
   keepsFreedMemory: boolean;
 }
@@ -108,7 +112,7 @@ export interface Health {
 async function dataTls(tls: TlsFiles | null): Promise<DataTls | null> {
   if (!tls) return null;
   const [cert, key, ca] = await Promise.all([readFile(tls.cert), readFile(tls.key), readFile(tls.ca)]);
-  return { cert, key, ca, serverName: tls.serverName };
+  return { cert, key, ca };
 }
 
 function bindAsync(server: grpc.Server, addr: string, creds: grpc.ServerCredentials): Promise<number> {
@@ -125,6 +129,11 @@ export class Daemon {
   private readonly busy = new Set<number>();
   private engine!: NativeEngine;
   private dataTls: DataTls | null = null;
+  /** why the last attempt to load rotated TLS files failed ('' when it did not) */
+  private lastRotationError = '';
+  private tlsWatchers: import('node:fs').FSWatcher[] = [];
+  private tlsReloadTimer: NodeJS.Timeout | null = null;
+  private readonly onHangup = (): void => this.reloadTlsSoon(0);
   /** live capture readers by engine reader id */
   private readonly ringReaders = new Map<number, EngineRing>();
   private readonly controlServer = new grpc.Server();
@@ -180,6 +189,7 @@ export class Daemon {
       },
       (reader) => this.ringReaders.get(reader)?.drain(),
     );
+    if (this.opts.tls) this.watchTls(this.opts.tls);
     const [def, impl] = controlService(this);
     this.controlServer.addService(def, impl);
     if (this.opts.control.startsWith('unix:')) {
@@ -263,9 +273,9 @@ export class Daemon {
     return undefined;
   }
 
-  private async waitForPeer(address: string): Promise<void> {
+  private async waitForPeer(address: string, node: string): Promise<void> {
     try {
-      await probePeer(address, this.dataTls);
+      await probePeer(address, node, this.dataTls);
     } catch (err) {
       throw new WireError(grpc.status.UNAVAILABLE, `peer daemon at ${address} cannot be reached: ${(err as Error).message}`);
     }
@@ -284,7 +294,7 @@ export class Daemon {
     this.busy.add(spec.uid);
     const opened: Endpoint[] = [];
     try {
-      if (spec.peer && o.checkPeer) await this.waitForPeer(spec.peer.address);
+      if (spec.peer && o.checkPeer) await this.waitForPeer(spec.peer.address, spec.peer.node);
       for (const e of [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])]) {
         const ep = createEndpoint(e);
         try {
@@ -412,11 +422,81 @@ export class Daemon {
       malformed: h.malformed,
       tlsRefused: h.tlsRefused,
       lastTlsRefusal: h.lastTlsRefusal,
+      identityRefused: h.identityRefused,
+      refusedConnections: h.refusedConnections,
+      lastConnectionRefusal: h.lastConnectionRefusal,
+      tls: this.dataTls
+        ? { names: h.certNames, notAfter: h.certNotAfter, serial: h.certSerial, rotations: h.tlsRotations, lastRotationError: this.lastRotationError }
+        : null,
     };
+  }
+
+  /**
+   * Certificate rotation without a link flap: when the TLS files change (a
+   * renewed certificate written in place, or a Secret/CSI volume swapping its
+   * ..data link), or on SIGHUP, the engine takes the new identity for new
+   * connections; established peer streams keep theirs.
+   */
+  private watchTls(files: TlsFiles): void {
+    const dirs = new Set([files.cert, files.key, files.ca].map((f) => path.dirname(f)));
+    for (const dir of dirs) {
+      try {
+        const w = watch(dir, () => this.reloadTlsSoon(300));
+        w.on('error', (err) => this.log(`watching ${dir} for TLS rotation failed: ${err.message}`));
+        w.unref();
+        this.tlsWatchers.push(w);
+      } catch (err) {
+        this.log(`cannot watch ${dir} for TLS rotation (${(err as Error).message}); send SIGHUP to reload`);
+      }
+    }
+    process.on('SIGHUP', this.onHangup);
+  }
+
+  private reloadTlsSoon(delayMs: number): void {
+    if (!this.opts.tls) return;
+    // Writers replace the three files one after another: wait for the last.
+    if (this.tlsReloadTimer) clearTimeout(this.tlsReloadTimer);
+    this.tlsReloadTimer = setTimeout(() => {
+      this.tlsReloadTimer = null;
+      void this.reloadTls();
+    }, delayMs);
+    this.tlsReloadTimer.unref();
+  }
+
+  private async reloadTls(): Promise<void> {
+    if (!this.opts.tls || !this.dataTls) return;
+    let next: DataTls | null;
+    try {
+      next = await dataTls(this.opts.tls);
+    } catch (err) {
+      this.lastRotationError = `reading TLS files: ${(err as Error).message}`;
+      this.log(`TLS rotation: ${this.lastRotationError}; keeping the current identity`);
+      return;
+    }
+    if (!next) return;
+    const cur = this.dataTls;
+    if (next.cert.equals(cur.cert) && next.key.equals(cur.key) && next.ca.equals(cur.ca)) return;
+    try {
+      this.engine.setTls(next);
+    } catch (err) {
+      // Half-written files (a new certificate beside the old key) land here
+      // until the writer finishes; the next change event retries.
+      this.lastRotationError = (err as Error).message;
+      this.log(`TLS rotation refused: ${this.lastRotationError}; keeping the current identity`);
+      return;
+    }
+    this.dataTls = next;
+    this.lastRotationError = '';
+    const h = this.engine.health();
+    this.log(`TLS identity rotated: serial ${h.certSerial}, valid until ${new Date(h.certNotAfter * 1000).toISOString()}`);
   }
 
   /** Stops serving. Interfaces stay, so a restarted daemon picks them up. */
   async shutdown(): Promise<void> {
+    for (const w of this.tlsWatchers) w.close();
+    this.tlsWatchers = [];
+    if (this.tlsReloadTimer) clearTimeout(this.tlsReloadTimer);
+    process.off('SIGHUP', this.onHangup);
     for (const f of this.files.values()) f.stop();
     for (const w of this.wires.values()) for (const e of w.ends) e.ring.close();
     // The engine closes every port and peer stream; the interfaces stay.

@@ -12,11 +12,10 @@ export interface DataTls {
   cert: Buffer;
   key: Buffer;
   ca: Buffer;
-  /** name the peers' certificates are checked against */
-  serverName: string;
 }
 
-export function probePeer(address: string, tlsFiles: DataTls | null, timeoutMs = 3000): Promise<void> {
+/** `node`: the node the daemon at `address` must prove it is (its certificate names it). */
+export function probePeer(address: string, node: string, tlsFiles: DataTls | null, timeoutMs = 3000): Promise<void> {
   return new Promise((resolve, reject) => {
     const hp = parseHostPort(address);
     if (!hp) return reject(new Error(`peer address '${address}' is not host:port`));
@@ -25,7 +24,7 @@ export function probePeer(address: string, tlsFiles: DataTls | null, timeoutMs =
     const session = http2.connect(authority, {
       createConnection: () =>
         tlsFiles
-          ? tls.connect({ host, port, ca: tlsFiles.ca, cert: tlsFiles.cert, key: tlsFiles.key, servername: tlsFiles.serverName, ALPNProtocols: ['h2'] })
+          ? tls.connect({ host, port, ca: tlsFiles.ca, cert: tlsFiles.cert, key: tlsFiles.key, servername: node, ALPNProtocols: ['h2'] })
           : net.connect({ host, port }),
     });
     let settled = false;

@@ -12,6 +12,7 @@ import { pidsInNetns } from '../netns/ip.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import { loadTopology } from '../topology/load.js';
 import type { LabModel, LinkEnd, LinkModel } from '../topology/model.js';
+import { makeLabIdentities } from '../tls/identity.js';
 import { pool, Progress } from './progress.js';
 import {
   alive,
@@ -235,6 +236,8 @@ export async function up(o: UpOptions): Promise<UpResult> {
     progress.update(`creating ${nodeCount} nodes`, true);
     mkdirSync(labDir(name), { recursive: true, mode: 0o755 });
     writeLab(state); // written first, so 'down' can clean up whatever follows
+    // One identity per node: a daemon proves which node it is to its peers.
+    await makeLabIdentities(path.join(labDir(name), 'tls'), name, state.nodes.map((n) => n.name));
     ipq('netns', 'add', state.underlay);
     ipq('-n', state.underlay, 'link', 'add', 'br0', 'type', 'bridge');
     ipq('-n', state.underlay, 'link', 'set', 'br0', 'up');

@@ -19,6 +19,8 @@ export interface LabNode {
   control: string;
   state: string;
   log: string;
+  /** this node's TLS identity (made by `up`); absent in labs made before labs had them: plain text */
+  tls?: { cert: string; key: string; ca: string };
 }
 
 export interface LabPod {
@@ -80,6 +82,7 @@ export function makeNode(lab: string, index: number): LabNode {
     control: `unix://${path.join(dir, `${name}.sock`)}`,
     state: path.join(dir, `${name}.wires.json`),
     log: path.join(dir, `${name}.log`),
+    tls: { cert: path.join(dir, 'tls', `${name}.crt`), key: path.join(dir, 'tls', `${name}.key`), ca: path.join(dir, 'tls', 'ca.crt') },
   };
 }
 

@@ -16,10 +16,15 @@ const CLI = `${PACKAGE_ROOT}/bin/patchwire.js`;
  */
 const DAEMON_NODE_FLAGS = ['--single-threaded-gc'];
 
+/** Each lab daemon proves its node with its own certificate (made by `up`, removed by `down`). */
+function dataPlaneSecurity(node: LabNode): string[] {
+  return node.tls ? ['--tls-cert', node.tls.cert, '--tls-key', node.tls.key, '--tls-ca', node.tls.ca] : ['--insecure'];
+}
+
 export function daemonArgs(lab: string, node: LabNode, ringBytes?: number, rtPriority?: number): string[] {
   const ring = ringBytes === undefined ? [] : ['--capture-ring-bytes', String(ringBytes)];
   const rt = rtPriority ? ['--rt-priority', String(rtPriority)] : [];
-  return ['daemon', '--node', node.name, '--lab', lab, '--listen', node.address, '--control', node.control, '--state', node.state, '--insecure', ...(node.http ? ['--http', node.http] : []), ...ring, ...rt];
+  return ['daemon', '--node', node.name, '--lab', lab, '--listen', node.address, '--control', node.control, '--state', node.state, ...dataPlaneSecurity(node), ...(node.http ? ['--http', node.http] : []), ...ring, ...rt];
 }
 
 export async function superviseMain(argv: string[]): Promise<void> {
@@ -33,8 +38,6 @@ export async function superviseMain(argv: string[]): Promise<void> {
 
   const start = (node: LabNode): void => {
     const log = openSync(node.log, 'a');
-    // Lab daemons talk only across the lab's own underlay namespace, hence
-    // plain text; a cluster deployment uses TLS.
     const child = spawn('ip', ['netns', 'exec', node.ns, process.execPath, ...DAEMON_NODE_FLAGS, CLI, ...daemonArgs(lab, node, state.captureRingBytes, state.rtPriority)], { stdio: ['ignore', log, log] });
     children.set(node.name, child);
     sup.daemons[node.name] = child.pid ?? 0;

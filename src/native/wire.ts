@@ -93,7 +93,12 @@ export interface EngineOptions {
   lab: string;
   listenHost: string;
   listenPort: number;
-  tls?: { cert: Buffer; key: Buffer; ca: Buffer; serverName: string };
+  /** mutual TLS: the certificate must name `node` (a DNS subjectAltName); peers are checked against their node names */
+  tls?: { cert: Buffer; key: Buffer; ca: Buffer };
+  /** connections that have not said which node they are, per remote address (default 8) */
+  maxPendingPerHost?: number;
+  /** connections in all (default 1024) */
+  maxConnections?: number;
   maxQueueBytes?: number;
   highWaterBytes?: number;
   keepaliveMs?: number;
@@ -119,7 +124,19 @@ export interface NativeEngine {
     acceptedConnections: number;
     tlsRefused: number;
     lastTlsRefusal: string;
+    /** subscribers whose certificate named another node than their hello */
+    identityRefused: number;
+    /** connections closed at accept by the connection bounds */
+    refusedConnections: number;
+    lastConnectionRefusal: string;
+    tlsRotations: number;
+    /** what this daemon presents: DNS names, expiry (unix s), serial (hex); empty in plain text */
+    certNames: string[];
+    certNotAfter: number;
+    certSerial: string;
   };
+  /** swaps the TLS identity new connections use (rotation); throws why not, keeping the old one */
+  setTls(tls: { cert: Buffer; key: Buffer; ca: Buffer }): void;
   /** serialized segments (see wire/src/engine/capture_ring.h), or null for no such end */
   ringSnapshot(uid: number, end: number): Buffer | null;
   /** a live reader of one end's ring; 0 when there is no such end */

@@ -12,6 +12,8 @@ import path from 'node:path';
 
 import { parse as parseYaml } from 'yaml';
 
+import { makeCa, makeNodeIdentity, type NodeIdentityFiles } from '../../src/tls/identity.js';
+
 import { ADMIN, type RequestRecord, serviceAccountUser, StandInApiServer, type KubeObject, type UserInfo } from './apiserver.js';
 import { renderKustomization } from './kustomize.js';
 import type { Schema } from './schema.js';
@@ -28,6 +30,8 @@ export interface ClusterNode extends TestNode {
   /** this node's daemon's bearer token (its ServiceAccount's, one per pod as projected tokens are) */
   token: string;
   relay: ChildProcess | null;
+  /** the node's own TLS identity (its certificate names the node), as the DaemonSet's volume provides it */
+  tls: NodeIdentityFiles;
 }
 
 /** The test's own requests (as a cluster admin, never silenced). */
@@ -114,6 +118,12 @@ export class TestCluster {
 
   async start(): Promise<void> {
     await this.api.listen();
+    await makeCa(this.tlsDir, 'patchwire test cluster');
+  }
+
+  /** the cluster's data-plane CA and the nodes' identities */
+  get tlsDir(): string {
+    return path.join(this.net.dir, 'tls');
   }
 
   /** A node namespace with a relay to the API and a daemon in cluster mode (as `user`: default the DaemonSet's). */
@@ -125,6 +135,7 @@ export class TestCluster {
       kubeconfig: path.join(this.net.dir, `${short}.kubeconfig`),
       token: `${short}-${randomBytes(12).toString('hex')}`,
       relay: null,
+      tls: await makeNodeIdentity(this.tlsDir, this.tlsDir, base.name),
     });
     this.api.addToken(node.token, user);
     writeFileSync(
@@ -150,7 +161,7 @@ export class TestCluster {
   }
 
   daemonExtra(node: ClusterNode, extra: string[] = []): string[] {
-    return ['--insecure', '--cluster', '--kubeconfig', node.kubeconfig, '--cni-socket', node.cniSocket, '--health', `${node.ip}:7081`, '--resync-seconds', '2', ...extra];
+    return ['--tls-cert', node.tls.cert, '--tls-key', node.tls.key, '--tls-ca', node.tls.ca, '--cluster', '--kubeconfig', node.kubeconfig, '--cni-socket', node.cniSocket, '--health', `${node.ip}:7081`, '--resync-seconds', '2', ...extra];
   }
 
   async startDaemon(node: ClusterNode, extra: string[] = []): Promise<void> {

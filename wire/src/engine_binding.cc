@@ -37,6 +37,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                        {InstanceMethod("addWire", &EngineWrap::AddWire), InstanceMethod("removeWire", &EngineWrap::RemoveWire),
                         InstanceMethod("counters", &EngineWrap::Counters), InstanceMethod("peerUp", &EngineWrap::PeerUp),
                         InstanceMethod("peers", &EngineWrap::Peers), InstanceMethod("health", &EngineWrap::Health),
+                        InstanceMethod("setTls", &EngineWrap::SetTls),
                         InstanceMethod("ringSnapshot", &EngineWrap::RingSnapshot),
                         InstanceMethod("ringReaderAdd", &EngineWrap::RingReaderAdd),
                         InstanceMethod("ringReaderDrain", &EngineWrap::RingReaderDrain),
@@ -44,7 +45,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                         InstanceMethod("close", &EngineWrap::Close), InstanceAccessor("port", &EngineWrap::Port, nullptr)});
   }
 
-  // new Engine({node, lab, listenHost, listenPort, tls?: {cert, key, ca, serverName}, maxQueueBytes?,
+  // new Engine({node, lab, listenHost, listenPort, tls?: {cert, key, ca}, maxQueueBytes?,
   //             highWaterBytes?, keepaliveMs?, connectTimeoutMs?}, onCapture(readerId))
   explicit EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
     Napi::Env env = info.Env();
@@ -63,13 +64,14 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     eo.keepaliveMs = static_cast<uint32_t>(Num(o, "keepaliveMs", eo.keepaliveMs));
     eo.connectTimeoutMs = static_cast<uint32_t>(Num(o, "connectTimeoutMs", eo.connectTimeoutMs));
     eo.portRcvBufBytes = static_cast<int>(Num(o, "portRcvBufBytes", eo.portRcvBufBytes));
+    eo.maxPendingPerHost = static_cast<int>(Num(o, "maxPendingPerHost", eo.maxPendingPerHost));
+    eo.maxConns = static_cast<int>(Num(o, "maxConnections", eo.maxConns));
     if (o.Get("tls").IsObject()) {
       auto t = o.Get("tls").As<Napi::Object>();
       eo.tls = true;
       eo.tlsCert = Pem(t, "cert");
       eo.tlsKey = Pem(t, "key");
       eo.tlsCa = Pem(t, "ca");
-      eo.tlsServerName = Str(t, "serverName");
     }
     tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "patchwire-engine", 0, 1);
     tsfn_.Unref(env);  // capture readers must not keep the process alive
@@ -204,7 +206,27 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     o.Set("acceptedConnections", static_cast<double>(h.acceptedConns));
     o.Set("tlsRefused", static_cast<double>(h.tlsRefused));
     o.Set("lastTlsRefusal", h.lastTlsRefusal);
+    o.Set("identityRefused", static_cast<double>(h.identityRefused));
+    o.Set("refusedConnections", static_cast<double>(h.refusedConns));
+    o.Set("lastConnectionRefusal", h.lastConnRefusal);
+    o.Set("tlsRotations", static_cast<double>(h.tlsRotations));
+    auto names = Napi::Array::New(env, h.cert.names.size());
+    for (size_t i = 0; i < h.cert.names.size(); i++) names.Set(static_cast<uint32_t>(i), h.cert.names[i]);
+    o.Set("certNames", names);
+    o.Set("certNotAfter", static_cast<double>(h.cert.notAfter));
+    o.Set("certSerial", h.cert.serial);
     return o;
+  }
+
+  // setTls({cert, key, ca}): the identity new connections use; throws why not.
+  Napi::Value SetTls(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    if (info.Length() < 1 || !info[0].IsObject()) return Throw(env, "setTls({cert, key, ca})");
+    auto t = info[0].As<Napi::Object>();
+    std::string err = engine_->SetTls(Pem(t, "cert"), Pem(t, "key"), Pem(t, "ca"));
+    if (!err.empty()) return Throw(env, err);
+    return env.Undefined();
   }
 
   Napi::Value RingSnapshot(const Napi::CallbackInfo& info) {

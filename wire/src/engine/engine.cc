@@ -158,48 +158,121 @@ Engine::Engine(const EngineOptions& opts, std::function<void(int)> notify) : opt
 
 Engine::~Engine() { Stop(); }
 
-std::string Engine::SetupTls() {
-  auto load = [](SSL_CTX* ctx, const EngineOptions& o) -> std::string {
-    BIO* b = BIO_new_mem_buf(o.tlsCert.data(), static_cast<int>(o.tlsCert.size()));
-    X509* cert = PEM_read_bio_X509(b, nullptr, nullptr, nullptr);
-    BIO_free(b);
-    if (cert == nullptr) return SslError("TLS certificate");
-    int ok = SSL_CTX_use_certificate(ctx, cert);
+namespace {
+// The DNS names of a certificate's subjectAltName, for messages and health.
+std::vector<std::string> CertNames(X509* cert) {
+  std::vector<std::string> out;
+  auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  if (names == nullptr) return out;
+  for (int i = 0; i < sk_GENERAL_NAME_num(names) && out.size() < 16; i++) {
+    const GENERAL_NAME* g = sk_GENERAL_NAME_value(names, i);
+    if (g->type != GEN_DNS) continue;
+    const unsigned char* d = ASN1_STRING_get0_data(g->d.dNSName);
+    int l = ASN1_STRING_length(g->d.dNSName);
+    if (l > 0 && l <= 253) out.emplace_back(reinterpret_cast<const char*>(d), static_cast<size_t>(l));
+  }
+  GENERAL_NAMES_free(names);
+  return out;
+}
+
+std::string JoinNames(const std::vector<std::string>& names) {
+  if (names.empty()) return "no DNS name";
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "'" : ", '") + n + "'";
+  return s;
+}
+
+// Does the certificate name this node, exactly (no wildcards: one
+// certificate, one node)?
+bool NamesNode(X509* cert, const std::string& node) {
+  return X509_check_host(cert, node.data(), node.size(), X509_CHECK_FLAG_NO_WILDCARDS, nullptr) == 1;
+}
+}  // namespace
+
+// Builds a server and a client context from PEM material. Separate from the
+// engine's live contexts so a rotation that fails leaves them as they were.
+std::string Engine::BuildTls(const std::string& certPem, const std::string& keyPem, const std::string& caPem,
+                             SSL_CTX** server, SSL_CTX** client, CertInfo* info) {
+  *server = *client = nullptr;
+  BIO* b = BIO_new_mem_buf(certPem.data(), static_cast<int>(certPem.size()));
+  X509* cert = PEM_read_bio_X509(b, nullptr, nullptr, nullptr);
+  BIO_free(b);
+  if (cert == nullptr) return SslError("TLS certificate");
+  info->names = CertNames(cert);
+  // Each daemon holds its own identity: a certificate that does not name
+  // this node would be refused by every peer, so it is refused here first.
+  if (!NamesNode(cert, opts_.node)) {
     X509_free(cert);
-    if (ok != 1) return SslError("TLS certificate");
-    b = BIO_new_mem_buf(o.tlsKey.data(), static_cast<int>(o.tlsKey.size()));
-    EVP_PKEY* key = PEM_read_bio_PrivateKey(b, nullptr, nullptr, nullptr);
-    BIO_free(b);
-    if (key == nullptr) return SslError("TLS key");
-    ok = SSL_CTX_use_PrivateKey(ctx, key);
+    return "TLS certificate names " + JoinNames(info->names) + ", not this node '" + opts_.node +
+           "' (each daemon needs a certificate with its node name as a DNS subjectAltName)";
+  }
+  {
+    const ASN1_TIME* na = X509_get0_notAfter(cert);
+    struct tm tmv {};
+    info->notAfter = ASN1_TIME_to_tm(na, &tmv) == 1 ? static_cast<int64_t>(timegm(&tmv)) : 0;
+    BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr);
+    char* hex = bn ? BN_bn2hex(bn) : nullptr;
+    info->serial = hex ? hex : "";
+    OPENSSL_free(hex);
+    BN_free(bn);
+  }
+  b = BIO_new_mem_buf(keyPem.data(), static_cast<int>(keyPem.size()));
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(b, nullptr, nullptr, nullptr);
+  BIO_free(b);
+  if (key == nullptr) {
+    X509_free(cert);
+    return SslError("TLS key");
+  }
+  std::vector<X509*> cas;
+  b = BIO_new_mem_buf(caPem.data(), static_cast<int>(caPem.size()));
+  while (cas.size() < 64) {
+    X509* ca = PEM_read_bio_X509(b, nullptr, nullptr, nullptr);
+    if (ca == nullptr) break;
+    cas.push_back(ca);
+  }
+  BIO_free(b);
+  ERR_clear_error();
+  auto cleanup = [&] {
+    X509_free(cert);
     EVP_PKEY_free(key);
-    if (ok != 1 || SSL_CTX_check_private_key(ctx) != 1) return SslError("TLS key does not match the certificate");
-    X509_STORE* store = SSL_CTX_get_cert_store(ctx);
-    b = BIO_new_mem_buf(o.tlsCa.data(), static_cast<int>(o.tlsCa.size()));
-    int n = 0;
-    while (X509* ca = PEM_read_bio_X509(b, nullptr, nullptr, nullptr)) {
-      X509_STORE_add_cert(store, ca);
-      X509_free(ca);
-      n++;
+    for (X509* ca : cas) X509_free(ca);
+  };
+  if (cas.empty()) {
+    cleanup();
+    return "TLS CA: no certificate in it";
+  }
+  std::string err;
+  auto load = [&](SSL_CTX* ctx) -> bool {
+    if (SSL_CTX_use_certificate(ctx, cert) != 1) {
+      err = SslError("TLS certificate");
+      return false;
     }
-    BIO_free(b);
+    if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+      err = SslError("TLS key does not match the certificate");
+      return false;
+    }
+    X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+    for (X509* ca : cas) X509_STORE_add_cert(store, ca);
     ERR_clear_error();
-    if (n == 0) return "TLS CA: no certificate in it";
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
-    return "";
+    return true;
   };
-  sslServer_ = SSL_CTX_new(TLS_server_method());
-  sslClient_ = SSL_CTX_new(TLS_client_method());
-  if (!sslServer_ || !sslClient_) return SslError("SSL_CTX_new");
-  std::string err = load(sslServer_, opts_);
-  if (err.empty()) err = load(sslClient_, opts_);
-  if (!err.empty()) return err;
+  SSL_CTX* s = SSL_CTX_new(TLS_server_method());
+  SSL_CTX* c = SSL_CTX_new(TLS_client_method());
+  bool ok = s && c && load(s) && load(c);
+  cleanup();
+  if (!ok) {
+    if (err.empty()) err = SslError("SSL_CTX_new");
+    if (s) SSL_CTX_free(s);
+    if (c) SSL_CTX_free(c);
+    return err;
+  }
   // Mutual TLS: a subscriber without a certificate from our CA is refused.
-  SSL_CTX_set_verify(sslServer_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
-  SSL_CTX_set_verify(sslClient_, SSL_VERIFY_PEER, nullptr);
+  SSL_CTX_set_verify(s, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
   SSL_CTX_set_alpn_select_cb(
-      sslServer_,
+      s,
       [](SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned int inlen,
          void*) -> int {
         for (unsigned i = 0; i + 1 <= inlen;) {
@@ -216,7 +289,31 @@ std::string Engine::SetupTls() {
       },
       nullptr);
   static const unsigned char alpn[] = {2, 'h', '2'};
-  SSL_CTX_set_alpn_protos(sslClient_, alpn, sizeof(alpn));
+  SSL_CTX_set_alpn_protos(c, alpn, sizeof(alpn));
+  *server = s;
+  *client = c;
+  return "";
+}
+
+std::string Engine::SetupTls() {
+  return BuildTls(opts_.tlsCert, opts_.tlsKey, opts_.tlsCa, &sslServer_, &sslClient_, &cert_);
+}
+
+std::string Engine::SetTls(const std::string& certPem, const std::string& keyPem, const std::string& caPem) {
+  if (!opts_.tls) return "this daemon runs a plain-text data plane; TLS material cannot be swapped in";
+  SSL_CTX *s = nullptr, *c = nullptr;
+  CertInfo info;
+  std::string err = BuildTls(certPem, keyPem, caPem, &s, &c, &info);
+  if (!err.empty()) return err;
+  ApiLock lock(this);
+  // Live connections keep the context they were made with (each SSL holds a
+  // reference): rotation changes only what new connections present and trust.
+  SSL_CTX_free(sslServer_);
+  SSL_CTX_free(sslClient_);
+  sslServer_ = s;
+  sslClient_ = c;
+  cert_ = info;
+  tlsRotations_++;
   return "";
 }
 
@@ -527,6 +624,26 @@ void Engine::Accept() {
       inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
       fromPort = ntohs(a->sin6_port);
     }
+    // A peer proves which node it is only with its hello: until then a
+    // connection is a stranger's, and strangers get few (the hello deadline
+    // closes them; these bounds keep a flood of them from piling up).
+    {
+      int pendingFromHost = 0;
+      for (auto& [id, other] : conns_)
+        if (!other->client && other->peer == nullptr && other->state != Conn::kClosed && other->remoteHost == host)
+          pendingFromHost++;
+      std::string why;
+      if (static_cast<int>(conns_.size()) >= opts_.maxConns)
+        why = "already " + std::to_string(conns_.size()) + " connections (the bound)";
+      else if (pendingFromHost >= opts_.maxPendingPerHost)
+        why = std::to_string(pendingFromHost) + " connections from this address have not said which node they are";
+      if (!why.empty()) {
+        refusedConns_++;
+        lastConnRefusal_ = std::string(host) + ": " + why;
+        close(fd);
+        continue;
+      }
+    }
     accepted_++;
     TuneSocket(fd);
     auto c = std::make_unique<Conn>();
@@ -622,9 +739,10 @@ void Engine::OnConnEvent(Conn* c, uint32_t events) {
       c->ssl = SSL_new(sslClient_);
       SSL_set_fd(c->ssl, c->fd);
       SSL_set_connect_state(c->ssl);
-      // The peer must hold a certificate for the name every daemon is issued.
-      SSL_set_tlsext_host_name(c->ssl, opts_.tlsServerName.c_str());
-      SSL_set1_host(c->ssl, opts_.tlsServerName.c_str());
+      // The daemon we reach must hold a certificate naming the node we meant.
+      SSL_set_tlsext_host_name(c->ssl, c->peer->node.c_str());
+      SSL_set_hostflags(c->ssl, X509_CHECK_FLAG_NO_WILDCARDS);
+      SSL_set1_host(c->ssl, c->peer->node.c_str());
       c->state = Conn::kHandshaking;
     } else {
       c->wantOut = false;
@@ -666,8 +784,8 @@ void Engine::OnConnEvent(Conn* c, uint32_t events) {
               "trust our certificate)";
       if (vr != X509_V_OK) why += std::string(" (") + X509_verify_cert_error_string(vr) + ")";
       if (c->client && vr == X509_V_ERR_HOSTNAME_MISMATCH)
-        why = "TLS handshake: the peer's certificate does not match the name '" + opts_.tlsServerName +
-              "' it was expected to carry (" + why + ")";
+        why = "TLS handshake: the daemon at " + c->peer->address + " does not hold a certificate for node '" +
+              c->peer->node + "' (" + why + ")";
       if (!c->client) {
         // A refused client never gets a stream, so it would leave no trace in peers.
         tlsRefused_++;
@@ -1129,6 +1247,18 @@ void Engine::OnMessage(Conn* c, const uint8_t* msg, size_t len) {
   } else if (req.node.empty()) {
     c->grpcStatus = kInvalidArgument;
     c->grpcMessage = "subscribe hello without node name";
+  } else if (c->ssl != nullptr) {
+    // The hello says which node subscribes; its certificate must say the
+    // same, or a holder of any node's identity could take another's stream.
+    X509* cert = SSL_get0_peer_certificate(c->ssl);
+    if (cert == nullptr || !NamesNode(cert, req.node)) {
+      c->grpcStatus = kPermissionDenied;
+      c->grpcMessage = "the subscriber's certificate names " + (cert ? JoinNames(CertNames(cert)) : "nothing") +
+                       ", not node '" + req.node + "'";
+      tlsRefused_++;
+      identityRefused_++;
+      lastTlsRefusal_ = c->remoteHost + ": " + c->grpcMessage;
+    }
   }
   if (c->grpcStatus != 0) {
     refusedStreams_++;
@@ -1368,7 +1498,8 @@ std::vector<PeerInfo> Engine::Peers() {
 EngineHealth Engine::Health() {
   ApiLock lock(this);
   return {unknownWire_.load(), malformed_.load(), malformedFrames_.load(), refusedStreams_.load(), accepted_.load(),
-          tlsRefused_.load(), lastTlsRefusal_};
+          tlsRefused_.load(), identityRefused_.load(), refusedConns_.load(), tlsRotations_.load(), lastTlsRefusal_,
+          lastConnRefusal_, cert_};
 }
 
 bool Engine::RingSnapshot(uint64_t uid, int end, std::vector<uint8_t>* out) {

@@ -30,7 +30,11 @@ struct EngineOptions {
   std::string listenHost;  // "" or an address
   int listenPort = 0;
   bool tls = false;
-  std::string tlsCert, tlsKey, tlsCa, tlsServerName;  // PEM
+  std::string tlsCert, tlsKey, tlsCa;  // PEM; the certificate must name `node`
+  // Connections that have not said which node they are (no hello yet), per
+  // remote address and in all: past these, new ones are closed at accept.
+  int maxPendingPerHost = 8;
+  int maxConns = 1024;
   size_t maxQueueBytes = 8 << 20;   // per peer, before frames count as queue_full
   size_t highWaterBytes = 2 << 20;  // past this, senders pause reading their ports
   // Receive buffer of each AF_PACKET port: what the kernel holds for the
@@ -66,9 +70,18 @@ struct PeerInfo {
   std::string lastError;
 };
 
+struct CertInfo {
+  std::vector<std::string> names;  // DNS subjectAltNames
+  int64_t notAfter = 0;            // unix seconds
+  std::string serial;              // hex
+};
+
 struct EngineHealth {
-  uint64_t unknownWire, malformed, malformedFrames, refusedStreams, acceptedConns, tlsRefused;
+  uint64_t unknownWire, malformed, malformedFrames, refusedStreams, acceptedConns, tlsRefused, identityRefused,
+      refusedConns, tlsRotations;
   std::string lastTlsRefusal;  // address and reason of the last TLS refusal
+  std::string lastConnRefusal;
+  CertInfo cert;               // what this daemon presents (empty names: plain text)
 };
 
 struct Peer;
@@ -92,6 +105,9 @@ class Engine {
   // Per end of the wire, in order: false when the wire does not exist.
   bool Counters(uint64_t uid, std::vector<std::map<std::string, uint64_t>>* out);
   bool PeerUp(const std::string& node);
+  // Swaps the TLS identity for new connections (certificate rotation); live
+  // connections keep theirs. "" or why not (the old identity stays).
+  std::string SetTls(const std::string& certPem, const std::string& keyPem, const std::string& caPem);
   std::vector<PeerInfo> Peers();
   EngineHealth Health();
 
@@ -128,6 +144,8 @@ class Engine {
   Peer* PeerFor(const std::string& node);
   void RetainPeers();
   std::string SetupTls();
+  std::string BuildTls(const std::string& certPem, const std::string& keyPem, const std::string& caPem,
+                       SSL_CTX** server, SSL_CTX** client, CertInfo* info);
 
   friend struct H2;  // the nghttp2 callbacks (engine.cc)
 
@@ -173,7 +191,10 @@ class Engine {
   size_t freeBytes_ = 0;
 
   std::atomic<uint64_t> unknownWire_{0}, malformed_{0}, malformedFrames_{0}, refusedStreams_{0}, accepted_{0}, tlsRefused_{0};
-  std::string lastTlsRefusal_;  // under mu_
+  std::atomic<uint64_t> identityRefused_{0}, refusedConns_{0}, tlsRotations_{0};
+  std::string lastTlsRefusal_;   // under mu_
+  std::string lastConnRefusal_;  // under mu_
+  CertInfo cert_;                // under mu_
 };
 
 }  // namespace pw::engine
