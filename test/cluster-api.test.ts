@@ -40,7 +40,8 @@ t.test('cluster mode against API server behaviours', async (t) => {
 
   await t.test('RBAC from deploy/ is enforced: a daemon without the binding is refused and never ready', async (t) => {
     const outsider = serviceAccountUser('default', 'nobody');
-    const n3 = await cluster.addNode('n3', extra, outsider);
+    // Its identity is made beforehand: the outsider could not ask for one.
+    const n3 = await cluster.addNode('n3', extra, outsider, 'files');
     const r = await waitFor('n3 tells why it is not ready', async () => {
       const x = await cluster.ready(n3);
       return x.code === 503 && /HTTP 403/.test(x.body) ? x : undefined;

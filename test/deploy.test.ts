@@ -51,9 +51,9 @@ const validate: ValidateFunction = ajv.compile(strict(openApi));
 const problems = (v: unknown): string[] => (validate(v) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath || '<root>'} ${e.message}${e.params && 'additionalProperty' in e.params ? ` (${String(e.params.additionalProperty)})` : ''}`));
 
 t.test('kustomize rendering of deploy/', async (t) => {
-  t.same(docs.map((d) => d.kind).sort(), ['ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'DaemonSet', 'Namespace', 'ServiceAccount'], 'renders every part');
+  t.same(docs.map((d) => d.kind).sort(), ['ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'CustomResourceDefinition', 'DaemonSet', 'Deployment', 'Namespace', 'Role', 'Role', 'RoleBinding', 'RoleBinding', 'ServiceAccount', 'ServiceAccount'], 'renders every part');
   const ns = byKind('Namespace')[0]!.metadata.name;
-  for (const d of docs.filter((x) => ['ServiceAccount', 'DaemonSet'].includes(x.kind))) t.equal(d.metadata.namespace, ns, `${d.kind} in the kustomization's namespace`);
+  for (const d of docs.filter((x) => ['ServiceAccount', 'DaemonSet', 'Deployment', 'Role', 'RoleBinding'].includes(x.kind))) t.equal(d.metadata.namespace, ns, `${d.kind} in the kustomization's namespace`);
   let kubectl = true;
   try {
     execFileSync('kubectl', ['version', '--client'], { stdio: 'ignore' });
@@ -179,10 +179,20 @@ t.test('what real daemons write and request fits deploy/', async (t) => {
   const used = new Set(made.map((r) => `${r.apiGroup}|${r.resource}|${r.verb}`));
   t.same(made.filter((r) => !r.allowed).map((r) => `${r.verb} ${r.path}`), [], 'every request the daemons made was allowed');
   const role = byKind('ClusterRole')[0]!;
+  // Everything bound to the daemons' account: its ClusterRole and the Role that reads the signer's CA.
+  const daemonSa = byKind('ServiceAccount')[0]!;
+  const boundRoles = [...byKind('ClusterRoleBinding'), ...byKind('RoleBinding')]
+    .filter((b) => (b.subjects as Obj[]).some((s) => s.kind === 'ServiceAccount' && s.name === daemonSa.metadata.name))
+    .map((b) => docs.find((d) => d.kind === b.roleRef.kind && d.metadata.name === b.roleRef.name)!);
+  t.same(boundRoles.map((r) => `${r.kind}/${r.metadata.name}`).sort(), ['ClusterRole/patchwire', 'Role/patchwire-read-peer-ca'], "the daemons' account is bound to its ClusterRole and the CA reader only");
   const granted = new Set<string>();
-  for (const rule of role.rules as Obj[]) for (const g of rule.apiGroups) for (const res of rule.resources) for (const v of rule.verbs) granted.add(`${g}|${res}|${v}`);
-  t.same([...granted].filter((g) => !used.has(g)).sort(), [], 'the ClusterRole grants nothing the daemons did not use');
-  t.same([...used].sort(), ['networkop.co.uk|topologies/status|patch', 'networkop.co.uk|topologies|list', 'networkop.co.uk|topologies|watch', '|pods|list', '|pods|watch'].sort(), 'the daemons list and watch pods and Topology objects, and patch Topology status');
+  for (const r of boundRoles) for (const rule of r.rules as Obj[]) for (const g of rule.apiGroups) for (const res of rule.resources) for (const v of rule.verbs) granted.add(`${g}|${res}|${v}`);
+  t.same([...granted].filter((g) => !used.has(g)).sort(), [], 'the roles grant nothing the daemons did not use');
+  t.same(
+    [...used].sort(),
+    ['networkop.co.uk|topologies/status|patch', 'networkop.co.uk|topologies|list', 'networkop.co.uk|topologies|watch', '|pods|list', '|pods|watch', 'certificates.k8s.io|certificatesigningrequests|create', 'certificates.k8s.io|certificatesigningrequests|get', 'certificates.k8s.io|certificatesigningrequests|delete', '|configmaps|get'].sort(),
+    'the daemons list and watch pods and Topology objects, patch Topology status, ask for their identity and read the CA',
+  );
   const binding = byKind('ClusterRoleBinding')[0]!;
   const sa = byKind('ServiceAccount')[0]!;
   t.same(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role.metadata.name }, 'the binding names the role');

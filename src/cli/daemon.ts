@@ -32,6 +32,12 @@ Options:
                        subjectAltName; peers are checked against theirs. The
                        files are watched: a renewed certificate (or SIGHUP)
                        is taken for new connections without a link flap
+  --identity csr       cluster mode: get this node's certificate from the
+                       Kubernetes certificates API (patchwire signer), renew it
+                       at two thirds of its life; instead of --tls-*
+  --identity-dir DIR   where that identity is kept (default /run/patchwire/identity)
+  --identity-lifetime-seconds N
+                       lifetime asked for (default 86400; the signer may give less)
   --insecure           plain-text data plane, no peer identity (only for
                        isolated labs; refused with --cluster)
   --http HOST:PORT     serve packet capture over HTTP: GET /capture?wire=POD/INTF[&follow=1][&format=pcap]
@@ -73,6 +79,9 @@ export async function daemonMain(argv: string[]): Promise<void> {
       'tls-key': { type: 'string' },
       'tls-ca': { type: 'string' },
       insecure: { type: 'boolean', default: false },
+      identity: { type: 'string' },
+      'identity-dir': { type: 'string', default: '/run/patchwire/identity' },
+      'identity-lifetime-seconds': { type: 'string', default: '86400' },
       http: { type: 'string', default: '' },
       health: { type: 'string', default: '' },
       'capture-ring-bytes': { type: 'string' },
@@ -116,7 +125,15 @@ export async function daemonMain(argv: string[]): Promise<void> {
   if (!Number.isFinite(apiTimeoutSeconds) || apiTimeoutSeconds < 1) throw new UsageError(`daemon: --api-timeout-seconds '${values['api-timeout-seconds']}' must be at least 1`);
   const tlsParts = [values['tls-cert'], values['tls-key'], values['tls-ca']];
   let tls: TlsFiles | null = null;
-  if (tlsParts.some(Boolean)) {
+  let identity: { dir: string; lifetimeSeconds: number } | null = null;
+  if (values.identity !== undefined) {
+    if (values.identity !== 'csr') throw new UsageError(`daemon: --identity '${values.identity}' is not known (csr)`);
+    if (!cluster) throw new UsageError('daemon: --identity csr needs --cluster');
+    if (tlsParts.some(Boolean) || values.insecure) throw new UsageError('daemon: --identity csr replaces --tls-* and --insecure');
+    const lifetimeSeconds = Number(values['identity-lifetime-seconds']);
+    if (!Number.isInteger(lifetimeSeconds) || lifetimeSeconds < 600 || lifetimeSeconds > 31536000) throw new UsageError(`daemon: --identity-lifetime-seconds '${values['identity-lifetime-seconds']}' must be an integer from 600 to 31536000`);
+    identity = { dir: values['identity-dir']!, lifetimeSeconds };
+  } else if (tlsParts.some(Boolean)) {
     if (!tlsParts.every(Boolean)) throw new UsageError('daemon: --tls-cert, --tls-key and --tls-ca go together');
     tls = { cert: values['tls-cert']!, key: values['tls-key']!, ca: values['tls-ca']! };
     if (values.insecure) throw new UsageError('daemon: --insecure and --tls-* contradict each other');
@@ -140,6 +157,21 @@ export async function daemonMain(argv: string[]): Promise<void> {
     if (!Number.isSafeInteger(maxBytes) || maxBytes < 1024) throw new UsageError(`daemon: --capture-file-bytes '${values['capture-file-bytes']}' must be at least 1024`);
     if (!Number.isSafeInteger(maxFiles) || maxFiles < 1) throw new UsageError(`daemon: --capture-files '${values['capture-files']}' must be at least 1`);
     captureFiles = { dir: values['capture-dir'], maxBytes, maxFiles };
+  }
+  let keeper: import('../tls/csr.js').IdentityKeeper | null = null;
+  if (identity) {
+    // The identity comes before the data port opens: the engine starts with it.
+    const { IdentityKeeper } = await import('../tls/csr.js');
+    const { apiClientFrom } = await import('../cluster/api.js');
+    keeper = new IdentityKeeper(apiClientFrom(values.kubeconfig, apiTimeoutSeconds * 1000), {
+      node: values.node,
+      dir: identity.dir,
+      namespace: process.env.POD_NAMESPACE ?? 'patchwire-system',
+      lifetimeSeconds: identity.lifetimeSeconds,
+      waitMs: 120_000,
+      log: (m) => process.stderr.write(`[${values.node}] ${m}\n`),
+    });
+    tls = await keeper.start();
   }
   const daemon = new Daemon({
     captureFiles,
@@ -174,6 +206,7 @@ export async function daemonMain(argv: string[]): Promise<void> {
     throw err;
   }
   const stop = (): void => {
+    keeper?.stop();
     void (controller?.stop() ?? Promise.resolve())
       .then(() => daemon.shutdown())
       .then(() => process.exit(0));

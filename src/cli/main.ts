@@ -5,6 +5,7 @@ import { daemonMain, DAEMON_HELP } from './daemon.js';
 import { CAPTURE_HELP, captureMain } from './capture.js';
 import { LAB_HELP, labMain } from './lab.js';
 import { CNI_HELP, cniMain } from './cni.js';
+import { SIGNER_HELP, signerMain } from './signer.js';
 import { UsageError } from './usage.js';
 import { WIRE_HELP, wireMain } from './wire.js';
 
@@ -32,7 +33,8 @@ ${LAB_HELP}
 ${CAPTURE_HELP}
 ${DAEMON_HELP}
 ${WIRE_HELP}
-${CNI_HELP}`;
+${CNI_HELP}
+${SIGNER_HELP}`;
 
 async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
@@ -57,6 +59,8 @@ async function main(argv: string[]): Promise<void> {
     case 'cni':
       process.exitCode = await cniMain(rest);
       return;
+    case 'signer':
+      return signerMain(rest);
     case 'health':
       return wireMain(['health', ...rest]);
     case undefined:

@@ -203,3 +203,16 @@ class DeadlineWatch extends k8s.Watch {
     return controller;
   }
 }
+
+/** An ApiClient from a kubeconfig file (or $KUBECONFIG, ~/.kube/config, in-cluster); throws naming the file. */
+export function apiClientFrom(kubeconfig: string | undefined, requestMs: number): ApiClient {
+  const kc = new k8s.KubeConfig();
+  try {
+    if (kubeconfig) kc.loadFromFile(kubeconfig);
+    else kc.loadFromDefault();
+  } catch (err) {
+    throw new Error(`kubeconfig ${kubeconfig ?? process.env.KUBECONFIG ?? '(default)'}: ${(err as Error).message}`);
+  }
+  if (!kc.getCurrentCluster()) throw new Error('no Kubernetes API server configured (give --kubeconfig, set KUBECONFIG, or run in a pod)');
+  return new ApiClient(kc, { requestMs, watchSeconds: Math.max(1, Math.round((requestMs * 5) / 1000)) });
+}

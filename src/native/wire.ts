@@ -156,6 +156,12 @@ interface Addon {
   keepFreedMemory(bytes: number): boolean;
   Port: new (fd: number, kind: 'packet' | 'tap', vnetHdr: boolean, slotSize: number, slots: number) => NativePort;
   Engine: new (opts: EngineOptions, onCapture: (reader: number) => void) => NativeEngine;
+  /** what a PEM certificate request asks for, and whether its self-signature holds */
+  csrInfo(o: { csr: string | Buffer }): { commonName: string; dnsNames: string[]; signatureValid: boolean };
+  /** a PEM request for CN=name, subjectAltName DNS:name, signed with `key` */
+  makeCsr(o: { key: string | Buffer; name: string }): string;
+  /** a PEM certificate for `name` alone (CN and DNS subjectAltName), with the request's key, signed by the CA */
+  signCsr(o: { csr: string | Buffer; caCert: string | Buffer; caKey: string | Buffer; name: string; notBefore: number; notAfter: number }): string;
   HEADROOM: number;
   VNET_HDR_LEN: number;
 }

@@ -65,6 +65,12 @@ interface Resource {
   unconditionalUpdate?: boolean;
   /** DELETE of a scheduled object waits for a second DELETE with grace 0 (pods) */
   graceful?: boolean;
+  /** no namespace in its paths (CertificateSigningRequests) */
+  clusterScoped?: boolean;
+  /** subresources besides status that, like status, change only the status (CSR approval) */
+  statusLike?: string[];
+  /** on create, the server records the requester in spec (username, uid, groups, extra), as for CSRs */
+  stampRequester?: boolean;
 }
 
 interface WatchEvent {
@@ -87,6 +93,8 @@ interface Watcher {
 export interface UserInfo {
   name: string;
   groups: string[];
+  /** what the real server derives from bound service-account tokens, e.g. authentication.kubernetes.io/node-name */
+  extra?: Record<string, string[]>;
 }
 
 export interface RequestRecord {
@@ -331,7 +339,7 @@ export class StandInApiServer {
     }
   }
 
-  private route(pathname: string): { resource: Resource; namespace: string | null; name: string | null; status: boolean } | null {
+  private route(pathname: string): { resource: Resource; namespace: string | null; name: string | null; status: boolean; sub: string } | null {
     for (const r of this.resources) {
       if (!pathname.startsWith(`${r.prefix}/`)) continue;
       const rest = pathname.slice(r.prefix.length + 1).split('/');
@@ -341,10 +349,15 @@ export class StandInApiServer {
         rest.splice(0, 2);
       }
       if (rest[0] !== r.plural) continue;
+      if (r.clusterScoped) {
+        if (namespace !== null) return null;
+        namespace = ''; // objects of a cluster-scoped kind live under the empty namespace
+      }
       const name = rest[1] ?? null;
-      const status = rest[2] === 'status';
+      const sub = rest[2] ?? '';
+      const status = sub === 'status' || (r.statusLike ?? []).includes(sub);
       if (rest.length > 3 || (rest.length === 3 && !status)) return null;
-      return { resource: r, namespace, name, status };
+      return { resource: r, namespace, name, status, sub };
     }
     return null;
   }
@@ -435,7 +448,7 @@ export class StandInApiServer {
       token: user ? token : '',
       verb,
       apiGroup: group,
-      resource: route ? `${route.resource.plural}${route.status ? '/status' : ''}` : '',
+      resource: route ? `${route.resource.plural}${route.sub ? `/${route.sub}` : ''}` : '',
       namespace: route?.namespace ?? '',
       name: route?.name ?? '',
       allowed: false,
@@ -484,7 +497,7 @@ export class StandInApiServer {
     const key = `${namespace}/${name}`;
 
     if (method === 'GET' && !name) {
-      const list = [...objects.values()].filter((o) => namespace === null || o.metadata.namespace === namespace);
+      const list = [...objects.values()].filter((o) => namespace === null || (o.metadata.namespace ?? '') === namespace);
       if (!watch) {
         return this.send(res, 200, {
           apiVersion: resource.apiVersion,
@@ -600,6 +613,13 @@ export class StandInApiServer {
       obj.apiVersion = resource.apiVersion;
       obj.kind = resource.kind;
       obj.metadata = { ...obj.metadata, namespace, uid: randomUUID(), generation: 1, creationTimestamp: new Date().toISOString().replace(/\.\d+Z$/, 'Z') };
+      if (resource.clusterScoped) delete obj.metadata.namespace;
+      if (resource.stampRequester) {
+        // Who asked is the server's to say, never the client's (CSR spec.username and friends).
+        const u = this.tokens.get(/^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '');
+        obj.spec = { ...(obj.spec as object), username: u?.name ?? '', uid: u?.name ?? '', groups: u?.groups ?? [], ...(u?.extra ? { extra: u.extra } : {}) };
+        delete obj.status;
+      }
       delete obj.metadata.resourceVersion;
       delete obj.metadata.deletionTimestamp;
       // Status is set through the status subresource only.
@@ -650,6 +670,9 @@ export class StandInApiServer {
       creationTimestamp: old.metadata.creationTimestamp,
       generation: old.metadata.generation,
     };
+    if (resource.clusterScoped) delete merged.metadata.namespace;
+    // The recorded requester cannot be rewritten.
+    if (resource.stampRequester) merged.spec = old.spec;
     // Deletion marks are the server's: an update can neither set nor clear them.
     for (const k of ['deletionTimestamp', 'deletionGracePeriodSeconds'] as const) {
       if (old.metadata[k] !== undefined) merged.metadata[k] = old.metadata[k] as never;

@@ -30,8 +30,10 @@ export interface ClusterNode extends TestNode {
   /** this node's daemon's bearer token (its ServiceAccount's, one per pod as projected tokens are) */
   token: string;
   relay: ChildProcess | null;
-  /** the node's own TLS identity (its certificate names the node), as the DaemonSet's volume provides it */
+  /** where the node's own TLS identity is (its certificate names the node) */
   tls: NodeIdentityFiles;
+  /** 'csr': the daemon asks the signer for it, as deployed; 'files': made by the test beforehand */
+  identity: 'csr' | 'files';
 }
 
 /** The test's own requests (as a cluster admin, never silenced). */
@@ -88,6 +90,19 @@ export function prevResult(netns: string): Record<string, unknown> {
   };
 }
 
+/** A kubeconfig for the stand-in at `server` with a bearer token. */
+function kubeconfigFor(server: string, token: string): Record<string, unknown> {
+  return {
+    apiVersion: 'v1',
+    kind: 'Config',
+    // Plain HTTP to the stand-in; client-node insists on skip-tls-verify for http URLs.
+    clusters: [{ name: 'stand-in', cluster: { server, 'insecure-skip-tls-verify': true } }],
+    users: [{ name: 'test', user: { token } }],
+    contexts: [{ name: 'stand-in', context: { cluster: 'stand-in', user: 'test' } }],
+    'current-context': 'stand-in',
+  };
+}
+
 export class TestCluster {
   readonly net: TestNet;
   readonly api: StandInApiServer;
@@ -108,7 +123,18 @@ export class TestCluster {
     const ds = deploy.find((d) => d.kind === 'DaemonSet')!;
     this.daemonUser = serviceAccountUser(ds.metadata.namespace as string, (ds.spec.template.spec.serviceAccountName as string | undefined) ?? 'default');
     this.api.addToken(ADMIN_TOKEN, ADMIN);
+    // Node identities: the certificates API (cluster-scoped CSRs, with the
+    // approval subresource) and the ConfigMap the signer publishes its CA in.
+    this.api.addResource({ prefix: '/apis/certificates.k8s.io/v1', plural: 'certificatesigningrequests', kind: 'CertificateSigningRequest', apiVersion: 'certificates.k8s.io/v1', clusterScoped: true, statusLike: ['approval'], stampRequester: true });
+    this.api.addResource({ prefix: '/api/v1', plural: 'configmaps', kind: 'ConfigMap', apiVersion: 'v1' });
+    const signer = deploy.find((d) => d.kind === 'Deployment' && d.metadata.name === 'patchwire-signer')!;
+    this.signerUser = serviceAccountUser(signer.metadata.namespace as string, signer.spec.template.spec.serviceAccountName as string);
   }
+
+  /** who the signer is: its ServiceAccount in deploy/signer.yaml */
+  readonly signerUser: UserInfo;
+  signer: ChildProcess | null = null;
+  signerLog = '';
 
   /** Requests the daemons made as the DaemonSet's account (not the test's own). */
   daemonRequests(): RequestRecord[] {
@@ -119,6 +145,25 @@ export class TestCluster {
   async start(): Promise<void> {
     await this.api.listen();
     await makeCa(this.tlsDir, 'patchwire test cluster');
+    await this.startSigner();
+  }
+
+  /** The real `patchwire signer`, as its Deployment runs it, against the stand-in. */
+  async startSigner(extra: string[] = []): Promise<void> {
+    const token = `signer-${randomBytes(12).toString('hex')}`;
+    this.api.addToken(token, this.signerUser);
+    const kubeconfig = path.join(this.net.dir, 'signer.kubeconfig');
+    writeFileSync(kubeconfig, JSON.stringify(kubeconfigFor(this.api.url, token)));
+    const ns = this.signerUser.name.split(':')[2]!;
+    this.signer = spawn(process.execPath, [path.join(ROOT, 'bin', 'patchwire.js'), 'signer', '--ca-cert', path.join(this.tlsDir, 'ca.crt'), '--ca-key', path.join(this.tlsDir, 'ca.key'), '--kubeconfig', kubeconfig, '--namespace', ns, '--poll-seconds', '0.5', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.signer.stderr!.on('data', (c: Buffer) => (this.signerLog += c.toString()));
+    await waitFor('the signer to start', () => /issuing node identities/.test(this.signerLog) || this.signer?.exitCode !== null);
+    if (this.signer.exitCode !== null) throw new Error(`signer exited: ${this.signerLog}`);
+  }
+
+  stopSigner(): void {
+    this.signer?.kill('SIGKILL');
+    this.signer = null;
   }
 
   /** the cluster's data-plane CA and the nodes' identities */
@@ -127,7 +172,7 @@ export class TestCluster {
   }
 
   /** A node namespace with a relay to the API and a daemon in cluster mode (as `user`: default the DaemonSet's). */
-  async addNode(short: string, extra: string[] = [], user: UserInfo = this.daemonUser): Promise<ClusterNode> {
+  async addNode(short: string, extra: string[] = [], user: UserInfo = this.daemonUser, identity: 'csr' | 'files' = 'csr'): Promise<ClusterNode> {
     const base = await this.net.addNode(short, { start: false });
     const node: ClusterNode = Object.assign(base, {
       short,
@@ -135,20 +180,15 @@ export class TestCluster {
       kubeconfig: path.join(this.net.dir, `${short}.kubeconfig`),
       token: `${short}-${randomBytes(12).toString('hex')}`,
       relay: null,
-      tls: await makeNodeIdentity(this.tlsDir, this.tlsDir, base.name),
+      tls: { cert: path.join(this.net.dir, `${short}-identity`, 'tls.crt'), key: path.join(this.net.dir, `${short}-identity`, 'tls.key'), ca: path.join(this.net.dir, `${short}-identity`, 'ca.crt') },
+      identity,
     });
-    this.api.addToken(node.token, user);
+    if (identity === 'files') await makeNodeIdentity(this.tlsDir, path.join(this.net.dir, `${short}-identity`), base.name, { fileBase: 'tls' }).then((f) => (node.tls = f));
+    // Bound service-account tokens carry the node their pod runs on.
+    this.api.addToken(node.token, { ...user, extra: { 'authentication.kubernetes.io/node-name': [base.name] } });
     writeFileSync(
       node.kubeconfig,
-      JSON.stringify({
-        apiVersion: 'v1',
-        kind: 'Config',
-        // Plain HTTP to the stand-in; client-node insists on skip-tls-verify for http URLs.
-        clusters: [{ name: 'stand-in', cluster: { server: `http://127.0.0.1:${API_PORT}`, 'insecure-skip-tls-verify': true } }],
-        users: [{ name: 'test', user: { token: node.token } }],
-        contexts: [{ name: 'stand-in', context: { cluster: 'stand-in', user: 'test' } }],
-        'current-context': 'stand-in',
-      }),
+      JSON.stringify(kubeconfigFor(`http://127.0.0.1:${API_PORT}`, node.token)),
     );
     node.relay = spawn('ip', ['netns', 'exec', node.ns, process.execPath, RELAY, `127.0.0.1:${API_PORT}`, this.api.socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
     await new Promise<void>((resolve, reject) => {
@@ -161,7 +201,8 @@ export class TestCluster {
   }
 
   daemonExtra(node: ClusterNode, extra: string[] = []): string[] {
-    return ['--tls-cert', node.tls.cert, '--tls-key', node.tls.key, '--tls-ca', node.tls.ca, '--cluster', '--kubeconfig', node.kubeconfig, '--cni-socket', node.cniSocket, '--health', `${node.ip}:7081`, '--resync-seconds', '2', ...extra];
+    const id = node.identity === 'csr' ? ['--identity', 'csr', '--identity-dir', path.dirname(node.tls.cert)] : ['--tls-cert', node.tls.cert, '--tls-key', node.tls.key, '--tls-ca', node.tls.ca];
+    return [...id, '--cluster', '--kubeconfig', node.kubeconfig, '--cni-socket', node.cniSocket, '--health', `${node.ip}:7081`, '--resync-seconds', '2', ...extra];
   }
 
   async startDaemon(node: ClusterNode, extra: string[] = []): Promise<void> {
@@ -263,6 +304,7 @@ export class TestCluster {
   }
 
   async cleanup(): Promise<void> {
+    this.stopSigner();
     for (const n of this.nodes.values()) n.relay?.kill('SIGKILL');
     await this.net.cleanup();
     spawnSyncQuiet('pkill', ['-9', '-f', `relay.mjs .*${this.prefix}`]);

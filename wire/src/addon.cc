@@ -20,6 +20,7 @@
 #include "engine_binding.h"
 #include "netns.h"
 #include "port.h"
+#include "x509.h"
 
 namespace pw {
 namespace {
@@ -226,6 +227,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unpersistTap", Napi::Function::New(env, UnpersistTap));
   exports.Set("Port", Port::Init(env));
   exports.Set("Engine", InitEngine(env));
+  InitX509(env, exports);
   exports.Set("HEADROOM", Port::kHeadroom);
   exports.Set("VNET_HDR_LEN", Port::kVnetHdrLen);
   return exports;
