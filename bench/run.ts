@@ -1,4 +1,4 @@
-// npm run bench [-- --quick]: the same workloads over four paths between two
+// npm run bench [-- --quick]: the same workloads over several paths between two
 // pod namespaces, in one run on this machine:
 //   veth            a direct veth pair (the ceiling)
 //   vxlan           kernel VXLAN between two emulated nodes (meshnet/containerlab's cross-node link)
@@ -7,6 +7,8 @@
 //   c-relay         the floor: bench/floor/relay.c, a bare userspace relay in C per node
 //                   (AF_PACKET with virtio-net headers, one TCP connection, no framing)
 //   patchwire-veth-rt  patchwire-veth with the daemons at SCHED_RR (up --rt-priority 1)
+//   patchwire-veth-plain  patchwire-veth without TLS between the daemons (up --plain-text)
+// --paths=a,b,... runs only those (experiments; add capture-off for that step).
 // Writes bench/results/latest.json (+ a dated copy) and latest.svg, and
 // prints a table with each patchwire figure as a ratio to veth and vxlan.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -14,6 +16,7 @@ import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'no
 import os from 'node:os';
 import path from 'node:path';
 
+import { labDir } from '../src/lab/state.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 
 const quick = process.argv.includes('--quick');
@@ -36,6 +39,8 @@ const log = (m: string): void => void process.stderr.write(`bench: ${m}\n`);
 
 interface Run {
   path: string;
+  /** worst lateness of the daemons' event loops over the run, ms (NaN: no daemons) */
+  loop_delay_max_ms: number;
   tcp_gbps: number;
   /** every TCP run, the first one with the loaded ping beside it */
   tcp_gbps_runs: number[];
@@ -134,6 +139,8 @@ interface Path {
   a: string;
   b: string;
   pids: number[];
+  /** control sockets of the path's daemons (patchwire paths) */
+  controls?: string[];
   teardown(): void;
 }
 
@@ -224,25 +231,26 @@ async function cRelayPath(): Promise<Path> {
   return { name: 'c-relay', a: pa, b: pb, pids: pids(), teardown };
 }
 
-function patchwirePath(kind: 'veth' | 'tap', ringBytes?: number, rtPriority = 0): Path {
-  const lab = `pwb${kind}${ringBytes === 0 ? 'nc' : ''}${rtPriority ? 'rt' : ''}`;
+function patchwirePath(kind: 'veth' | 'tap', ringBytes?: number, rtPriority = 0, plainText = false): Path {
+  const lab = `pwb${kind}${ringBytes === 0 ? 'nc' : ''}${rtPriority ? 'rt' : ''}${plainText ? 'pt' : ''}`;
   quiet(process.execPath, CLI, 'down', lab);
   const file = path.join(os.tmpdir(), `${lab}.clab.yml`);
   writeFileSync(
     file,
     `name: ${lab}\ntopology:\n  nodes:\n    a: {patchwire: {node: node1}}\n    b: {patchwire: {node: node2}}\n  links:\n    - endpoints: ["a:eth1", "b:eth1"]\n      patchwire: {kind: ${kind}}\n`,
   );
-  sh(process.execPath, CLI, 'up', '-f', file, '--name', lab, '--nodes', '2', '--json', ...(ringBytes !== undefined ? ['--capture-ring-bytes', String(ringBytes)] : []), '--rt-priority', String(rtPriority));
+  sh(process.execPath, CLI, 'up', '-f', file, '--name', lab, '--nodes', '2', '--json', ...(ringBytes !== undefined ? ['--capture-ring-bytes', String(ringBytes)] : []), '--rt-priority', String(rtPriority), ...(plainText ? ['--plain-text'] : []));
   const a = `pw-${lab}-a`;
   const b = `pw-${lab}-b`;
   sh('ip', '-n', a, 'addr', 'add', `${A_IP}/24`, 'dev', 'eth1');
   sh('ip', '-n', b, 'addr', 'add', `${B_IP}/24`, 'dev', 'eth1');
-  const st = JSON.parse(sh(process.execPath, CLI, 'status', lab, '--json')) as { nodes: Array<{ pid: number }> };
+  const st = JSON.parse(sh(process.execPath, CLI, 'status', lab, '--json')) as { nodes: Array<{ pid: number; name: string }> };
   return {
-    name: `patchwire-${kind}${rtPriority ? '-rt' : ''}`,
+    name: `patchwire-${kind}${rtPriority ? '-rt' : ''}${plainText ? '-plain' : ''}`,
     a,
     b,
     pids: st.nodes.map((n) => n.pid),
+    controls: st.nodes.map((n) => `unix://${path.join(labDir(lab), `${n.name}.sock`)}`),
     teardown: () => quiet(process.execPath, CLI, 'down', lab),
   };
 }
@@ -294,6 +302,12 @@ async function measure(p: Path): Promise<Run> {
       else break;
     }
     const fixedLoss = udpSmall(p, FIXED_PPS, UDP_SECONDS);
+    // The daemons' event loops over the whole run (TCP, pings, small frames).
+    let loopMax = NaN;
+    for (const c of p.controls ?? []) {
+      const h = JSON.parse(sh(process.execPath, CLI, 'health', '--control', c)) as { event_loop_delay_max_ms: number };
+      loopMax = Number.isNaN(loopMax) ? h.event_loop_delay_max_ms : Math.max(loopMax, h.event_loop_delay_max_ms);
+    }
     return {
       path: p.name,
       tcp_gbps: round(percentile(tcpRuns, 50)),
@@ -308,6 +322,7 @@ async function measure(p: Path): Promise<Run> {
       cpu_pct: round(cpu),
       cpu_s_per_gb: p.pids.length && gbCarried > 0 ? round(cpuSeconds / gbCarried) : NaN,
       rss_mb: round(peakRssMb(p.pids)),
+      loop_delay_max_ms: round(loopMax),
     };
   } finally {
     stop();
@@ -344,10 +359,10 @@ function svg(runs: Run[]): string {
 }
 
 function table(runs: Run[], captureOn: number, captureOff: number): string {
-  const vx = runs.find((r) => r.path === 'vxlan')!;
+  const vx = runs.find((r) => r.path === 'vxlan') ?? ({ tcp_gbps: 0, udp_small_pps: 0 } as Run);
   const ratio = (v: number, base: number): string => (base ? `${(v / base).toFixed(2)}x` : '-');
   const relay = runs.find((r) => r.path === 'c-relay');
-  const rows = [['path', 'TCP Gbit/s', 'vs vxlan', 'vs relay', 'UDP64 pps', 'vs vxlan', 'loss@100k %', 'RTT p50', 'vs relay', 'RTT p99', 'loaded p50/p99 (lost)', 'CPU %', 'CPU s/GB', 'vs relay', 'RSS MB']];
+  const rows = [['path', 'TCP Gbit/s', 'vs vxlan', 'vs relay', 'UDP64 pps', 'vs vxlan', 'loss@100k %', 'RTT p50', 'vs relay', 'RTT p99', 'loaded p50/p99 (lost)', 'CPU %', 'CPU s/GB', 'vs relay', 'RSS MB', 'loop max ms']];
   for (const r of runs) {
     rows.push([
       r.path,
@@ -365,12 +380,16 @@ function table(runs: Run[], captureOn: number, captureOff: number): string {
       Number.isNaN(r.cpu_s_per_gb) ? '-' : String(r.cpu_s_per_gb),
       relay && !Number.isNaN(r.cpu_s_per_gb) ? ratio(r.cpu_s_per_gb, relay.cpu_s_per_gb) : '-',
       String(r.rss_mb),
+      Number.isNaN(r.loop_delay_max_ms) ? '-' : String(r.loop_delay_max_ms),
     ]);
   }
   const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   const lines = rows.map((r) => '| ' + r.map((c, i) => c.padEnd(w[i]!)).join(' | ') + ' |');
   lines.splice(1, 0, '|' + w.map((n) => '-'.repeat(n + 2)).join('|') + '|');
-  return `${lines.join('\n')}\n\npatchwire-veth TCP with capture rings on: ${captureOn} Gbit/s, off: ${captureOff} Gbit/s (${ratio(captureOn, captureOff)})\n`;
+  const plain = runs.find((r) => r.path === 'patchwire-veth-plain');
+  const tls = runs.find((r) => r.path === 'patchwire-veth');
+  const tlsLine = plain && tls ? `\npatchwire-veth TCP with mutual TLS: ${tls.tcp_gbps} Gbit/s, plain text: ${plain.tcp_gbps} Gbit/s (${ratio(tls.tcp_gbps, plain.tcp_gbps)})\n` : '';
+  return `${lines.join('\n')}\n\npatchwire-veth TCP with capture rings on: ${captureOn} Gbit/s, off: ${captureOff} Gbit/s (${ratio(captureOn, captureOff)})\n${tlsLine}`;
 }
 
 async function main(): Promise<void> {
@@ -381,14 +400,30 @@ async function main(): Promise<void> {
   const runs: Run[] = [];
   // The four paths of the comparison, then patchwire-veth with the daemons
   // at real-time priority (up --rt-priority 1), to show what it trades.
-  const makers: Array<() => Path | Promise<Path>> = [vethPath, vxlanPath, cRelayPath, () => patchwirePath('veth'), () => patchwirePath('tap'), () => patchwirePath('veth', undefined, 1)];
-  for (const make of makers) {
+  // patchwire-veth-plain: the same without TLS between the daemons (what mutual TLS costs).
+  const makers: Array<[string, () => Path | Promise<Path>]> = [
+    ['veth', vethPath],
+    ['vxlan', vxlanPath],
+    ['c-relay', cRelayPath],
+    ['patchwire-veth', () => patchwirePath('veth')],
+    ['patchwire-veth-plain', () => patchwirePath('veth', undefined, 0, true)],
+    ['patchwire-tap', () => patchwirePath('tap')],
+    ['patchwire-veth-rt', () => patchwirePath('veth', undefined, 1)],
+  ];
+  // --paths a,b: only these (for experiments; the table then lacks the others).
+  const only = process.argv.find((a) => a.startsWith('--paths='))?.slice('--paths='.length).split(',');
+  for (const [name, make] of makers) {
+    if (only && !only.includes(name)) continue;
     const p = await make();
     try {
       runs.push(await measure(p));
     } finally {
       p.teardown();
     }
+  }
+  if (only && !only.includes('capture-off')) {
+    process.stdout.write(table(runs, 0, 0));
+    return;
   }
   log('patchwire-veth TCP with capture rings off');
   const off = patchwirePath('veth', 0);
@@ -403,7 +438,7 @@ async function main(): Promise<void> {
   } finally {
     off.teardown();
   }
-  const captureOn = runs.find((r) => r.path === 'patchwire-veth')!.tcp_gbps;
+  const captureOn = runs.find((r) => r.path === 'patchwire-veth')?.tcp_gbps ?? 0;
   const result = {
     machine: { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model ?? '', mem_gb: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version },
     date: new Date().toISOString(),

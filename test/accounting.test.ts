@@ -110,6 +110,41 @@ t.test('backpressure: a stopped receiving daemon under a flood', async (t) => {
   t.equal(ndReconnects, ndReconnectsBefore, 'on both sides');
 });
 
+t.test('a receiving daemon killed with batches queued for it: every queued frame is counted', async (t) => {
+  const ne = await net.addNode('ne');
+  const nf = await net.addNode('nf');
+  const p5 = net.addPod('p5');
+  const p6 = net.addPod('p6');
+  for (const p of [p5, p6]) sh('ip', 'netns', 'exec', p, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
+  await net.crossWire(1, ne, net.endpoint('veth', p5, 'eth1'), nf, net.endpoint('veth', p6, 'eth1'));
+  // nf stops reading: ne's queue for it fills; then nf dies with the batches still queued at ne.
+  nf.proc!.kill('SIGSTOP');
+  let queued = 0;
+  try {
+    const r = await net.exec(p5, 'python3', [path.join(ROOT, 'test', 'tools', 'rawsend.py'), 'eth1', '60000', '1400', '--mark', 'PWTAKILL'], { timeoutMs: 60000 });
+    t.equal(r.code, 0, 'the flood ran');
+    const peer = await waitFor('batches queued for nf', async () => {
+      const p = (await ne.client.health()).peers.find((x) => x.node === nf.name);
+      return p && p.queued_bytes > 100_000 ? p : undefined;
+    });
+    queued = peer.queued_bytes;
+  } finally {
+    await net.killDaemon(nf);
+  }
+  const a = await waitFor('ne to see the stream die and count its queue', async () => {
+    const c = (await ne.client.listWires())[0]!.ends[0]!.counters;
+    const p = (await ne.client.health()).peers.find((x) => x.node === nf.name);
+    return p && !p.outbound && c.drops.peer_down > 0 ? c : undefined;
+  });
+  // Each queued frame is 1400 bytes plus a few bytes of framing.
+  const atLeast = Math.floor(queued / 1420);
+  t.comment(`read ${a.rx_frames}, queued for nf at its death ${queued} bytes (~${atLeast} frames), counted peer_down ${a.drops.peer_down}`);
+  t.ok(a.drops.peer_down >= atLeast, `the frames queued for the dead peer are counted as peer_down (${a.drops.peer_down} >= ${atLeast})`);
+  t.ok(a.drops.peer_down <= a.rx_frames, 'no more than were read');
+  const after = (await ne.client.health()).peers.find((x) => x.node === nf.name)!;
+  t.equal(after.queued_bytes, 0, 'and nothing stays queued');
+});
+
 /** Runs `fn` with the daemon of `n` stopped, and lets it run again afterwards, even on failure. */
 async function stopped(n: TestNode, fn: () => Promise<void>): Promise<void> {
   n.proc!.kill('SIGSTOP');

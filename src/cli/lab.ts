@@ -8,7 +8,7 @@ import { loadTopology } from '../topology/load.js';
 import { parseRtPriority, UsageError } from './usage.js';
 
 export const LAB_HELP = `Lab commands (one machine; pods are network namespaces):
-  patchwire up -f FILE [--name LAB] [--nodes N] [--capture-ring-bytes N] [--rt-priority N] [--json]
+  patchwire up -f FILE [--name LAB] [--nodes N] [--capture-ring-bytes N] [--rt-priority N] [--plain-text] [--json]
       Build the lab in FILE (meshnet Topology objects or a containerlab file),
       or change a running lab to match an edited FILE (only the difference).
       Pods are placed round-robin on N emulated nodes (default 2), each running
@@ -19,6 +19,9 @@ export const LAB_HELP = `Lab commands (one machine; pods are network namespaces)
       load: p50 ~0.5 ms instead of ~5 ms), but each daemon wakes for every few
       frames and takes CPU from the pods (at 50k small frames/s about twice
       the CPU). Default 0: normal scheduling. Set when the lab is created.
+      Each emulated node gets its own TLS identity (a lab CA, made at up,
+      removed at down); --plain-text runs the data plane without TLS (the
+      nodes share this host; it saves CPU, see the README's numbers).
   patchwire down LAB            remove every namespace, interface, process and file of the lab
   patchwire status LAB [--json] nodes, pods and wires with counters and drops
   patchwire exec LAB POD -- CMD [ARGS...]
@@ -74,6 +77,7 @@ export async function labMain(cmd: string, argv: string[]): Promise<number> {
       nodes: { type: 'string' },
       'capture-ring-bytes': { type: 'string' },
       'rt-priority': { type: 'string', default: '0' },
+      'plain-text': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
@@ -102,7 +106,7 @@ export async function labMain(cmd: string, argv: string[]): Promise<number> {
         if (!Number.isSafeInteger(ring) || ring < 0) throw new UsageError(`up: --capture-ring-bytes '${values['capture-ring-bytes']}' is not a byte count`);
       }
       const rtPriority = parseRtPriority('up', values['rt-priority']!);
-      const r = await up({ file: values.file, name: values.name, nodes, quiet: values.json, captureRingBytes: ring, rtPriority });
+      const r = await up({ file: values.file, name: values.name, nodes, quiet: values.json, captureRingBytes: ring, rtPriority, plainText: values['plain-text'] });
       if (values.json) {
         process.stdout.write(JSON.stringify({ name: r.state.name, created: r.created, added: r.added, removed: r.removed, kept: r.kept, seconds: r.seconds }) + '\n');
         return 0;

@@ -16,10 +16,12 @@ export interface PbHealth {
   tls_refused: number;
   last_tls_refusal: string;
   identity_refused: number;
+  event_loop_delay_p99_ms: number;
+  event_loop_delay_max_ms: number;
   refused_connections: number;
   last_connection_refusal: string;
   tls: { names: string[]; not_after: number; serial: string; rotations: number; last_rotation_error: string } | null;
-  peers: Array<{ node: string; address: string; inbound: boolean; outbound: boolean; reconnects: number; frames_in: number; frames_out: number; last_error: string }>;
+  peers: Array<{ node: string; address: string; inbound: boolean; outbound: boolean; reconnects: number; frames_in: number; frames_out: number; last_error: string; queued_bytes: number }>;
   rt_priority: number;
   keeps_freed_memory: boolean;
 }

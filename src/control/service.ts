@@ -56,6 +56,8 @@ export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.Unty
         tls_refused: h.tlsRefused,
         last_tls_refusal: h.lastTlsRefusal,
         identity_refused: h.identityRefused,
+        event_loop_delay_p99_ms: h.eventLoopDelayP99Ms,
+        event_loop_delay_max_ms: h.eventLoopDelayMaxMs,
         refused_connections: h.refusedConnections,
         last_connection_refusal: h.lastConnectionRefusal,
         ...(h.tls ? { tls: { names: h.tls.names, not_after: h.tls.notAfter, serial: h.tls.serial, rotations: h.tls.rotations, last_rotation_error: h.tls.lastRotationError } } : {}),
@@ -70,6 +72,7 @@ export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.Unty
           frames_out: p.framesOut,
           batches_in: p.batchesIn,
           batches_out: p.batchesOut,
+          queued_bytes: p.queuedBytes,
         })),
       };
     }),

@@ -3,6 +3,7 @@
 import { watch } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 
 import * as grpc from '@grpc/grpc-js';
 
@@ -100,12 +101,29 @@ export interface Health {
   tlsRefused: number;
   lastTlsRefusal: string;
   identityRefused: number;
+  eventLoopDelayP99Ms: number;
+  eventLoopDelayMaxMs: number;
   refusedConnections: number;
   lastConnectionRefusal: string;
   /** this daemon's TLS identity (null: plain text) */
   tls: { names: string[]; notAfter: number; serial: string; rotations: number; lastRotationError: string } | null;
   rtPriority: number;
   keepsFreedMemory: boolean;
+}
+
+/**
+ * Buffer sizes for experiments (bench/): PATCHWIRE_PORT_RCVBUF (bytes the
+ * kernel may hold for a port before it drops) and PATCHWIRE_PEER_HIGH_WATER
+ * (queued bytes for a peer past which ports pause). Not user settings.
+ */
+function engineTuning(): { portRcvBufBytes?: number; highWaterBytes?: number } {
+  const num = (v: string | undefined, min: number, max: number): number | undefined => {
+    const n = Number(v);
+    return v && Number.isInteger(n) && n >= min && n <= max ? n : undefined;
+  };
+  const rcv = num(process.env.PATCHWIRE_PORT_RCVBUF, 65536, 64 << 20);
+  const hw = num(process.env.PATCHWIRE_PEER_HIGH_WATER, 65536, 8 << 20);
+  return { ...(rcv ? { portRcvBufBytes: rcv } : {}), ...(hw ? { highWaterBytes: hw } : {}) };
 }
 
 /** Mutual TLS: a peer without a certificate from our CA can neither subscribe nor be subscribed to. */
@@ -134,6 +152,8 @@ export class Daemon {
   private tlsWatchers: import('node:fs').FSWatcher[] = [];
   private tlsReloadTimer: NodeJS.Timeout | null = null;
   private readonly onHangup = (): void => this.reloadTlsSoon(0);
+  /** how late the event loop runs (health; the bench reads it under load) */
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
   /** live capture readers by engine reader id */
   private readonly ringReaders = new Map<number, EngineRing>();
   private readonly controlServer = new grpc.Server();
@@ -186,10 +206,12 @@ export class Daemon {
         listenHost: hp.host,
         listenPort: hp.port,
         ...(this.dataTls ? { tls: this.dataTls } : {}),
+        ...engineTuning(),
       },
       (reader) => this.ringReaders.get(reader)?.drain(),
     );
     if (this.opts.tls) this.watchTls(this.opts.tls);
+    this.loopDelay.enable();
     const [def, impl] = controlService(this);
     this.controlServer.addService(def, impl);
     if (this.opts.control.startsWith('unix:')) {
@@ -423,6 +445,9 @@ export class Daemon {
       tlsRefused: h.tlsRefused,
       lastTlsRefusal: h.lastTlsRefusal,
       identityRefused: h.identityRefused,
+      // The histogram is in nanoseconds; it starts at the first sample, so an idle loop reads 0.
+      eventLoopDelayP99Ms: Math.round(this.loopDelay.percentile(99) / 1e4) / 100,
+      eventLoopDelayMaxMs: Math.round(this.loopDelay.max / 1e4) / 100,
       refusedConnections: h.refusedConnections,
       lastConnectionRefusal: h.lastConnectionRefusal,
       tls: this.dataTls
@@ -497,6 +522,7 @@ export class Daemon {
     this.tlsWatchers = [];
     if (this.tlsReloadTimer) clearTimeout(this.tlsReloadTimer);
     process.off('SIGHUP', this.onHangup);
+    this.loopDelay.disable();
     for (const f of this.files.values()) f.stop();
     for (const w of this.wires.values()) for (const e of w.ends) e.ring.close();
     // The engine closes every port and peer stream; the interfaces stay.

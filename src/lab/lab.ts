@@ -190,6 +190,8 @@ export interface UpOptions {
   captureRingBytes?: number;
   /** SCHED_RR priority for the lab's daemons (0 or absent: normal scheduling) */
   rtPriority?: number;
+  /** no TLS between the lab's daemons (set when the lab is created) */
+  plainText?: boolean;
 }
 
 export interface UpResult {
@@ -225,7 +227,11 @@ export async function up(o: UpOptions): Promise<UpResult> {
     file: path.resolve(o.file),
     created: new Date().toISOString(),
     underlay: underlayNs(name),
-    nodes: Array.from({ length: nodeCount }, (_, i) => makeNode(name, i + 1)),
+    nodes: Array.from({ length: nodeCount }, (_, i) => {
+      const n = makeNode(name, i + 1);
+      if (o.plainText) delete n.tls;
+      return n;
+    }),
     pods,
     links: [],
     ...(o.captureRingBytes !== undefined ? { captureRingBytes: o.captureRingBytes } : {}),
@@ -237,7 +243,7 @@ export async function up(o: UpOptions): Promise<UpResult> {
     mkdirSync(labDir(name), { recursive: true, mode: 0o755 });
     writeLab(state); // written first, so 'down' can clean up whatever follows
     // One identity per node: a daemon proves which node it is to its peers.
-    await makeLabIdentities(path.join(labDir(name), 'tls'), name, state.nodes.map((n) => n.name));
+    if (!o.plainText) await makeLabIdentities(path.join(labDir(name), 'tls'), name, state.nodes.map((n) => n.name));
     ipq('netns', 'add', state.underlay);
     ipq('-n', state.underlay, 'link', 'add', 'br0', 'type', 'bridge');
     ipq('-n', state.underlay, 'link', 'set', 'br0', 'up');

@@ -68,6 +68,10 @@ struct Chunk {
   uint8_t* p = nullptr;
   size_t cap = 0;
   size_t len = 0;
+  // A batch of frames: whose, and how many. If the stream dies before the
+  // batch is wholly written, they are counted as that end's peer_down.
+  uint64_t endId = 0;
+  uint32_t frames = 0;
 };
 
 struct End {
@@ -486,6 +490,8 @@ void Engine::ForwardToPeer(End* e, int n) {
     return;
   }
   Chunk msg = TakeChunk(kGrpcPrefix + total);
+  msg.endId = e->id;
+  msg.frames = static_cast<uint32_t>(n);
   WriteGrpcPrefix(msg.p, static_cast<uint32_t>(total));
   uint8_t* pos = msg.p + kGrpcPrefix;
   for (int i = 0; i < n; i++) {
@@ -1090,7 +1096,14 @@ void Engine::Reap() {
     auto it = conns_.find(id);
     if (it == conns_.end()) continue;
     Conn* c = it->second.get();
-    for (Chunk& q : c->q) GiveChunk(q);
+    for (Chunk& q : c->q) {
+      // Batches the stream did not carry whole: lost with it, and counted.
+      if (q.frames > 0) {
+        auto e = endsById_.find(q.endId);
+        if (e != endsById_.end()) e->second->c.Add(e->second->c.peerDown, q.frames);
+      }
+      GiveChunk(q);
+    }
     c->q.clear();
     epoll_ctl(epfd_, EPOLL_CTL_DEL, c->fd, nullptr);
     if (c->h2) nghttp2_session_del(c->h2);
@@ -1354,6 +1367,8 @@ Chunk Engine::TakeChunk(size_t len) {
     if (c.p == nullptr) throw std::bad_alloc();
   }
   c.len = len;
+  c.endId = 0;
+  c.frames = 0;
   return c;
 }
 
