@@ -6,12 +6,11 @@ import path from 'node:path';
 
 import { ControlClient } from '../control/client.js';
 import type { PbWireStatus } from '../control/convert.js';
-import type { WireSpec } from '../dataplane/wire.js';
-import type { EndpointSpec } from '../endpoint/endpoint.js';
 import { pidsInNetns } from '../netns/ip.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import { loadTopology } from '../topology/load.js';
-import type { LabModel, LinkEnd, LinkModel } from '../topology/model.js';
+import type { LabModel, LinkModel } from '../topology/model.js';
+import { endpointFor, resolveLink } from '../topology/resolve.js';
 import { pool, Progress } from './progress.js';
 import {
   alive,
@@ -74,10 +73,6 @@ export function placePods(model: LabModel, nodes: number, existing: LabPod[], la
   return out;
 }
 
-function endpointSpec(end: LinkEnd, pod: LabPod): EndpointSpec {
-  return { kind: end.kind, pod: pod.name, netns: pod.ns, ifname: end.intf, mac: end.mac ?? '', mtu: end.mtu ?? 0, ips: end.ip ? [end.ip] : [] };
-}
-
 class Clients {
   private readonly map = new Map<string, ControlClient>();
   constructor(private readonly state: LabState) {}
@@ -106,26 +101,26 @@ function podOf(state: LabState, name: string): LabPod {
 }
 
 async function addLink(state: LabState, clients: Clients, link: LinkModel): Promise<void> {
-  const pa = podOf(state, link.a.pod);
-  const pb = podOf(state, link.b.pod);
-  const ea = endpointSpec(link.a, pa);
-  const eb = endpointSpec(link.b, pb);
-  // A per-link ring size applies to the ends that ask for it; 0 turns that end's ring off.
-  const ring = (e: LinkEnd): Partial<WireSpec> => (e.captureBytes !== undefined ? { captureRingBytes: e.captureBytes } : {});
-  if (pa.node === pb.node) {
-    // Same node: still a wire through the daemon, so it can be counted and captured.
-    await clients.get(pa.node).addWire({ uid: link.uid, local: ea, localPeer: eb, ...ring(link.a) });
-    return;
-  }
-  const na = clients.node(pa.node);
-  const nb = clients.node(pb.node);
-  const sa: WireSpec = { uid: link.uid, local: ea, peer: { node: nb.name, address: nb.address }, ...ring(link.a) };
-  const sb: WireSpec = { uid: link.uid, local: eb, peer: { node: na.name, address: na.address }, ...ring(link.b) };
-  await clients.get(na.name).addWire(sa);
+  const wires = resolveLink(link, {
+    wireId: link.uid,
+    place: (pod) => {
+      const node = clients.node(podOf(state, pod).node);
+      return { node: node.name, address: node.address };
+    },
+    endpoint: (end) => {
+      const p = podOf(state, end.pod);
+      return endpointFor(end, p.name, p.ns);
+    },
+  });
+  const added: string[] = [];
   try {
-    await clients.get(nb.name).addWire(sb);
+    for (const w of wires) {
+      await clients.get(w.node).addWire(w.spec);
+      added.push(w.node);
+    }
   } catch (err) {
-    await clients.get(na.name).removeWire(link.uid).catch(() => undefined);
+    // Half a link is no link: take back the ends already added.
+    for (const n of added) await clients.get(n).removeWire(link.uid).catch(() => undefined);
     throw err;
   }
 }
