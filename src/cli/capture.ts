@@ -11,6 +11,7 @@ import { ControlClient } from '../control/client.js';
 import { LabError } from '../lab/lab.js';
 import { readLab } from '../lab/state.js';
 import { UsageError } from './usage.js';
+import { parseBounded } from '../limits.js';
 
 export const CAPTURE_HELP = `patchwire capture LAB POD/INTF [POD/INTF ...] [options]
 
@@ -62,10 +63,9 @@ export async function captureMain(argv: string[]): Promise<number> {
   if (names.length === 0) throw new UsageError(`capture: name at least one wire end (POD/INTF)\n\n${CAPTURE_HELP}`);
   const format = values.format as CaptureFormat;
   if (format !== 'pcapng' && format !== 'pcap') throw new UsageError(`capture: --format '${values.format}' is not pcapng or pcap`);
-  const count = values.count === undefined ? 0 : Number(values.count);
-  if (!Number.isInteger(count) || count < 0) throw new UsageError(`capture: --count '${values.count}' is not a whole number`);
-  const duration = values.duration === undefined ? 0 : Number(values.duration);
-  if (!Number.isFinite(duration) || duration < 0) throw new UsageError(`capture: --duration '${values.duration}' is not a number of seconds`);
+  const usage = (m: string): UsageError => new UsageError(`capture: ${m}`);
+  const count = values.count === undefined ? 0 : parseBounded('--count', values.count, 'captureCount', usage);
+  const duration = values.duration === undefined ? 0 : parseBounded('--duration', values.duration, 'captureDurationSeconds', usage, { fractions: true });
 
   const byNode = new Map<string, MergeSource>();
   const interfaces: CaptureInterface[] = [];

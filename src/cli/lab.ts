@@ -6,6 +6,7 @@ import { table } from '../lab/progress.js';
 import { alive, listLabs, readLab, readSupervisor } from '../lab/state.js';
 import { loadTopology } from '../topology/load.js';
 import { parseRtPriority, UsageError } from './usage.js';
+import { parseBounded } from '../limits.js';
 
 export const LAB_HELP = `Lab commands (one machine; pods are network namespaces):
   patchwire up -f FILE [--name LAB] [--nodes N] [--capture-ring-bytes N] [--rt-priority N] [--json]
@@ -93,13 +94,11 @@ export async function labMain(cmd: string, argv: string[]): Promise<number> {
       if (!values.file) throw new UsageError('up: -f FILE is required');
       let nodes: number | undefined;
       if (values.nodes !== undefined) {
-        nodes = Number(values.nodes);
-        if (!Number.isInteger(nodes) || nodes < 1) throw new UsageError(`up: --nodes '${values.nodes}' must be a whole number of at least 1`);
+        nodes = parseBounded('--nodes', values.nodes, 'nodes', (m) => new UsageError(`up: ${m}`));
       }
       let ring: number | undefined;
       if (values['capture-ring-bytes'] !== undefined) {
-        ring = Number(values['capture-ring-bytes']);
-        if (!Number.isSafeInteger(ring) || ring < 0) throw new UsageError(`up: --capture-ring-bytes '${values['capture-ring-bytes']}' is not a byte count`);
+        ring = parseBounded('--capture-ring-bytes', values['capture-ring-bytes'], 'captureRingBytes', (m) => new UsageError(`up: ${m}`));
       }
       const rtPriority = parseRtPriority('up', values['rt-priority']!);
       const r = await up({ file: values.file, name: values.name, nodes, quiet: values.json, captureRingBytes: ring, rtPriority });

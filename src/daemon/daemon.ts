@@ -15,6 +15,7 @@ import type { CaptureInterface } from '../capture/format.js';
 import type { CaptureSource } from '../capture/session.js';
 import { FileCapture, type FileCaptureOptions } from '../capture/files.js';
 import { parseHostPort } from '../util/hostport.js';
+import { rangeProblem } from '../limits.js';
 import { serialized, writeAtomic } from '../util/serial.js';
 
 export class WireError extends Error {
@@ -241,7 +242,12 @@ export class Daemon {
 
   private specProblems(spec: WireSpec): string[] {
     const out: string[] = [];
-    if (!Number.isSafeInteger(spec.uid) || spec.uid <= 0) out.push(`wire uid ${spec.uid} must be a positive integer`);
+    const u = rangeProblem('wire uid', spec.uid, 'wireUid');
+    if (u) out.push(u);
+    if (spec.captureRingBytes !== undefined) {
+      const r = rangeProblem('capture_ring_bytes', spec.captureRingBytes, 'captureRingBytes');
+      if (r) out.push(r);
+    }
     if (!spec.local) return [...out, 'wire has no local endpoint'];
     const ends = [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])];
     for (const e of ends) out.push(...endpointProblems(e).map((p) => `${e.pod || e.netns}/${e.ifname}: ${p}`));
