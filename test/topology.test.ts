@@ -111,7 +111,7 @@ t.test('all errors of a file at once', async (t) => {
 
 t.test('the example files validate', async (t) => {
   const { loadTopology } = await import('../src/topology/load.js');
-  t.equal(loadTopology('examples/triangle.yaml').links.length, 3);
-  t.equal(loadTopology('examples/clos.clab.yml').links.length, 3);
-  t.throws(() => loadTopology('examples/absent.yaml'), /examples\/absent.yaml: cannot be read: ENOENT/);
+  t.equal((await loadTopology('examples/triangle.yaml')).links.length, 3);
+  t.equal((await loadTopology('examples/clos.clab.yml')).links.length, 3);
+  await t.rejects(loadTopology('examples/absent.yaml'), /examples\/absent.yaml: cannot be read: ENOENT/);
 });

@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { down, execIn, status, type StatusReport, up } from '../lab/lab.js';
 import { table } from '../lab/progress.js';
 import { alive, listLabs, readLab, readSupervisor } from '../lab/state.js';
-import { loadTopology } from '../topology/load.js';
+import { topologyMain } from './topology.js';
 import { parseRtPriority, UsageError } from './usage.js';
 import { parseBounded } from '../limits.js';
 
@@ -24,7 +24,11 @@ export const LAB_HELP = `Lab commands (one machine; pods are network namespaces)
   patchwire status LAB [--json] nodes, pods and wires with counters and drops
   patchwire exec LAB POD -- CMD [ARGS...]
                                 run CMD in the pod's network namespace; exits with its code
-  patchwire validate -f FILE    check a topology file without creating anything
+  patchwire validate -f FILE [--json]
+                                check a topology file without creating anything and print
+                                what was understood: pods, links, segments, skipped, expanded
+  patchwire graph -f FILE [--format mermaid|dot]
+                                print the topology as a Mermaid flowchart (default) or DOT graph
   patchwire ls [--json]         labs on this machine
 `;
 
@@ -76,6 +80,7 @@ export async function labMain(cmd: string, argv: string[]): Promise<number> {
       'capture-ring-bytes': { type: 'string' },
       'rt-priority': { type: 'string', default: '0' },
       json: { type: 'boolean', default: false },
+      format: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -84,12 +89,9 @@ export async function labMain(cmd: string, argv: string[]): Promise<number> {
     return 0;
   }
   switch (cmd) {
-    case 'validate': {
-      if (!values.file) throw new UsageError('validate: -f FILE is required');
-      const m = loadTopology(values.file);
-      process.stdout.write(`${values.file}: ok (${m.format} format, ${m.pods.length} pods, ${m.links.length} links)\n`);
-      return 0;
-    }
+    case 'validate':
+    case 'graph':
+      return topologyMain(cmd, values);
     case 'up': {
       if (!values.file) throw new UsageError('up: -f FILE is required');
       let nodes: number | undefined;

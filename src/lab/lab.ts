@@ -10,7 +10,7 @@ import { pidsInNetns } from '../netns/ip.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import { loadTopology } from '../topology/load.js';
 import type { LabModel, LinkModel } from '../topology/model.js';
-import { endpointFor, resolveLink } from '../topology/resolve.js';
+import { carrierPod, endpointFor, labModeProblems, resolveLink } from '../topology/resolve.js';
 import { pool, Progress } from './progress.js';
 import {
   alive,
@@ -126,7 +126,7 @@ async function addLink(state: LabState, clients: Clients, link: LinkModel): Prom
 }
 
 async function removeLink(state: LabState, clients: Clients, link: LinkModel): Promise<void> {
-  const nodes = new Set([podOf(state, link.a.pod).node, podOf(state, link.b.pod).node]);
+  const nodes = new Set([podOf(state, carrierPod(link, 'a')).node, podOf(state, carrierPod(link, 'b')).node]);
   for (const n of nodes) {
     await clients.get(n).removeWire(link.uid).catch((err: { code?: number }) => {
       if (err.code !== 5 /* NOT_FOUND */) throw err;
@@ -202,8 +202,10 @@ function sameLink(x: LinkModel, y: LinkModel): boolean {
 /** Brings a lab up, or reconciles a running one with an edited file. */
 export async function up(o: UpOptions): Promise<UpResult> {
   const t0 = Date.now();
-  const model = loadTopology(o.file); // validation before anything is created
+  const model = await loadTopology(o.file); // validation before anything is created
   const name = labNameFor(model, o.file, o.name);
+  const unsupported = labModeProblems(model);
+  if (unsupported.length) throw new LabError(`${o.file}: cannot be built in lab mode yet:\n${unsupported.join('\n')}`);
   const progress = new Progress(o.quiet);
   const existing = readLab(name);
   if (existing) return reconcile(existing, model, o, progress, t0);
@@ -249,6 +251,7 @@ export async function up(o: UpOptions): Promise<UpResult> {
       ipq('-n', p.ns, 'link', 'set', 'lo', 'up');
     }
     await addLinks(state, clients, model.links, progress);
+    runExecs(state, model, progress);
     progress.done();
     return { state, created: true, added: model.links.length, removed: 0, kept: 0, seconds: (Date.now() - t0) / 1000 };
   } catch (err) {
@@ -258,6 +261,23 @@ export async function up(o: UpOptions): Promise<UpResult> {
     throw err;
   } finally {
     clients.close();
+  }
+}
+
+/**
+ * Runs each pod's exec commands (containerlab's exec) once its links are up,
+ * in file order, through sh in the pod's namespace. As in containerlab, a
+ * failing command is reported and the lab stays up.
+ */
+function runExecs(state: LabState, model: LabModel, progress: Progress): void {
+  for (const pod of model.pods) {
+    for (const cmd of pod.exec ?? []) {
+      const p = podOf(state, pod.name);
+      progress.update(`exec on ${pod.name}: ${cmd}`, true);
+      const r = spawnSync('ip', ['netns', 'exec', p.ns, 'sh', '-c', cmd], { encoding: 'utf8' });
+      const out = `${r.stdout ?? ''}${r.stderr ?? ''}`.trim();
+      if (r.status !== 0) process.stderr.write(`patchwire: exec on ${pod.name} failed (exit ${r.status ?? r.signal}): ${cmd}${out ? `\n${out}` : ''}\n`);
+    }
   }
 }
 
@@ -445,10 +465,10 @@ export async function status(name: string): Promise<StatusReport> {
     );
     nodes.sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
     const wires: WireReport[] = state.links.map((l) => {
-      const pa = podOf(state, l.a.pod);
-      const pb = podOf(state, l.b.pod);
-      const nameA = `${pa.name}/${l.a.intf}`;
-      const nameB = `${pb.name}/${l.b.intf}`;
+      const pa = podOf(state, carrierPod(l, 'a'));
+      const pb = podOf(state, carrierPod(l, 'b'));
+      const nameA = `${l.a.pod}/${l.a.intf}`;
+      const nameB = `${l.b.pod}/${l.b.intf}`;
       const found = (node: string, end: string): { w: PbWireStatus; e: PbWireStatus['ends'][number] } | undefined => {
         for (const w of wiresByNode.get(node) ?? []) {
           if (w.spec.uid !== l.uid) continue;

@@ -3,7 +3,10 @@
 // namespace is come in through a Placement, so callers do the I/O.
 import type { WireSpec } from '../dataplane/wire.js';
 import type { EndpointSpec } from '../endpoint/endpoint.js';
-import type { LinkEnd, LinkModel } from './model.js';
+import type { LabModel, LinkEnd, LinkModel } from './model.js';
+
+/** The namespace of a `host` link end: the machine's own, reached through pid 1. */
+export const HOST_NETNS = '/proc/1/ns/net';
 
 /** Where one pod of a link runs. */
 export interface PodPlace {
@@ -29,7 +32,7 @@ export interface NodeWire {
 
 /** An endpoint spec from a link end, once the pod's namespace is known. */
 export function endpointFor(end: LinkEnd, pod: string, netns: string): EndpointSpec {
-  return { kind: end.kind, pod, netns, ifname: end.intf, mac: end.mac ?? '', mtu: end.mtu ?? 0, ips: end.ip ? [end.ip] : [] };
+  return { kind: end.kind, pod, netns, ifname: end.intf, mac: end.mac ?? '', mtu: end.mtu ?? 0, ips: [end.ip, end.ip6].filter((x): x is string => !!x) };
 }
 
 /** A per-link ring size applies to the end that asks for it; 0 turns that end's ring off. */
@@ -46,11 +49,14 @@ function ring(e: LinkEnd): Partial<WireSpec> {
  * only its own pods' namespaces); none when the link does not touch it.
  */
 export function resolveLink(link: LinkModel, ctx: ResolveContext, only?: string): NodeWire[] {
-  const pa = ctx.place(link.a.pod);
-  const pb = ctx.place(link.b.pod);
+  // A host end is an existing interface of the machine: the daemon of the
+  // other end's node reads it, so the link is one local wire.
+  const pa = ctx.place(link.a.kind === 'host' ? link.b.pod : link.a.pod);
+  const pb = ctx.place(link.b.kind === 'host' ? link.a.pod : link.b.pod);
+  const endpoint = (e: LinkEnd): EndpointSpec => (e.kind === 'host' ? endpointFor(e, `host`, HOST_NETNS) : ctx.endpoint(e));
   if (pa.node === pb.node) {
     if (only !== undefined && only !== pa.node) return [];
-    return [{ node: pa.node, spec: { uid: ctx.wireId, local: ctx.endpoint(link.a), localPeer: ctx.endpoint(link.b), ...ring(link.a) } }];
+    return [{ node: pa.node, spec: { uid: ctx.wireId, local: endpoint(link.a), localPeer: endpoint(link.b), ...ring(link.a) } }];
   }
   const out: NodeWire[] = [];
   for (const [mine, here, there] of [
@@ -58,7 +64,7 @@ export function resolveLink(link: LinkModel, ctx: ResolveContext, only?: string)
     [link.b, pb, pa],
   ] as const) {
     if (only !== undefined && only !== here.node) continue;
-    out.push({ node: here.node, spec: { uid: ctx.wireId, local: ctx.endpoint(mine), peer: { node: there.node, address: there.address }, ...ring(mine) } });
+    out.push({ node: here.node, spec: { uid: ctx.wireId, local: endpoint(mine), peer: { node: there.node, address: there.address }, ...ring(mine) } });
   }
   return out;
 }
@@ -67,4 +73,26 @@ export function resolveLink(link: LinkModel, ctx: ResolveContext, only?: string)
 export function canonicalLink(link: LinkModel): LinkModel {
   const key = (e: LinkEnd): string => `${e.pod}\0${e.intf}`;
   return key(link.a) <= key(link.b) ? link : { ...link, a: link.b, b: link.a };
+}
+
+/** The pod whose node carries a link end: the end's own, or for a host end the other end's. */
+export function carrierPod(link: LinkModel, end: 'a' | 'b'): string {
+  const e = link[end];
+  return e.kind === 'host' ? link[end === 'a' ? 'b' : 'a'].pod : e.pod;
+}
+
+/**
+ * What a file declares that lab mode cannot build yet, checked before
+ * anything is created: shared segments (the engine carries point-to-point
+ * wires only) and impairments (the engine does not apply them yet).
+ */
+export function labModeProblems(model: LabModel): string[] {
+  const out: string[] = [];
+  for (const s of model.segments) {
+    out.push(`segment ${s.name} (${s.where}) joins ${s.members.length} interfaces (${s.members.map((m) => `${m.pod}:${m.intf}`).join(', ')}): shared segments are not supported yet; only point-to-point links can be wired`);
+  }
+  for (const l of model.links) {
+    if (l.impairments) out.push(`link ${l.uid} (${l.a.pod}:${l.a.intf} <-> ${l.b.pod}:${l.b.intf}) declares impairments (${Object.keys(l.impairments).join(', ')}): the engine does not apply impairments yet; remove them to bring the lab up`);
+  }
+  return out;
 }
