@@ -3,10 +3,11 @@ import { parseArgs } from 'node:util';
 
 import { controlServiceFor } from '../control/service.js';
 import { Daemon, type TlsFiles } from '../daemon/daemon.js';
+import { type CaptureAuth, KubeAuth, LabTokenAuth, readTokenFile } from '../capture/auth.js';
 import { parseRtPriority, UsageError } from './usage.js';
 import { parseHostPort } from '../util/hostport.js';
-import { DEFAULT_CNI_SOCKET } from '../cni/protocol.js';
 import { parseBounded, rangeProblem } from '../limits.js';
+import { DEFAULT_CNI_SOCKET } from '../cni/protocol.js';
 
 export const DAEMON_HELP = `patchwire daemon --node NAME --listen HOST:PORT [options]
 patchwire daemon --cluster [options]
@@ -31,7 +32,12 @@ Options:
   --tls-ca FILE
   --tls-server-name N  name the peers' certificates carry (default patchwire)
   --insecure           plain-text data plane (only for isolated labs)
-  --http HOST:PORT     serve packet capture over HTTP: GET /capture?wire=POD/INTF[&follow=1][&format=pcap]
+  --http HOST:PORT     serve packet capture over HTTP: GET /capture?wire=POD/INTF[&follow=1][&format=pcap],
+                       for callers with Authorization: Bearer TOKEN (see --capture-token-file;
+                       cluster mode: Kubernetes tokens, checked with TokenReview and
+                       SubjectAccessReview: get on pods/capture)
+  --capture-token-file FILE
+                       lab mode: the lab's capture token (patchwire up writes it, mode 0600)
   --health HOST:PORT   serve only /healthz (liveness) and /readyz (readiness: cluster watches listed)
   --capture-ring-bytes N
                        capture ring per wire end, bytes (default 4194304, at most 268435456);
@@ -74,6 +80,7 @@ export async function daemonMain(argv: string[]): Promise<void> {
       insecure: { type: 'boolean', default: false },
       http: { type: 'string', default: '' },
       health: { type: 'string', default: '' },
+      'capture-token-file': { type: 'string' },
       'capture-ring-bytes': { type: 'string' },
       'capture-dir': { type: 'string' },
       'rt-priority': { type: 'string', default: '0' },
@@ -130,6 +137,18 @@ export async function daemonMain(argv: string[]): Promise<void> {
     const maxFiles = parseBounded('--capture-files', values['capture-files']!, 'captureFiles', usage);
     captureFiles = { dir: values['capture-dir'], maxBytes, maxFiles };
   }
+  // The capture port is reachable from the network: never without credentials.
+  let captureAuth: CaptureAuth | null = null;
+  if (values['capture-token-file'] !== undefined) {
+    if (cluster) throw new UsageError('daemon: --capture-token-file is for lab mode; in a cluster the API server checks tokens');
+    try {
+      captureAuth = new LabTokenAuth(readTokenFile(values['capture-token-file']));
+    } catch (err) {
+      throw new UsageError(`daemon: --capture-token-file: ${(err as Error).message}`);
+    }
+  } else if (values.http && !cluster) {
+    throw new UsageError('daemon: --http needs --capture-token-file (or --cluster): capture is never served without credentials');
+  }
   const daemon = new Daemon({
     captureFiles,
     http: values.http,
@@ -154,6 +173,17 @@ export async function daemonMain(argv: string[]): Promise<void> {
         apiTimeoutMs: apiTimeoutSeconds * 1000,
       })
     : null;
+  if (cluster && values.http) {
+    // Reviews go to the API server with the daemon's own credentials.
+    const k8s = await import('@kubernetes/client-node');
+    const { ApiClient } = await import('../cluster/api.js');
+    const kc = new k8s.KubeConfig();
+    if (values.kubeconfig) kc.loadFromFile(values.kubeconfig);
+    else kc.loadFromDefault();
+    const api = new ApiClient(kc, { requestMs: apiTimeoutSeconds * 1000, watchSeconds: 1 });
+    captureAuth = new KubeAuth((p, body) => api.request('POST', p, body));
+  }
+  daemon.captureAuth = captureAuth;
   daemon.setRealtime(rtPriority);
   await daemon.start(controlServiceFor);
   try {

@@ -5,6 +5,9 @@ import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } fr
 import path from 'node:path';
 
 import { ControlClient } from '../control/client.js';
+import { errorFromGrpc } from '../control/service.js';
+import { NotFound } from '../errors.js';
+import { ensureTokenFile, LAB_TOKEN_FILE } from '../capture/auth.js';
 import type { PbWireStatus } from '../control/convert.js';
 import { pidsInNetns } from '../netns/ip.js';
 import { PACKAGE_ROOT } from '../paths.js';
@@ -128,8 +131,8 @@ async function addLink(state: LabState, clients: Clients, link: LinkModel): Prom
 async function removeLink(state: LabState, clients: Clients, link: LinkModel): Promise<void> {
   const nodes = new Set([podOf(state, carrierPod(link, 'a')).node, podOf(state, carrierPod(link, 'b')).node]);
   for (const n of nodes) {
-    await clients.get(n).removeWire(link.uid).catch((err: { code?: number }) => {
-      if (err.code !== 5 /* NOT_FOUND */) throw err;
+    await clients.get(n).removeWire(link.uid).catch((err: unknown) => {
+      if (!(errorFromGrpc(err) instanceof NotFound)) throw err;
     });
   }
 }
@@ -232,6 +235,8 @@ export async function up(o: UpOptions): Promise<UpResult> {
     progress.update(`creating ${nodeCount} nodes`, true);
     mkdirSync(labDir(name), { recursive: true, mode: 0o755 });
     writeLab(state); // written first, so 'down' can clean up whatever follows
+    // The lab's capture credential: only its owner can read it (SECURITY.md).
+    ensureTokenFile(path.join(labDir(name), LAB_TOKEN_FILE));
     ipq('netns', 'add', state.underlay);
     ipq('-n', state.underlay, 'link', 'add', 'br0', 'type', 'bridge');
     ipq('-n', state.underlay, 'link', 'set', 'br0', 'up');
