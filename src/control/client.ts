@@ -64,9 +64,11 @@ export class ControlClient {
     return this.call<PbHealth>('Health', {}, timeoutMs);
   }
 
-  /** Server-streaming capture of wire ends on this daemon. */
-  capture(req: { wires: string[]; follow: boolean; count: number; duration_ms: number }): grpc.ClientReadableStream<PbCaptureResponse> {
-    return (this.client as unknown as { Capture(r: unknown): grpc.ClientReadableStream<PbCaptureResponse> }).Capture(req);
+  /** Server-streaming capture of wire ends on this daemon; `token`: a lab's capture token, sent as `authorization: Bearer`. */
+  capture(req: { wires: string[]; follow: boolean; count: number; duration_ms: number }, token?: string): grpc.ClientReadableStream<PbCaptureResponse> {
+    const md = new grpc.Metadata();
+    if (token !== undefined) md.set('authorization', `Bearer ${token}`);
+    return (this.client as unknown as { Capture(r: unknown, m: grpc.Metadata): grpc.ClientReadableStream<PbCaptureResponse> }).Capture(req, md);
   }
 
   close(): void {

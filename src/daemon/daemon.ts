@@ -17,16 +17,12 @@ import type { CaptureInterface } from '../capture/format.js';
 import type { CaptureSource } from '../capture/session.js';
 import { FileCapture, type FileCaptureOptions } from '../capture/files.js';
 import { parseHostPort } from '../util/hostport.js';
+import { rangeProblem } from '../limits.js';
 import { serialized, writeAtomic } from '../util/serial.js';
-
-export class WireError extends Error {
-  constructor(
-    readonly code: grpc.status,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+import { AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable } from '../errors.js';
+import type { CaptureAuth } from '../capture/auth.js';
+import { CaptureGate, foldWires } from '../capture/limits.js';
+import type { HttpDaemon } from '../capture/http.js';
 
 export interface TlsFiles {
   cert: string;
@@ -168,6 +164,10 @@ export class Daemon {
   private readonly sections = new Map<string, StateSection>();
   /** null when ready; otherwise why not (served on /readyz) */
   notReady: () => string | null = () => null;
+  /** who may capture over HTTP (set before start; null: nobody can be authenticated) */
+  captureAuth: CaptureAuth | null = null;
+  /** sessions and bytes per capture caller, for HTTP and the control API alike */
+  readonly captureGate = new CaptureGate();
 
   constructor(readonly opts: DaemonOptions) {
     this.log = opts.log ?? ((m) => process.stderr.write(`[${opts.node}] ${m}\n`));
@@ -222,14 +222,28 @@ export class Daemon {
     await bindAsync(this.controlServer, this.opts.control, grpc.ServerCredentials.createInsecure());
     if (this.opts.http) {
       const { startHttp } = await import('../capture/http.js');
-      this.httpServer = await startHttp(this, this.opts.http);
+      this.httpServer = await startHttp(this.httpView(), this.opts.http);
     }
     if (this.opts.health) {
       const { startHttp } = await import('../capture/http.js');
-      this.healthServer = await startHttp(this, this.opts.health, false);
+      this.healthServer = await startHttp(this.httpView(), this.opts.health, false);
     }
     await this.restore();
     this.log(`listening on ${this.opts.listen}, control ${this.opts.control}, ${this.wires.size} wires`);
+  }
+
+  /** What the HTTP ports may read of the daemon. */
+  private httpView(): HttpDaemon {
+    return {
+      node: this.opts.node,
+      lab: this.opts.lab,
+      health: () => this.health(),
+      notReady: () => this.notReady(),
+      captureSources: (names, listAll) => this.captureSources(names, listAll),
+      captureAuth: () => this.captureAuth,
+      captureGate: this.captureGate,
+      log: (m) => this.log(m),
+    };
   }
 
   /** Keeps `section` in the state file under `name`; register before start(). */
@@ -273,7 +287,12 @@ export class Daemon {
 
   private specProblems(spec: WireSpec): string[] {
     const out: string[] = [];
-    if (!Number.isSafeInteger(spec.uid) || spec.uid <= 0) out.push(`wire uid ${spec.uid} must be a positive integer`);
+    const u = rangeProblem('wire uid', spec.uid, 'wireUid');
+    if (u) out.push(u);
+    if (spec.captureRingBytes !== undefined) {
+      const r = rangeProblem('capture_ring_bytes', spec.captureRingBytes, 'captureRingBytes');
+      if (r) out.push(r);
+    }
     if (!spec.local) return [...out, 'wire has no local endpoint'];
     const ends = [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])];
     for (const e of ends) out.push(...endpointProblems(e).map((p) => `${e.pod || e.netns}/${e.ifname}: ${p}`));
@@ -299,19 +318,19 @@ export class Daemon {
     try {
       await probePeer(address, node, this.dataTls);
     } catch (err) {
-      throw new WireError(grpc.status.UNAVAILABLE, `peer daemon at ${address} cannot be reached: ${(err as Error).message}`);
+      throw new Unavailable(`peer daemon at ${address} cannot be reached: ${(err as Error).message}`);
     }
   }
 
   async addWire(spec: WireSpec, o: { attach: boolean; persist: boolean; checkPeer: boolean }): Promise<WireStatus> {
     const problems = this.specProblems(spec);
-    if (problems.length) throw new WireError(grpc.status.INVALID_ARGUMENT, problems.join('; '));
+    if (problems.length) throw new InvalidArgument(problems.join('; '));
     if (this.wires.has(spec.uid) || this.busy.has(spec.uid)) {
-      throw new WireError(grpc.status.ALREADY_EXISTS, `wire ${spec.uid} already exists on node ${this.opts.node}`);
+      throw new AlreadyExists(`wire ${spec.uid} already exists on node ${this.opts.node}`);
     }
     for (const e of [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])]) {
       const other = this.endpointInUse(e);
-      if (other !== undefined) throw new WireError(grpc.status.ALREADY_EXISTS, `${e.netns}/${e.ifname} is already the end of wire ${other}`);
+      if (other !== undefined) throw new AlreadyExists(`${e.netns}/${e.ifname} is already the end of wire ${other}`);
     }
     this.busy.add(spec.uid);
     const opened: Endpoint[] = [];
@@ -322,7 +341,7 @@ export class Daemon {
         try {
           await ep.open(o.attach);
         } catch (err) {
-          throw new WireError(grpc.status.FAILED_PRECONDITION, `${e.pod || e.netns}/${e.ifname}: ${(err as Error).message}`);
+          throw new FailedPrecondition(`${e.pod || e.netns}/${e.ifname}: ${(err as Error).message}`);
         }
         opened.push(ep);
       }
@@ -342,7 +361,7 @@ export class Daemon {
     } catch (err) {
       for (const ep of opened) await ep.close(true);
       this.busy.delete(spec.uid);
-      throw new WireError(grpc.status.RESOURCE_EXHAUSTED, `wire ${spec.uid}: ${(err as Error).message}`);
+      throw new ResourceExhausted(`wire ${spec.uid}: ${(err as Error).message}`);
     }
     for (const ep of opened) ep.handOff();
     const wire = new Wire(
@@ -367,7 +386,7 @@ export class Daemon {
 
   async removeWire(uid: number): Promise<void> {
     const wire = this.wires.get(uid);
-    if (!wire) throw new WireError(grpc.status.NOT_FOUND, `wire ${uid} does not exist on node ${this.opts.node}`);
+    if (!wire) throw new NotFound(`wire ${uid} does not exist on node ${this.opts.node}`);
     this.wires.delete(uid);
     for (const end of wire.ends) {
       this.files.get(end)?.stop();
@@ -397,16 +416,20 @@ export class Daemon {
   }
 
   /**
-   * The capture sources for wire ends named "pod/intf", numbered in the order
-   * asked. Unknown names are an error naming them.
+   * The capture sources for wire ends named "pod/intf", repeats folded,
+   * numbered in the order first asked. Unknown names are an error naming
+   * them, and listing the other ends only if `listAll` (a caller who may see
+   * every wire of this daemon): it never tells one tenant of another's wires.
    */
-  captureSources(names: string[]): { sources: CaptureSource[]; interfaces: CaptureInterface[] } {
-    if (names.length === 0) throw new WireError(grpc.status.INVALID_ARGUMENT, 'name at least one wire end as pod/intf');
+  captureSources(asked: string[], listAll = false): { sources: CaptureSource[]; interfaces: CaptureInterface[] } {
+    if (asked.length === 0) throw new InvalidArgument('name at least one wire end as pod/intf');
+    const names = foldWires(asked);
     const byName = new Map<string, WireEnd>();
     for (const w of this.wires.values()) for (const e of w.ends) byName.set(e.endpoint.name, e);
     const missing = names.filter((n) => !byName.has(n));
     if (missing.length) {
-      throw new WireError(grpc.status.NOT_FOUND, `no wire end ${missing.join(', ')} on node ${this.opts.node} (it has: ${[...byName.keys()].sort().join(', ') || 'none'})`);
+      const others = listAll ? ` (it has: ${[...byName.keys()].sort().join(', ') || 'none'})` : '';
+      throw new NotFound(`no wire end ${missing.map((m) => JSON.stringify(m.slice(0, 100))).join(', ')} on node ${this.opts.node}${others}`);
     }
     const sources: CaptureSource[] = [];
     const interfaces: CaptureInterface[] = [];

@@ -1,14 +1,20 @@
-// Reads a topology file in either format and validates it whole, before
+// Reads a topology file in any format and validates it whole, before
 // anything is created: every error of the file at once.
 import { readFileSync } from 'node:fs';
 
 import { LineCounter, parseAllDocuments } from 'yaml';
 
 import { looksLikeContainerlab, parseContainerlab } from './containerlab.js';
+import type { Env } from './envsubst.js';
 import { parseMeshnet } from './meshnet.js';
 import { type LabModel, type TopologyError, TopologyErrors } from './model.js';
 
-export function parseTopology(text: string, file: string): LabModel {
+export interface LoadOptions {
+  /** environment for containerlab's ${VAR} expansion (default: the process's) */
+  env?: Env;
+}
+
+export function parseTopology(text: string, file: string, opts: LoadOptions = {}): LabModel {
   const lc = new LineCounter();
   const docs = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false });
   const errors: TopologyError[] = [];
@@ -25,19 +31,33 @@ export function parseTopology(text: string, file: string): LabModel {
   if (nonEmpty.length === 0) throw new TopologyErrors([{ file, message: 'holds no topology (the file is empty)' }]);
   const result =
     nonEmpty.length === 1 && looksLikeContainerlab(nonEmpty[0])
-      ? parseContainerlab(nonEmpty[0] as Record<string, unknown>, file)
+      ? parseContainerlab(nonEmpty[0] as Record<string, unknown>, file, opts.env ?? process.env)
       : parseMeshnet(nonEmpty, file);
   if (result.errors.length) throw new TopologyErrors(result.errors);
   if (result.model.pods.length === 0) throw new TopologyErrors([{ file, message: 'declares no pods' }]);
-  return result.model;
+  return labWireIds(result.model);
 }
 
-export function loadTopology(file: string): LabModel {
+/**
+ * Lab mode uses a link's uid as its wire id, and wire ids start at 1; KNE
+ * numbers links from 0, so such a file's uids all move up by one (said in
+ * `expanded`). Cluster mode hashes uids and needs no such step.
+ */
+function labWireIds(model: LabModel): LabModel {
+  if (!model.links.some((l) => l.uid === 0)) return model;
+  return {
+    ...model,
+    links: model.links.map((l) => ({ ...l, uid: l.uid + 1 })),
+    expanded: [...model.expanded, "uids numbered from 0 (as KNE does): each link's wire id in the lab is its uid + 1"],
+  };
+}
+
+export async function loadTopology(file: string, opts: LoadOptions = {}): Promise<LabModel> {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     throw new TopologyErrors([{ file, message: `cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` }]);
   }
-  return parseTopology(text, file);
+  return parseTopology(text, file, opts);
 }
