@@ -139,8 +139,15 @@ t.test('the DaemonSet, the image and the probes', async (t) => {
   t.equal(hostPathOf(mountOf(daemon, cniSocketDir)!.name), cniSocketDir, 'the CNI socket is on the host where the plugin looks');
   t.equal(path.dirname(arg(daemon.command, '--state')), cniSocketDir, 'the state file outlives the container');
   t.equal(mountOf(daemon, '/var/run/netns')?.mountPropagation, 'HostToContainer', 'pod namespaces made after start are visible');
-  const tlsDir = path.dirname(arg(daemon.command, '--tls-cert'));
-  t.ok(pod.volumes.find((v: Obj) => v.name === mountOf(daemon, tlsDir)?.name)?.secret, 'peer TLS from a Secret');
+  t.equal(arg(daemon.command, '--identity'), 'csr', "each daemon asks for its own node's identity");
+  const idDir = arg(daemon.command, '--identity-dir');
+  t.same(pod.volumes.find((v: Obj) => v.name === mountOf(daemon, idDir)?.name)?.emptyDir?.medium, 'Memory', 'its key stays in memory, in the pod');
+  t.notOk(daemon.command.includes('--insecure'), 'never a plain-text data plane');
+  const signer = byKind('Deployment').find((d) => d.metadata.name === 'patchwire-signer')!;
+  const sc = signer.spec.template.spec.containers[0];
+  t.same(sc.command.slice(0, 2), ['patchwire', 'signer'], 'the signer runs patchwire signer');
+  t.not(signer.spec.template.spec.serviceAccountName, pod.serviceAccountName, 'under an account of its own, not the daemons\'');
+  t.ok(signer.spec.template.spec.volumes.find((v: Obj) => v.name === sc.volumeMounts[0].name)?.secret, 'its CA key from a Secret only it mounts');
 
   t.equal(ds.metadata.namespace, byKind('ServiceAccount')[0]!.metadata.namespace);
   t.equal(pod.serviceAccountName, byKind('ServiceAccount')[0]!.metadata.name, 'the DaemonSet runs as the ServiceAccount');
