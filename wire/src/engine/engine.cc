@@ -634,15 +634,19 @@ void Engine::Accept() {
     // connection is a stranger's, and strangers get few (the hello deadline
     // closes them; these bounds keep a flood of them from piling up).
     {
+      // With TLS, a connection past the handshake holds a certificate of our
+      // CA (a daemon's probe before a wire is added, say); only those still
+      // handshaking are strangers. In plain text, all without a hello are.
       int pendingFromHost = 0;
       for (auto& [id, other] : conns_)
-        if (!other->client && other->peer == nullptr && other->state != Conn::kClosed && other->remoteHost == host)
+        if (!other->client && other->peer == nullptr && other->remoteHost == host &&
+            (sslServer_ ? other->state == Conn::kHandshaking : other->state != Conn::kClosed))
           pendingFromHost++;
       std::string why;
       if (static_cast<int>(conns_.size()) >= opts_.maxConns)
         why = "already " + std::to_string(conns_.size()) + " connections (the bound)";
       else if (pendingFromHost >= opts_.maxPendingPerHost)
-        why = std::to_string(pendingFromHost) + " connections from this address have not said which node they are";
+        why = std::to_string(pendingFromHost) + " connections from this address have not proved which node they are";
       if (!why.empty()) {
         refusedConns_++;
         lastConnRefusal_ = std::string(host) + ": " + why;

@@ -31,9 +31,10 @@ struct EngineOptions {
   int listenPort = 0;
   bool tls = false;
   std::string tlsCert, tlsKey, tlsCa;  // PEM; the certificate must name `node`
-  // Connections that have not said which node they are (no hello yet), per
-  // remote address and in all: past these, new ones are closed at accept.
-  int maxPendingPerHost = 8;
+  // Connections that have not proved which node they are (TLS: still in the
+  // handshake; plain text: no hello yet), per remote address, and
+  // connections in all: past these, new ones are closed at accept.
+  int maxPendingPerHost = 32;
   int maxConns = 1024;
   size_t maxQueueBytes = 8 << 20;   // per peer, before frames count as queue_full
   size_t highWaterBytes = 2 << 20;  // past this, senders pause reading their ports
