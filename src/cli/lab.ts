@@ -10,7 +10,8 @@ import { parseBounded } from '../limits.js';
 
 export const LAB_HELP = `Lab commands (one machine; pods are network namespaces):
   patchwire up -f FILE [--name LAB] [--nodes N] [--capture-ring-bytes N] [--rt-priority N] [--json]
-      Build the lab in FILE (meshnet Topology objects or a containerlab file),
+      Build the lab in FILE (meshnet Topology objects, containerlab, netlab
+      or KNE text format; see validate),
       or change a running lab to match an edited FILE (only the difference).
       Pods are placed round-robin on N emulated nodes (default 2), each running
       its own daemon; every link becomes a wire. --capture-ring-bytes sizes

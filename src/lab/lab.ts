@@ -103,6 +103,15 @@ function podOf(state: LabState, name: string): LabPod {
   return p;
 }
 
+/**
+ * The machine's own namespace under a name the daemons can open (they run
+ * in the emulated nodes' namespaces): `host` link ends live there. Not a
+ * pod namespace: nothing is ever killed or deleted inside it.
+ */
+function hostNs(lab: string): string {
+  return `pwh-${lab}`;
+}
+
 async function addLink(state: LabState, clients: Clients, link: LinkModel): Promise<void> {
   const wires = resolveLink(link, {
     wireId: link.uid,
@@ -111,6 +120,7 @@ async function addLink(state: LabState, clients: Clients, link: LinkModel): Prom
       return { node: node.name, address: node.address };
     },
     endpoint: (end) => {
+      if (end.kind === 'host') return endpointFor(end, 'host', hostNs(state.name));
       const p = podOf(state, end.pod);
       return endpointFor(end, p.name, p.ns);
     },
@@ -255,6 +265,7 @@ export async function up(o: UpOptions): Promise<UpResult> {
       ipq('netns', 'add', p.ns);
       ipq('-n', p.ns, 'link', 'set', 'lo', 'up');
     }
+    if (model.links.some((l) => l.a.kind === 'host' || l.b.kind === 'host')) ipq('netns', 'attach', hostNs(name), String(process.pid));
     await addLinks(state, clients, model.links, progress);
     runExecs(state, model, progress);
     progress.done();
@@ -337,6 +348,7 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
     state.pods = pods;
     state.file = path.resolve(o.file);
     writeLab(state);
+    if (added.some((l) => l.a.kind === 'host' || l.b.kind === 'host') && !netnsList().has(hostNs(state.name))) ipq('netns', 'attach', hostNs(state.name), String(process.pid));
     await addLinks(state, clients, added, progress);
     progress.done();
     return { state, created: false, added: added.length, removed: removed.length, kept: keptUids.size, seconds: (Date.now() - t0) / 1000 };
@@ -423,6 +435,8 @@ export async function down(name: string, o: { quiet?: boolean } = {}): Promise<{
     spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
     removed++;
   }
+  // The name of the machine's namespace only: `ip netns del` unmounts it.
+  if (netnsList().has(hostNs(name))) spawnSync('ip', ['netns', 'del', hostNs(name)], { stdio: 'ignore' });
   rmSync(labDir(name), { recursive: true, force: true });
   if (!state && !dirExists && removed === 0 && procs.length === 0 && podProcs.length === 0) throw new LabError(`no lab named '${name}'`);
   const total = procs.length + podProcs.length;
