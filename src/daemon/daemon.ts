@@ -397,7 +397,7 @@ export class Daemon {
     const missing = names.filter((n) => !byName.has(n));
     if (missing.length) {
       const others = listAll ? ` (it has: ${[...byName.keys()].sort().join(', ') || 'none'})` : '';
-      throw new NotFound(`no wire end ${missing.map((m) => JSON.stringify(m.slice(0, 100))).join(', ')} on node ${this.opts.node}${others}`);
+      throw new NotFound(`no wire end ${missing.map((m) => m.slice(0, 100)).join(', ')} on node ${this.opts.node}${others}`);
     }
     const sources: CaptureSource[] = [];
     const interfaces: CaptureInterface[] = [];
