@@ -140,7 +140,7 @@ t.test('the control API refuses 5e9 capture_ring_bytes; the daemon stays up and 
   t.equal(rangeProblem('capture_ring_bytes', HUGE, 'captureRingBytes'), details.split('; ').find((p) => p.startsWith('capture_ring_bytes')));
 });
 
-t.test('a state file holding a 5e9 ring (written by an older daemon) is refused at restore, not repeated', async (t) => {
+t.test('a state file holding a 5e9 ring (written by an older daemon) is refused at restore, not repeated, and shown', async (t) => {
   const nb = await net.addNode('nb', { start: false });
   const p4 = net.addPod('p4');
   writeFileSync(
@@ -152,7 +152,10 @@ t.test('a state file holding a 5e9 ring (written by an older daemon) is refused 
     }),
   );
   await net.startDaemon(nb);
-  t.same(await nb.client.listWires(), [], 'the wire is not created');
+  const [w] = await nb.client.listWires();
+  t.equal(w?.state, 'WIRE_STATE_RESTORING', 'the wire is not created, only listed as not restored');
+  t.match(w?.message, /capture_ring_bytes 5000000000 is out of range/, 'with the reason');
+  t.same(w?.ends, [], 'it has no ends');
   const log = await waitFor('the refusal in the log', async () => {
     const text = (await run('cat', [nb.log])).stdout;
     return /wire 7.*capture_ring_bytes 5000000000 is out of range/.test(text) ? text : undefined;

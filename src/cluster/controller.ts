@@ -314,6 +314,8 @@ export class ClusterController {
       if (err) return { ...base, state: 'error', message: err };
       const w = states.get(id);
       if (!w) return { ...base, state: 'pending', message: 'being plumbed' };
+      // In the state file but not re-created since the daemon restarted (retried with backoff).
+      if (w.state === 'restoring') return { ...base, state: 'pending', message: w.message ?? 'being restored' };
       const plumbed = { ...base, plumbed: true };
       if (!w.spec.peer) return { ...plumbed, state: w.state };
       // Up means both ends exist (the far node says so in its pod's status)

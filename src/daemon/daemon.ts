@@ -16,7 +16,8 @@ import type { CaptureSource } from '../capture/session.js';
 import { FileCapture, type FileCaptureOptions } from '../capture/files.js';
 import { parseHostPort } from '../util/hostport.js';
 import { rangeProblem } from '../limits.js';
-import { serialized, writeAtomic } from '../util/serial.js';
+import { readState, writeState } from './statefile.js';
+import { serialized } from '../util/serial.js';
 import { AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable } from '../errors.js';
 import type { CaptureAuth } from '../capture/auth.js';
 import { CaptureGate, foldWires } from '../capture/limits.js';
@@ -74,9 +75,22 @@ export interface EndStatus {
 
 export interface WireStatus {
   spec: WireSpec;
-  state: 'up' | 'down';
+  /** restoring: in the state file but not re-created yet (retried with backoff; `message` says why) */
+  state: 'up' | 'down' | 'restoring';
   ends: EndStatus[];
+  message?: string;
 }
+
+/** A wire of the state file that could not be re-created yet. */
+interface Restoring {
+  spec: WireSpec;
+  attempts: number;
+  error: string;
+  timer: NodeJS.Timeout | null;
+}
+
+/** Retry delays of a failed restore: 1 s doubling up to 30 s. */
+export const RESTORE_RETRY_MS = { first: 1000, max: 30000 };
 
 /** A peer daemon as the engine sees it (both directions of its stream). */
 export type PeerStats = EnginePeer;
@@ -98,6 +112,10 @@ export interface Health {
   lastTlsRefusal: string;
   rtPriority: number;
   keepsFreedMemory: boolean;
+  /** '' or what was wrong with the state file at start and what was done about it */
+  stateFile: string;
+  /** wires of the state file not re-created yet (see listWires) */
+  restoring: number;
 }
 
 /** Mutual TLS: a peer without a certificate from our CA can neither subscribe nor be subscribed to. */
@@ -119,6 +137,9 @@ export const KEEP_FREED_BYTES = 64 << 20;
 export class Daemon {
   private readonly wires = new Map<number, Wire>();
   private readonly busy = new Set<number>();
+  private readonly restoring = new Map<number, Restoring>();
+  /** see Health.stateFile */
+  private stateDamage = '';
   private engine!: NativeEngine;
   private dataTls: DataTls | null = null;
   /** live capture readers by engine reader id */
@@ -219,24 +240,50 @@ export class Daemon {
     this.sections.set(name, section);
   }
 
-  /** Re-creates the wires of the state file, re-attaching to existing interfaces. */
+  /**
+   * Re-creates the wires of the state file, re-attaching to existing
+   * interfaces. A damaged file never stops the daemon: the last good copy is
+   * used and the damage reported (log, health). A wire that cannot be
+   * re-created (its interface or namespace is not there yet) stays in the
+   * state file and in listWires as 'restoring', and is retried with backoff.
+   */
   private async restore(): Promise<void> {
     if (!this.opts.state) return;
-    let specs: WireSpec[];
-    try {
-      const parsed = JSON.parse(await readFile(this.opts.state, 'utf8')) as { wires: WireSpec[] } & Record<string, unknown>;
-      specs = parsed.wires;
-      for (const [name, section] of this.sections) if (parsed[name] !== undefined) section.load(parsed[name]);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw new Error(`state file ${this.opts.state}: ${(err as Error).message}`);
+    const read = await readState(this.opts.state);
+    if (read.damage) {
+      this.stateDamage = read.damage;
+      this.log(read.damage);
     }
-    for (const spec of specs) {
+    if (!read.content) return;
+    for (const [name, section] of this.sections) {
+      if (read.content[name] === undefined) continue;
       try {
-        await this.addWire(spec, { attach: true, persist: false, checkPeer: false });
+        section.load(read.content[name]);
       } catch (err) {
-        this.log(`restoring wire ${spec.uid} failed: ${(err as Error).message}`);
+        this.stateDamage ||= `state file ${this.opts.state}: section ${name} not loaded: ${(err as Error).message}`;
+        this.log(`state file ${this.opts.state}: section ${name} not loaded: ${(err as Error).message}`);
       }
+    }
+    for (const spec of read.content.wires as WireSpec[]) await this.tryRestore({ spec, attempts: 0, error: '', timer: null });
+    if (read.from === 'bak') await this.persist().catch((err: Error) => this.log(`writing the state file failed: ${err.message}`));
+  }
+
+  private async tryRestore(r: Restoring): Promise<void> {
+    r.timer = null;
+    this.restoring.delete(r.spec.uid);
+    try {
+      await this.addWire(r.spec, { attach: true, persist: false, checkPeer: false, keepOnFailure: true });
+      if (r.attempts > 0) this.log(`restored wire ${r.spec.uid} after ${r.attempts + 1} attempts`);
+    } catch (err) {
+      // Removed or re-added through the API meanwhile: nothing left to restore.
+      if (this.wires.has(r.spec.uid) || this.restoring.has(r.spec.uid)) return;
+      r.attempts++;
+      r.error = (err as Error).message;
+      const delay = Math.min(RESTORE_RETRY_MS.first * 2 ** (r.attempts - 1), RESTORE_RETRY_MS.max);
+      this.log(`restoring wire ${r.spec.uid} failed (attempt ${r.attempts}, next in ${delay / 1000}s): ${r.error}`);
+      r.timer = setTimeout(() => void this.tryRestore(r), delay);
+      r.timer.unref();
+      this.restoring.set(r.spec.uid, r);
     }
   }
 
@@ -246,12 +293,12 @@ export class Daemon {
   private async writeState(): Promise<void> {
     if (!this.opts.state) return;
     await mkdir(path.dirname(this.opts.state), { recursive: true });
-    const wires = [...this.wires.values()].map((w) => w.spec);
+    // Wires still being restored are desired too: never dropped from the file.
+    const wires = [...this.wires.values(), ...this.restoring.values()].map((w) => w.spec).sort((a, b) => a.uid - b.uid);
     const extra: Record<string, unknown> = {};
     for (const [name, section] of this.sections) extra[name] = section.save();
-    await writeAtomic(this.opts.state, JSON.stringify({ version: 1, node: this.opts.node, wires, ...extra }, null, 1));
+    await writeState(this.opts.state, JSON.stringify({ version: 1, node: this.opts.node, wires, ...extra }, null, 1));
   }
-
 
   private specProblems(spec: WireSpec): string[] {
     const out: string[] = [];
@@ -290,12 +337,14 @@ export class Daemon {
     }
   }
 
-  async addWire(spec: WireSpec, o: { attach: boolean; persist: boolean; checkPeer: boolean }): Promise<WireStatus> {
+  async addWire(spec: WireSpec, o: { attach: boolean; persist: boolean; checkPeer: boolean; keepOnFailure?: boolean }): Promise<WireStatus> {
     const problems = this.specProblems(spec);
     if (problems.length) throw new InvalidArgument(problems.join('; '));
     if (this.wires.has(spec.uid) || this.busy.has(spec.uid)) {
       throw new AlreadyExists(`wire ${spec.uid} already exists on node ${this.opts.node}`);
     }
+    const pending = this.restoring.get(spec.uid);
+    if (pending) throw new AlreadyExists(`wire ${spec.uid} is being restored on node ${this.opts.node} (attempt ${pending.attempts}: ${pending.error}); remove it first to replace it`);
     for (const e of [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])]) {
       const other = this.endpointInUse(e);
       if (other !== undefined) throw new AlreadyExists(`${e.netns}/${e.ifname} is already the end of wire ${other}`);
@@ -314,7 +363,9 @@ export class Daemon {
         opened.push(ep);
       }
     } catch (err) {
-      for (const ep of opened) await ep.close(true);
+      // A restore leaves the pods' interfaces as it found them: its next
+      // attempt re-attaches to them.
+      for (const ep of opened) await ep.close(!o.keepOnFailure);
       this.busy.delete(spec.uid);
       throw err;
     }
@@ -353,6 +404,13 @@ export class Daemon {
   }
 
   async removeWire(uid: number): Promise<void> {
+    const pending = this.restoring.get(uid);
+    if (pending) {
+      if (pending.timer) clearTimeout(pending.timer);
+      this.restoring.delete(uid);
+      await this.persist();
+      return;
+    }
     const wire = this.wires.get(uid);
     if (!wire) throw new NotFound(`wire ${uid} does not exist on node ${this.opts.node}`);
     this.wires.delete(uid);
@@ -415,7 +473,9 @@ export class Daemon {
   }
 
   listWires(): WireStatus[] {
-    return [...this.wires.values()].sort((a, b) => a.spec.uid - b.spec.uid).map((w) => this.status(w));
+    const live = [...this.wires.values()].map((w) => this.status(w));
+    const pending = [...this.restoring.values()].map((r): WireStatus => ({ spec: r.spec, state: 'restoring', ends: [], message: `not restored yet (attempt ${r.attempts}): ${r.error}` }));
+    return [...live, ...pending].sort((a, b) => a.spec.uid - b.spec.uid);
   }
 
   health(): Health {
@@ -435,11 +495,14 @@ export class Daemon {
       malformed: h.malformed,
       tlsRefused: h.tlsRefused,
       lastTlsRefusal: h.lastTlsRefusal,
+      stateFile: this.stateDamage,
+      restoring: this.restoring.size,
     };
   }
 
   /** Stops serving. Interfaces stay, so a restarted daemon picks them up. */
   async shutdown(): Promise<void> {
+    for (const r of this.restoring.values()) if (r.timer) clearTimeout(r.timer);
     for (const f of this.files.values()) f.stop();
     for (const w of this.wires.values()) for (const e of w.ends) e.ring.close();
     // The engine closes every port and peer stream; the interfaces stay.
