@@ -1,7 +1,8 @@
 // KNE topologies in protobuf text format (*.pb.txt): nodes, their
 // interfaces and links (a_node, a_int, z_node, z_int). The text format is
 // read by buf (`buf convert`, a maintained protobuf implementation) against
-// proto/patchwire/kne/v1/topology.proto, our copy of KNE's field names, and
+// proto/patchwire/kne/ (our copy of KNE's field names and the names of its
+// vendor_data messages, so an Any in a file resolves), and
 // comes back as JSON; nothing here parses the text format itself.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -11,7 +12,8 @@ import { ifnameProblem, cidrProblem, mtuProblem } from '../netns/ip.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import { type LabModel, type LinkEnd, type LinkModel, POD_NAME_RE, type PodModel, type TopologyError } from './model.js';
 
-const PROTO = 'proto/patchwire/kne/v1/topology.proto';
+/** The proto module: KNE's topology and its vendor_data types (proto/patchwire/kne/). */
+const PROTO = 'proto';
 const TYPE = 'patchwire.kne.v1.Topology';
 
 /** Whether a file name says KNE text format. */

@@ -22,8 +22,22 @@ const DEVICES: Record<string, { ifname: (i: number) => string; host: boolean }> 
   dnsmasq: { ifname: (i) => `eth${i}`, host: false },
   vyos: { ifname: (i) => `eth${i}`, host: false },
   cumulus: { ifname: (i) => `swp${i}`, host: false },
-  // netlab names SR Linux ports ethernet-1/N; containerlab creates them as e1-N.
+  cumulus_nvue: { ifname: (i) => `swp${i}`, host: false },
+  // Devices netlab runs in containerlab: the container's names (netlab's clab.interface.name), not the NOS's.
   srlinux: { ifname: (i) => `e1-${i}`, host: false },
+  eos: { ifname: (i) => `et${i}`, host: false },
+  arubacx: { ifname: (i) => `eth${i}`, host: false },
+  dellos10: { ifname: (i) => `eth${i}`, host: false },
+  sros: { ifname: (i) => `eth${i}`, host: false },
+  iosxr: { ifname: (i) => `Gi0-0-0-${i}`, host: false },
+  crpd: { ifname: (i) => `eth${i + 1}`, host: false },
+  vmx: { ifname: (i) => `eth${i + 1}`, host: false },
+  vsrx: { ifname: (i) => `eth${i + 1}`, host: false },
+  vptx: { ifname: (i) => `eth${i + 1}`, host: false },
+  'vjunos-router': { ifname: (i) => `eth${i + 1}`, host: false },
+  'vjunos-switch': { ifname: (i) => `eth${i + 1}`, host: false },
+  routeros7: { ifname: (i) => `eth${i - 1}`, host: false },
+  none: { ifname: (i) => `eth${i}`, host: false },
 };
 
 /** Link attributes netlab defines; any other key of a link mapping is a node attachment. */
@@ -54,7 +68,23 @@ interface NormalLink {
   where: string;
 }
 
-export function parseNetlab(doc: Record<string, unknown>, file: string): { model: LabModel; errors: TopologyError[] } {
+/** netlab's dotted keys (`defaults.device: frr`) are shorthand for nested mappings. */
+function undot(doc: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(doc)) {
+    if (!k.includes('.')) {
+      out[k] = isObject(out[k]) && isObject(v) ? { ...(out[k] as Record<string, unknown>), ...v } : v;
+      continue;
+    }
+    const [head, ...rest] = k.split('.');
+    const inner = isObject(out[head!]) ? (out[head!] as Record<string, unknown>) : {};
+    out[head!] = undot({ ...inner, [rest.join('.')]: v });
+  }
+  return out;
+}
+
+export function parseNetlab(raw: Record<string, unknown>, file: string): { model: LabModel; errors: TopologyError[] } {
+  const doc = undot(raw);
   const errors: TopologyError[] = [];
   const skipped: string[] = [];
   const expanded: string[] = [];
@@ -80,6 +110,18 @@ export function parseNetlab(doc: Record<string, unknown>, file: string): { model
 
   const groupOf = new Map<string, string>();
   const groups = doc.groups ?? {};
+  // A group with _auto_create makes nodes of its members that `nodes` does not list.
+  if (isObject(groups)) {
+    for (const [g, v] of Object.entries(groups)) {
+      if (!isObject(v) || v._auto_create !== true || !Array.isArray(v.members)) continue;
+      for (const m of v.members) {
+        if (typeof m === 'string' && !nodeAttrs.has(m) && !(m in groups)) {
+          nodeAttrs.set(m, {});
+          expanded.push(`node ${m} created by group ${g} (_auto_create)`);
+        }
+      }
+    }
+  }
   if (!isObject(groups)) report('groups', 'must be a mapping of group names');
   else {
     for (const [g, v] of Object.entries(groups)) {
@@ -145,14 +187,16 @@ export function parseNetlab(doc: Record<string, unknown>, file: string): { model
         if (k === 'interfaces') continue;
         if (nodeAttrs.has(k)) attachments.push({ node: k, attrs: isObject(v) ? v : {} });
         else if (LINK_ATTRS.has(k) || k.includes('.')) attrs[k] = v;
-        else report(`${where}.${k}`, `'${k}' is neither a node nor a link attribute netlab defines`);
+        // Module and custom attributes (bfd, ospf.cost, ...) configure devices, not wires.
+        else skipped.push(`${where}.${k} (a link attribute for netlab's configuration modules)`);
       }
       if (l.interfaces !== undefined) {
         if (!Array.isArray(l.interfaces)) report(`${where}.interfaces`, 'must be a list of {node: ...} attachments');
         else
           l.interfaces.forEach((it, j) => {
             if (isObject(it) && typeof it.node === 'string') attachments.push({ node: it.node, attrs: it });
-            else report(`${where}.interfaces[${j}]`, 'must be a mapping with node');
+            else if (typeof it === 'string') attachments.push({ node: it, attrs: {} });
+            else report(`${where}.interfaces[${j}]`, 'must be a node name or a mapping with node');
           });
       }
       normal.push({ attachments, attrs, where });
@@ -227,9 +271,14 @@ export function parseNetlab(doc: Record<string, unknown>, file: string): { model
     if (attrs.prefix === false || attrs.pool === 'l2only') prefix = null;
     else if (attrs.prefix !== undefined) {
       const text = typeof attrs.prefix === 'string' ? attrs.prefix : isObject(attrs.prefix) && typeof attrs.prefix.ipv4 === 'string' ? attrs.prefix.ipv4 : undefined;
-      const problem = text ? cidrProblem(text) : 'must be an IPv4 prefix or a mapping with ipv4';
-      if (problem || !text?.includes('.')) report(`${l.where}.prefix`, problem ?? 'patchwire reads IPv4 link prefixes only');
-      else prefix = { net: ipToInt(text.split('/')[0]!), prefix: Number(text.split('/')[1]) };
+      if (isObject(attrs.prefix) && attrs.prefix.ipv4 === undefined) {
+        // An IPv6-only (or allocation-only) prefix: no IPv4 addresses to derive.
+        skipped.push(`${l.where}.prefix (no ipv4 in it; patchwire derives IPv4 addresses only)`);
+      } else {
+        const problem = text ? cidrProblem(text) : 'must be an IPv4 prefix or a mapping with ipv4';
+        if (problem || !text?.includes('.')) report(`${l.where}.prefix`, problem ? `${problem} (named prefixes are not supported)` : 'patchwire reads IPv4 link prefixes only');
+        else prefix = { net: ipToInt(text.split('/')[0]!), prefix: Number(text.split('/')[1]) };
+      }
     } else if (attrs.pool !== undefined && attrs.pool !== 'p2p' && attrs.pool !== 'lan') {
       report(`${l.where}.pool`, `pool '${String(attrs.pool)}' is not one of netlab's default pools patchwire knows (p2p, lan, l2only)`);
     } else {
