@@ -1,6 +1,6 @@
 // The wire daemon: owns ports, wires, peer streams and the control API, and
 // persists its desired wires so a restart re-attaches to the same interfaces.
-import { mkdir, readFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import * as grpc from '@grpc/grpc-js';
@@ -208,7 +208,21 @@ export class Daemon {
       await mkdir(path.dirname(sock), { recursive: true, mode: 0o700 });
       await import('node:fs/promises').then((fs) => fs.rm(sock, { force: true }));
     }
-    await bindAsync(this.controlServer, this.opts.control, grpc.ServerCredentials.createInsecure());
+    if (this.opts.control.startsWith('unix:')) {
+      // Root only, whatever the umask: the socket is created with the
+      // process umask (000 would let anyone add wires), so narrow it for the
+      // bind and set the mode explicitly after.
+      const sock = this.opts.control.replace(/^unix:(\/\/)?/, '');
+      const old = process.umask(0o177);
+      try {
+        await bindAsync(this.controlServer, this.opts.control, grpc.ServerCredentials.createInsecure());
+      } finally {
+        process.umask(old);
+      }
+      await chmod(sock, 0o600);
+    } else {
+      await bindAsync(this.controlServer, this.opts.control, grpc.ServerCredentials.createInsecure());
+    }
     if (this.opts.http) {
       const { startHttp } = await import('../capture/http.js');
       this.httpServer = await startHttp(this.httpView(), this.opts.http);
@@ -391,7 +405,7 @@ export class Daemon {
     this.busy.delete(spec.uid);
     if (this.opts.captureFiles) {
       for (const e of wire.ends) {
-        const fc = new FileCapture(e.ring, { id: 0, name: e.endpoint.name, description: `node ${this.opts.node}, lab ${this.opts.lab}` }, this.opts.captureFiles, this.log);
+        const fc = new FileCapture(e.ring, { id: 0, name: e.endpoint.name, description: `node ${this.opts.node}, lab ${this.opts.lab}` }, { ...this.opts.captureFiles, lab: this.opts.lab, node: this.opts.node }, this.log);
         this.files.set(e, fc);
         await fc.start().catch((err: Error) => {
           fc.stopped = err.message;
