@@ -3,7 +3,8 @@
 // daemon's state file and the command-line flags. A 5e9-byte capture ring is
 // refused at each with a message naming the field, the value and the range,
 // and a daemon asked for one over the control API keeps running and forwarding.
-import { writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { Ajv } from 'ajv';
@@ -140,7 +141,7 @@ t.test('the control API refuses 5e9 capture_ring_bytes; the daemon stays up and 
   t.equal(rangeProblem('capture_ring_bytes', HUGE, 'captureRingBytes'), details.split('; ').find((p) => p.startsWith('capture_ring_bytes')));
 });
 
-t.test('a state file holding a 5e9 ring (written by an older daemon) is refused at restore, not repeated', async (t) => {
+t.test('a state file holding a 5e9 ring (written by an older daemon) is refused at restore, not repeated, and shown', async (t) => {
   const nb = await net.addNode('nb', { start: false });
   const p4 = net.addPod('p4');
   writeFileSync(
@@ -152,11 +153,78 @@ t.test('a state file holding a 5e9 ring (written by an older daemon) is refused 
     }),
   );
   await net.startDaemon(nb);
-  t.same(await nb.client.listWires(), [], 'the wire is not created');
+  const [w] = await nb.client.listWires();
+  t.equal(w?.state, 'WIRE_STATE_RESTORING', 'the wire is not created, only listed as not restored');
+  t.match(w?.message, /capture_ring_bytes 5000000000 is out of range/, 'with the reason');
+  t.same(w?.ends, [], 'it has no ends');
   const log = await waitFor('the refusal in the log', async () => {
     const text = (await run('cat', [nb.log])).stdout;
     return /wire 7.*capture_ring_bytes 5000000000 is out of range/.test(text) ? text : undefined;
   });
   t.match(log, RANGE0, 'the log names the range');
   t.ok((await nb.client.health()).pid > 0, 'the daemon runs');
+});
+
+// Smaller input checks of #14 item 10.
+t.test('the control socket is mode 0600 even under umask 000', async (t) => {
+  const nu = await net.addNode('nu', { start: false });
+  nu.proc = spawn('ip', ['netns', 'exec', nu.ns, 'sh', '-c', `umask 000; exec "$0" "$@"`, process.execPath, CLI, ...net.daemonArgs(nu)], { stdio: 'ignore' });
+  await waitFor('the daemon to answer', async () => (await nu.client.health(500)).pid > 0);
+  const sock = nu.control.replace('unix://', '');
+  t.equal(statSync(sock).mode & 0o777, 0o600, 'owner read/write only');
+});
+
+t.test("'%' in interface names, multicast MACs and malformed IPv6 are refused", async (t) => {
+  const na = net.nodes.get('na')!;
+  const p5 = net.addPod('p5');
+  const ep = (o: Record<string, unknown>): ReturnType<typeof net.endpoint> => net.endpoint('veth', p5, 'eth1', o);
+  const peer = { node: 'x', address: '198.18.0.99:7000' };
+  for (const [what, spec, re] of [
+    ["'%' in a name", ep({ ifname: 'eth%d' }), /interface name 'eth%d' is not a valid Linux name \(no '\/', ':', '%'/],
+    ['a multicast MAC', ep({ mac: '01:00:5e:00:00:01' }), /MAC address '01:00:5e:00:00:01' is a multicast \(group\) address/],
+    ['a malformed IPv6 address', ep({ ips: ['2001:db8::1::2/64'] }), /address '2001:db8::1::2\/64' is not a valid IPv6 address/],
+    ['an IPv6 address of bare colons', ep({ ips: [':::/64'] }), /is not a valid IPv6 address/],
+  ] as const) {
+    t.match(await rejectionDetails(na.client.addWire({ uid: 20, local: spec, peer })), re, `control API: ${what}`);
+  }
+  const file = path.join(net.dir, 'bad-values.yaml');
+  writeFileSync(
+    file,
+    meshnet(1 << 20)
+      .replace('local_intf: eth1, peer_intf: eth1, patchwire: {capture_bytes: 1048576}', "local_intf: eth1, peer_intf: eth1, local_ip: '2001:db8:::1/64', patchwire: {mac: '03:00:00:00:00:01'}"),
+  );
+  const r = await run(process.execPath, [CLI, 'validate', '-f', file]);
+  t.not(r.code, 0, 'a topology file with both is refused');
+  t.match(r.stderr, /2001:db8:::1\/64' is not a valid IPv6 address/, 'naming the address');
+  t.match(r.stderr, /03:00:00:00:00:01' is a multicast/, 'and the MAC');
+  t.ok(new Ajv({ strict: false }).compile(linkSchema.properties.patchwire.properties.mac)('02:00:00:00:00:01'), 'the CRD takes a unicast MAC');
+  t.notOk(new Ajv({ strict: false }).compile(linkSchema.properties.patchwire.properties.mac)('03:00:00:00:00:01'), 'and refuses a multicast one');
+});
+
+t.test('capture file names never collide and carry lab and node', async (t) => {
+  const dir = path.join(net.dir, 'files');
+  const nf = await net.addNode('nf', { extraArgs: ['--insecure', '--capture-dir', dir, '--capture-files', '2'] });
+  const p6 = net.addPod('p6');
+  const p7 = net.addPod('p7');
+  // Ends whose old names (pod/intf with '/' made '_') were the same file, or a prefix of another.
+  await net.localWire(31, nf, { ...net.endpoint('veth', p6, 'c'), pod: 'a_b' }, { ...net.endpoint('veth', p7, 'b_c'), pod: 'a' });
+  await net.localWire(32, nf, net.endpoint('veth', p6, 'eth1'), net.endpoint('veth', p6, 'eth1.10'));
+  const stems = await waitFor('four capture files', () => {
+    const f = readdirSync(dir).filter((x) => x.endsWith('.pcapng'));
+    return f.length === 4 ? f.map((x) => x.replace(/\.\d+\.pcapng$/, '')).sort() : undefined;
+  });
+  t.same(stems, [`test.${nf.name}.a_2fb_5fc`, `test.${nf.name}.a_5fb_2fc`, `test.${nf.name}.${p6}_2feth1`, `test.${nf.name}.${p6}_2feth1_2e10`], 'one file per end, named LAB.NODE.POD/INTF with every other byte escaped');
+  const w = await nf.client.listWires();
+  const writing = w.flatMap((x) => x.ends.map((e) => e.file_capture));
+  t.equal(new Set(writing).size, 4, 'each end writes its own file');
+});
+
+t.test('the CNI plugin and the daemon agree on one timeout', async (t) => {
+  const { CNI_DAEMON_TIMEOUT_MS, CNI_DEL_WAIT_MS } = await import('../src/cni/protocol.js');
+  const c = readFileSync(path.join(ROOT, 'cni', 'patchwire-cni.c'), 'utf8');
+  const plugin = Number(/#define DAEMON_TIMEOUT_MS (\d+)/.exec(c)?.[1]);
+  t.equal(plugin, CNI_DAEMON_TIMEOUT_MS, `the plugin waits ${plugin} ms for the daemon, as the daemon assumes`);
+  t.ok(CNI_DEL_WAIT_MS < plugin, `the daemon answers a DEL within ${CNI_DEL_WAIT_MS} ms, before the plugin gives up`);
+  const controller = readFileSync(path.join(ROOT, 'src', 'cluster', 'controller.ts'), 'utf8');
+  t.match(controller, /const DEL_WAIT_MS = CNI_DEL_WAIT_MS;/, 'and the controller uses that bound');
 });

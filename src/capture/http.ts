@@ -80,7 +80,8 @@ function fail(res: http.ServerResponse, status: number, message: string, headers
     res.destroy();
     return;
   }
-  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store', ...headers });
+  // The reason phrase named explicitly: a writeHead that threw may have left its own behind.
+  res.writeHead(status, http.STATUS_CODES[status] ?? '', { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store', ...headers });
   res.end(`${message}\n`);
 }
 

@@ -98,7 +98,44 @@ export interface PlanInput {
  */
 export function clusterWireId(namespace: string, uid: number): number {
   const h = createHash('sha256').update(`${namespace}\0${uid}`).digest();
-  return h.readUIntBE(0, 6) || 1;
+  const id = h.readUIntBE(0, 6);
+  // Tests only: keep fewer bits, so two labs' ids collide and the refusal
+  // below can be seen (test/isolation.test.ts). Unset, the id is 48 bits.
+  return (TEST_WIRE_ID_BITS ? id % 2 ** TEST_WIRE_ID_BITS : id) || 1;
+}
+
+const TEST_WIRE_ID_BITS = Math.min(48, Math.max(0, Math.trunc(Number(process.env.PATCHWIRE_TEST_WIRE_ID_BITS ?? 0)) || 0));
+
+/**
+ * Links of different namespaces whose wire ids collide (48 bits of a hash:
+ * rare, but then both labs' frames would share one wire). Every such link is
+ * refused, on every Topology that declares it, with a message naming the
+ * other; by key `namespace\0uid`.
+ */
+export function wireIdCollisions(byNs: Map<string, TopologyObject[]>, wireId: (ns: string, uid: number) => number = clusterWireId): Map<string, string> {
+  const owners = new Map<number, Map<string, { ns: string; uid: number }>>();
+  for (const [ns, objs] of byNs) {
+    for (const o of objs) {
+      const links = Array.isArray(o.spec?.links) ? (o.spec!.links as unknown[]) : [];
+      for (const l of links) {
+        const { uid } = rawLink(l);
+        if (!Number.isSafeInteger(uid)) continue;
+        const id = wireId(ns, uid);
+        const m = owners.get(id) ?? new Map<string, { ns: string; uid: number }>();
+        m.set(`${ns}\0${uid}`, { ns, uid });
+        owners.set(id, m);
+      }
+    }
+  }
+  const out = new Map<string, string>();
+  for (const [id, m] of owners) {
+    if (m.size < 2) continue;
+    for (const [key, me] of m) {
+      const others = [...m.values()].filter((x) => x !== me).map((x) => `uid ${x.uid} in namespace ${x.ns}`);
+      out.set(key, `wire id ${id} of this link collides with ${others.join(', ')}; refused so the labs' frames can never mix (change one of the uids)`);
+    }
+  }
+  return out;
 }
 
 function rawLink(v: unknown): { uid: number; local_intf: string; peer_pod: string; peer_intf: string } {
@@ -124,6 +161,7 @@ export function computePlan(input: PlanInput): Plan {
     const ns = t.metadata?.namespace ?? 'default';
     byNs.set(ns, [...(byNs.get(ns) ?? []), t]);
   }
+  const collisions = wireIdCollisions(byNs);
   for (const [ns, objs] of byNs) {
     // List items may come without apiVersion/kind; they are Topologies by construction.
     const docs = objs.map((o) => ({ ...o, apiVersion: MESHNET_API_VERSION, kind: 'Topology' }));
@@ -152,6 +190,11 @@ export function computePlan(input: PlanInput): Plan {
     const local = (name: string): boolean => pod(name)?.nodeName === input.node;
     const linkBlock = new Map<number, PlannedLink['blocked']>();
     for (const link of model.links) {
+      const collision = collisions.get(`${ns}\0${link.uid}`);
+      if (collision) {
+        linkBlock.set(link.uid, { state: 'error', message: collision });
+        continue;
+      }
       if (erroredEnds.has(`${link.a.pod}\0${link.a.intf}`) || erroredEnds.has(`${link.b.pod}\0${link.b.intf}`)) {
         linkBlock.set(link.uid, { state: 'error', message: 'the other end of this link is declared wrongly' });
         continue;

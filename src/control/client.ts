@@ -24,6 +24,10 @@ export interface PbHealth {
   peers: Array<{ node: string; address: string; inbound: boolean; outbound: boolean; reconnects: number; frames_in: number; frames_out: number; last_error: string; queued_bytes: number }>;
   rt_priority: number;
   keeps_freed_memory: boolean;
+  /** '' or what was wrong with the state file at start */
+  state_file: string;
+  /** wires of the state file not re-created yet */
+  restoring: number;
 }
 
 export interface PbCaptureResponse {

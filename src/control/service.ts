@@ -8,6 +8,7 @@ import { CaptureSession, READER_QUEUE_BYTES } from '../capture/session.js';
 import type { Daemon } from '../daemon/daemon.js';
 import { asPatchwireError, type ErrorCode, errorFor, FailedPrecondition, InvalidArgument, type PatchwireError, Unauthenticated } from '../errors.js';
 import { controlService } from '../proto/load.js';
+import { rangeProblem } from '../limits.js';
 import { type PbWireSpec, specFromPb, statusToPb } from './convert.js';
 
 const GRPC_STATUS: Record<ErrorCode, grpc.status> = {
@@ -88,6 +89,8 @@ export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.Unty
         malformed: h.malformed,
         tls_refused: h.tlsRefused,
         last_tls_refusal: h.lastTlsRefusal,
+        state_file: h.stateFile,
+        restoring: h.restoring,
         identity_refused: h.identityRefused,
         event_loop_delay_p99_ms: h.eventLoopDelayP99Ms,
         event_loop_delay_max_ms: h.eventLoopDelayMaxMs,
@@ -129,6 +132,8 @@ export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.Unty
   const Capture = (call: grpc.ServerWritableStream<{ wires: string[]; follow: boolean; count: number; duration_ms: number }, unknown>): void => {
     const req = call.request;
     void (async () => {
+      const bad = rangeProblem('count', Number(req.count), 'captureCount') ?? rangeProblem('duration (duration_ms / 1000)', Number(req.duration_ms) / 1000, 'captureDurationSeconds', { fractions: true });
+      if (bad) throw new InvalidArgument(bad);
       const who = await captureCaller(call as grpc.ServerWritableStream<unknown, unknown>, req.wires);
       const picked = d.captureSources(req.wires, who.seesAll);
       if (call.cancelled) return;

@@ -1,7 +1,7 @@
 // The wire daemon: owns ports, wires, peer streams and the control API, and
 // persists its desired wires so a restart re-attaches to the same interfaces.
 import { watch } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 
@@ -18,7 +18,8 @@ import type { CaptureSource } from '../capture/session.js';
 import { FileCapture, type FileCaptureOptions } from '../capture/files.js';
 import { parseHostPort } from '../util/hostport.js';
 import { rangeProblem } from '../limits.js';
-import { serialized, writeAtomic } from '../util/serial.js';
+import { readState, writeState } from './statefile.js';
+import { serialized } from '../util/serial.js';
 import { AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable } from '../errors.js';
 import type { CaptureAuth } from '../capture/auth.js';
 import { CaptureGate, foldWires } from '../capture/limits.js';
@@ -74,9 +75,22 @@ export interface EndStatus {
 
 export interface WireStatus {
   spec: WireSpec;
-  state: 'up' | 'down';
+  /** restoring: in the state file but not re-created yet (retried with backoff; `message` says why) */
+  state: 'up' | 'down' | 'restoring';
   ends: EndStatus[];
+  message?: string;
 }
+
+/** A wire of the state file that could not be re-created yet. */
+interface Restoring {
+  spec: WireSpec;
+  attempts: number;
+  error: string;
+  timer: NodeJS.Timeout | null;
+}
+
+/** Retry delays of a failed restore: 1 s doubling up to 30 s. */
+export const RESTORE_RETRY_MS = { first: 1000, max: 30000 };
 
 /** A peer daemon as the engine sees it (both directions of its stream). */
 export type PeerStats = EnginePeer;
@@ -105,6 +119,10 @@ export interface Health {
   tls: { names: string[]; notAfter: number; serial: string; rotations: number; lastRotationError: string } | null;
   rtPriority: number;
   keepsFreedMemory: boolean;
+  /** '' or what was wrong with the state file at start and what was done about it */
+  stateFile: string;
+  /** wires of the state file not re-created yet (see listWires) */
+  restoring: number;
 }
 
 /**
@@ -141,6 +159,9 @@ export const KEEP_FREED_BYTES = 64 << 20;
 export class Daemon {
   private readonly wires = new Map<number, Wire>();
   private readonly busy = new Set<number>();
+  private readonly restoring = new Map<number, Restoring>();
+  /** see Health.stateFile */
+  private stateDamage = '';
   private engine!: NativeEngine;
   private dataTls: DataTls | null = null;
   /** why the last attempt to load rotated TLS files failed ('' when it did not) */
@@ -230,7 +251,21 @@ export class Daemon {
       await mkdir(path.dirname(sock), { recursive: true, mode: 0o700 });
       await import('node:fs/promises').then((fs) => fs.rm(sock, { force: true }));
     }
-    await bindAsync(this.controlServer, this.opts.control, grpc.ServerCredentials.createInsecure());
+    if (this.opts.control.startsWith('unix:')) {
+      // Root only, whatever the umask: the socket is created with the
+      // process umask (000 would let anyone add wires), so narrow it for the
+      // bind and set the mode explicitly after.
+      const sock = this.opts.control.replace(/^unix:(\/\/)?/, '');
+      const old = process.umask(0o177);
+      try {
+        await bindAsync(this.controlServer, this.opts.control, grpc.ServerCredentials.createInsecure());
+      } finally {
+        process.umask(old);
+      }
+      await chmod(sock, 0o600);
+    } else {
+      await bindAsync(this.controlServer, this.opts.control, grpc.ServerCredentials.createInsecure());
+    }
     if (this.opts.http) {
       const { startHttp } = await import('../capture/http.js');
       this.httpServer = await startHttp(this.httpView(), this.opts.http);
@@ -262,24 +297,50 @@ export class Daemon {
     this.sections.set(name, section);
   }
 
-  /** Re-creates the wires of the state file, re-attaching to existing interfaces. */
+  /**
+   * Re-creates the wires of the state file, re-attaching to existing
+   * interfaces. A damaged file never stops the daemon: the last good copy is
+   * used and the damage reported (log, health). A wire that cannot be
+   * re-created (its interface or namespace is not there yet) stays in the
+   * state file and in listWires as 'restoring', and is retried with backoff.
+   */
   private async restore(): Promise<void> {
     if (!this.opts.state) return;
-    let specs: WireSpec[];
-    try {
-      const parsed = JSON.parse(await readFile(this.opts.state, 'utf8')) as { wires: WireSpec[] } & Record<string, unknown>;
-      specs = parsed.wires;
-      for (const [name, section] of this.sections) if (parsed[name] !== undefined) section.load(parsed[name]);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw new Error(`state file ${this.opts.state}: ${(err as Error).message}`);
+    const read = await readState(this.opts.state);
+    if (read.damage) {
+      this.stateDamage = read.damage;
+      this.log(read.damage);
     }
-    for (const spec of specs) {
+    if (!read.content) return;
+    for (const [name, section] of this.sections) {
+      if (read.content[name] === undefined) continue;
       try {
-        await this.addWire(spec, { attach: true, persist: false, checkPeer: false });
+        section.load(read.content[name]);
       } catch (err) {
-        this.log(`restoring wire ${spec.uid} failed: ${(err as Error).message}`);
+        this.stateDamage ||= `state file ${this.opts.state}: section ${name} not loaded: ${(err as Error).message}`;
+        this.log(`state file ${this.opts.state}: section ${name} not loaded: ${(err as Error).message}`);
       }
+    }
+    for (const spec of read.content.wires as WireSpec[]) await this.tryRestore({ spec, attempts: 0, error: '', timer: null });
+    if (read.from === 'bak') await this.persist().catch((err: Error) => this.log(`writing the state file failed: ${err.message}`));
+  }
+
+  private async tryRestore(r: Restoring): Promise<void> {
+    r.timer = null;
+    this.restoring.delete(r.spec.uid);
+    try {
+      await this.addWire(r.spec, { attach: true, persist: false, checkPeer: false, keepOnFailure: true });
+      if (r.attempts > 0) this.log(`restored wire ${r.spec.uid} after ${r.attempts + 1} attempts`);
+    } catch (err) {
+      // Removed or re-added through the API meanwhile: nothing left to restore.
+      if (this.wires.has(r.spec.uid) || this.restoring.has(r.spec.uid)) return;
+      r.attempts++;
+      r.error = (err as Error).message;
+      const delay = Math.min(RESTORE_RETRY_MS.first * 2 ** (r.attempts - 1), RESTORE_RETRY_MS.max);
+      this.log(`restoring wire ${r.spec.uid} failed (attempt ${r.attempts}, next in ${delay / 1000}s): ${r.error}`);
+      r.timer = setTimeout(() => void this.tryRestore(r), delay);
+      r.timer.unref();
+      this.restoring.set(r.spec.uid, r);
     }
   }
 
@@ -289,12 +350,12 @@ export class Daemon {
   private async writeState(): Promise<void> {
     if (!this.opts.state) return;
     await mkdir(path.dirname(this.opts.state), { recursive: true });
-    const wires = [...this.wires.values()].map((w) => w.spec);
+    // Wires still being restored are desired too: never dropped from the file.
+    const wires = [...this.wires.values(), ...this.restoring.values()].map((w) => w.spec).sort((a, b) => a.uid - b.uid);
     const extra: Record<string, unknown> = {};
     for (const [name, section] of this.sections) extra[name] = section.save();
-    await writeAtomic(this.opts.state, JSON.stringify({ version: 1, node: this.opts.node, wires, ...extra }, null, 1));
+    await writeState(this.opts.state, JSON.stringify({ version: 1, node: this.opts.node, wires, ...extra }, null, 1));
   }
-
 
   private specProblems(spec: WireSpec): string[] {
     const out: string[] = [];
@@ -333,12 +394,14 @@ export class Daemon {
     }
   }
 
-  async addWire(spec: WireSpec, o: { attach: boolean; persist: boolean; checkPeer: boolean }): Promise<WireStatus> {
+  async addWire(spec: WireSpec, o: { attach: boolean; persist: boolean; checkPeer: boolean; keepOnFailure?: boolean }): Promise<WireStatus> {
     const problems = this.specProblems(spec);
     if (problems.length) throw new InvalidArgument(problems.join('; '));
     if (this.wires.has(spec.uid) || this.busy.has(spec.uid)) {
       throw new AlreadyExists(`wire ${spec.uid} already exists on node ${this.opts.node}`);
     }
+    const pending = this.restoring.get(spec.uid);
+    if (pending) throw new AlreadyExists(`wire ${spec.uid} is being restored on node ${this.opts.node} (attempt ${pending.attempts}: ${pending.error}); remove it first to replace it`);
     for (const e of [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])]) {
       const other = this.endpointInUse(e);
       if (other !== undefined) throw new AlreadyExists(`${e.netns}/${e.ifname} is already the end of wire ${other}`);
@@ -357,7 +420,9 @@ export class Daemon {
         opened.push(ep);
       }
     } catch (err) {
-      for (const ep of opened) await ep.close(true);
+      // A restore leaves the pods' interfaces as it found them: its next
+      // attempt re-attaches to them.
+      for (const ep of opened) await ep.close(!o.keepOnFailure);
       this.busy.delete(spec.uid);
       throw err;
     }
@@ -383,7 +448,7 @@ export class Daemon {
     this.busy.delete(spec.uid);
     if (this.opts.captureFiles) {
       for (const e of wire.ends) {
-        const fc = new FileCapture(e.ring, { id: 0, name: e.endpoint.name, description: `node ${this.opts.node}, lab ${this.opts.lab}` }, this.opts.captureFiles, this.log);
+        const fc = new FileCapture(e.ring, { id: 0, name: e.endpoint.name, description: `node ${this.opts.node}, lab ${this.opts.lab}` }, { ...this.opts.captureFiles, lab: this.opts.lab, node: this.opts.node }, this.log);
         this.files.set(e, fc);
         await fc.start().catch((err: Error) => {
           fc.stopped = err.message;
@@ -396,6 +461,13 @@ export class Daemon {
   }
 
   async removeWire(uid: number): Promise<void> {
+    const pending = this.restoring.get(uid);
+    if (pending) {
+      if (pending.timer) clearTimeout(pending.timer);
+      this.restoring.delete(uid);
+      await this.persist();
+      return;
+    }
     const wire = this.wires.get(uid);
     if (!wire) throw new NotFound(`wire ${uid} does not exist on node ${this.opts.node}`);
     this.wires.delete(uid);
@@ -440,7 +512,7 @@ export class Daemon {
     const missing = names.filter((n) => !byName.has(n));
     if (missing.length) {
       const others = listAll ? ` (it has: ${[...byName.keys()].sort().join(', ') || 'none'})` : '';
-      throw new NotFound(`no wire end ${missing.map((m) => JSON.stringify(m.slice(0, 100))).join(', ')} on node ${this.opts.node}${others}`);
+      throw new NotFound(`no wire end ${missing.map((m) => m.slice(0, 100)).join(', ')} on node ${this.opts.node}${others}`);
     }
     const sources: CaptureSource[] = [];
     const interfaces: CaptureInterface[] = [];
@@ -458,7 +530,9 @@ export class Daemon {
   }
 
   listWires(): WireStatus[] {
-    return [...this.wires.values()].sort((a, b) => a.spec.uid - b.spec.uid).map((w) => this.status(w));
+    const live = [...this.wires.values()].map((w) => this.status(w));
+    const pending = [...this.restoring.values()].map((r): WireStatus => ({ spec: r.spec, state: 'restoring', ends: [], message: `not restored yet (attempt ${r.attempts}): ${r.error}` }));
+    return [...live, ...pending].sort((a, b) => a.spec.uid - b.spec.uid);
   }
 
   health(): Health {
@@ -478,6 +552,8 @@ export class Daemon {
       malformed: h.malformed,
       tlsRefused: h.tlsRefused,
       lastTlsRefusal: h.lastTlsRefusal,
+      stateFile: this.stateDamage,
+      restoring: this.restoring.size,
       identityRefused: h.identityRefused,
       // The histogram is in nanoseconds; it starts at the first sample, so an idle loop reads 0.
       eventLoopDelayP99Ms: Math.round(Math.max(this.lastLoopWindow.p99, this.loopDelay.percentile(99)) / 1e4) / 100,
@@ -552,6 +628,7 @@ export class Daemon {
 
   /** Stops serving. Interfaces stay, so a restarted daemon picks them up. */
   async shutdown(): Promise<void> {
+    for (const r of this.restoring.values()) if (r.timer) clearTimeout(r.timer);
     for (const w of this.tlsWatchers) w.close();
     this.tlsWatchers = [];
     if (this.tlsReloadTimer) clearTimeout(this.tlsReloadTimer);

@@ -7,6 +7,8 @@ import { LineCounter, parseAllDocuments } from 'yaml';
 import { looksLikeContainerlab, parseContainerlab } from './containerlab.js';
 import type { Env } from './envsubst.js';
 import { parseMeshnet } from './meshnet.js';
+import { looksLikeKne, parseKne } from './kne.js';
+import { looksLikeNetlab, parseNetlab } from './netlab.js';
 import { type LabModel, type TopologyError, TopologyErrors } from './model.js';
 
 export interface LoadOptions {
@@ -24,15 +26,29 @@ export function parseTopology(text: string, file: string, opts: LoadOptions = {}
       const pos = e.linePos?.[0] ?? lc.linePos(e.pos[0]);
       errors.push({ file, line: pos.line, col: pos.col, message: e.message.split('\n')[0]! });
     }
-    if (doc.errors.length === 0) values.push(doc.toJS({ maxAliasCount: 1000 }));
+    if (doc.errors.length > 0) continue;
+    try {
+      values.push(doc.toJS({ maxAliasCount: 1000 }));
+    } catch (err) {
+      // An alias to no anchor, or too many aliases (a billion laughs): the document parsed but has no value.
+      const pos = doc.contents?.range ? lc.linePos(doc.contents.range[0]) : undefined;
+      errors.push({ file, ...(pos ? { line: pos.line, col: pos.col } : {}), message: (err as Error).message.split('\n')[0]! });
+    }
   }
   if (errors.length) throw new TopologyErrors(errors);
   const nonEmpty = values.filter((v) => v !== null && v !== undefined);
   if (nonEmpty.length === 0) throw new TopologyErrors([{ file, message: 'holds no topology (the file is empty)' }]);
+  const one = nonEmpty.length === 1 ? (nonEmpty[0] as Record<string, unknown>) : undefined;
   const result =
-    nonEmpty.length === 1 && looksLikeContainerlab(nonEmpty[0])
-      ? parseContainerlab(nonEmpty[0] as Record<string, unknown>, file, opts.env ?? process.env)
-      : parseMeshnet(nonEmpty, file);
+    one && looksLikeContainerlab(one)
+      ? parseContainerlab(one, file, opts.env ?? process.env)
+      : one && looksLikeNetlab(one)
+        ? parseNetlab(one, file)
+        : parseMeshnet(nonEmpty, file);
+  return finish(result, file);
+}
+
+function finish(result: { model: LabModel; errors: TopologyError[] }, file: string): LabModel {
   if (result.errors.length) throw new TopologyErrors(result.errors);
   if (result.model.pods.length === 0) throw new TopologyErrors([{ file, message: 'declares no pods' }]);
   return labWireIds(result.model);
@@ -59,5 +75,7 @@ export async function loadTopology(file: string, opts: LoadOptions = {}): Promis
   } catch (err) {
     throw new TopologyErrors([{ file, message: `cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` }]);
   }
+  // KNE's text format is told by its name (it is no YAML).
+  if (looksLikeKne(file)) return finish(await parseKne(text, file), file);
   return parseTopology(text, file, opts);
 }

@@ -5,9 +5,6 @@ import type { WireSpec } from '../dataplane/wire.js';
 import type { EndpointSpec } from '../endpoint/endpoint.js';
 import type { LabModel, LinkEnd, LinkModel } from './model.js';
 
-/** The namespace of a `host` link end: the machine's own, reached through pid 1. */
-export const HOST_NETNS = '/proc/1/ns/net';
-
 /** Where one pod of a link runs. */
 export interface PodPlace {
   /** node (emulated or Kubernetes) whose daemon owns the pod's link ends */
@@ -20,7 +17,7 @@ export interface ResolveContext {
   /** the wire id on the daemons (lab: the link's uid; cluster: a hash of namespace and uid) */
   wireId: number;
   place(pod: string): PodPlace;
-  /** The endpoint of a link end; asked only for ends on the nodes being resolved. */
+  /** The endpoint of a link end (a host end: in the machine's namespace); asked only for ends on the nodes being resolved. */
   endpoint(end: LinkEnd): EndpointSpec;
 }
 
@@ -53,7 +50,7 @@ export function resolveLink(link: LinkModel, ctx: ResolveContext, only?: string)
   // other end's node reads it, so the link is one local wire.
   const pa = ctx.place(link.a.kind === 'host' ? link.b.pod : link.a.pod);
   const pb = ctx.place(link.b.kind === 'host' ? link.a.pod : link.b.pod);
-  const endpoint = (e: LinkEnd): EndpointSpec => (e.kind === 'host' ? endpointFor(e, `host`, HOST_NETNS) : ctx.endpoint(e));
+  const endpoint = ctx.endpoint;
   if (pa.node === pb.node) {
     if (only !== undefined && only !== pa.node) return [];
     return [{ node: pa.node, spec: { uid: ctx.wireId, local: endpoint(link.a), localPeer: endpoint(link.b), ...ring(link.a) } }];
