@@ -263,6 +263,15 @@ export class Daemon {
     return undefined;
   }
 
+  /**
+   * Whether the engine already receives from this peer at this address: then
+   * it answers, and probing it again for each of hundreds of wires (a TLS
+   * handshake each) is work for nothing.
+   */
+  private subscribedTo(peer: { node: string; address: string }): boolean {
+    return this.engine.peers().some((p) => p.node === peer.node && p.address === peer.address && p.inbound);
+  }
+
   private async waitForPeer(address: string): Promise<void> {
     try {
       await probePeer(address, this.dataTls);
@@ -284,7 +293,7 @@ export class Daemon {
     this.busy.add(spec.uid);
     const opened: Endpoint[] = [];
     try {
-      if (spec.peer && o.checkPeer) await this.waitForPeer(spec.peer.address);
+      if (spec.peer && o.checkPeer && !this.subscribedTo(spec.peer)) await this.waitForPeer(spec.peer.address);
       for (const e of [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])]) {
         const ep = createEndpoint(e);
         try {

@@ -17,8 +17,10 @@ void WriteLe16(uint8_t* p, uint16_t v) {
 }  // namespace
 
 FramePort::FramePort(int fd, bool tap, bool vnet, int slotSize, int slots, EndCounters* counters)
-    : fd_(fd), tap_(tap), vnet_(vnet), slotSize_(slotSize), slots_(slots), c_(counters) {
-  rx_.resize(static_cast<size_t>(slotSize_) * slots_);
+    : fd_(fd), tap_(tap), vnet_(vnet), slotSize_(slotSize), slots_(slots), c_(counters) {}
+
+void FramePort::AllocateRx() {
+  rx_.reset(new uint8_t[static_cast<size_t>(slotSize_) * slots_]);  // default-initialized: not touched
   meta_.resize(static_cast<size_t>(slots_) * 2);
   if (!tap_) {
     rxMsgs_.resize(slots_);
@@ -33,7 +35,10 @@ FramePort::~FramePort() {
   if (fd_ >= 0) close(fd_);
 }
 
-int FramePort::Receive() { return tap_ ? ReceiveTap() : ReceivePacket(); }
+int FramePort::Receive() {
+  if (!rx_) AllocateRx();
+  return tap_ ? ReceiveTap() : ReceivePacket();
+}
 
 // Puts an 802.1Q/802.1ad tag that rx-vlan offload moved into skb metadata
 // back where it was on the wire, using the slot's headroom.
@@ -59,7 +64,7 @@ int FramePort::ReceivePacket() {
   const size_t ctlSpace = CMSG_SPACE(sizeof(tpacket_auxdata));
   for (;;) {
     for (int i = 0; i < slots_; i++) {
-      uint8_t* slot = rx_.data() + static_cast<size_t>(i) * slotSize_;
+      uint8_t* slot = rx_.get() + static_cast<size_t>(i) * slotSize_;
       rxIov_[i].iov_base = slot + kHeadroom;
       rxIov_[i].iov_len = slotSize_ - kHeadroom;
       msghdr& h = rxMsgs_[i].msg_hdr;
@@ -87,7 +92,7 @@ int FramePort::ReceivePacket() {
         c_->Add(c_->truncated, 1);
         continue;
       }
-      uint8_t* slot = rx_.data() + static_cast<size_t>(i) * slotSize_;
+      uint8_t* slot = rx_.get() + static_cast<size_t>(i) * slotSize_;
       int32_t offset = i * slotSize_ + kHeadroom;
       for (cmsghdr* cm = CMSG_FIRSTHDR(&h); cm != nullptr; cm = CMSG_NXTHDR(&h, cm)) {
         if (cm->cmsg_level != SOL_PACKET || cm->cmsg_type != PACKET_AUXDATA) continue;
@@ -116,7 +121,7 @@ int FramePort::ReceiveTap() {
   int out = 0;
   uint64_t bytes = 0;
   for (int i = 0; i < slots_; i++) {
-    uint8_t* dst = rx_.data() + static_cast<size_t>(out) * slotSize_ + kHeadroom;
+    uint8_t* dst = rx_.get() + static_cast<size_t>(out) * slotSize_ + kHeadroom;
     ssize_t r = read(fd_, dst, slotSize_ - kHeadroom);
     if (r < 0) {
       if (errno == EINTR) {

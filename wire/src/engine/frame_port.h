@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -48,7 +49,7 @@ class FramePort {
   // Reads up to slots() frames; frame i is at frame(i), length len(i),
   // starting with its virtio-net header when vnet(). Valid until the next call.
   int Receive();
-  uint8_t* frame(int i) { return rx_.data() + meta_[2 * i]; }
+  uint8_t* frame(int i) { return rx_.get() + meta_[2 * i]; }
   uint32_t len(int i) const { return static_cast<uint32_t>(meta_[2 * i + 1]); }
 
   // Sends frames; every frame is counted as sent or dropped by cause.
@@ -60,12 +61,17 @@ class FramePort {
   int ReceivePacket();
   int ReceiveTap();
   void RestoreVlan(uint8_t* slot, uint32_t& len, uint16_t tpid, uint16_t tci);
+  void AllocateRx();
 
   int fd_;
   bool tap_, vnet_;
   int slotSize_, slots_;
   EndCounters* c_;
-  std::vector<uint8_t> rx_;
+  // Receive slots, allocated on the first Receive() and never zeroed: an
+  // idle wire end holds no receive memory, and a busy one only the pages its
+  // frames touched (64 slots of 64 KiB zeroed up front were 4.2 MB of RSS
+  // per idle end).
+  std::unique_ptr<uint8_t[]> rx_;
   std::vector<int32_t> meta_;
   std::vector<mmsghdr> rxMsgs_;
   std::vector<iovec> rxIov_;
