@@ -26,6 +26,7 @@ import { ringWithChords } from '../test/helpers/gen.js';
 const CLI = path.join(PACKAGE_ROOT, 'bin', 'patchwire.js');
 const RESULTS = path.join(PACKAGE_ROOT, 'bench', 'results');
 const IDLE_SECONDS = 10;
+const SETTLE_MS = 5000;
 const ETHERTYPE = 0x88b5; // IEEE local experimental: nothing in a pod answers or sends it
 const MAGIC = Buffer.from('pwscale!');
 
@@ -65,10 +66,10 @@ interface LabPids {
   supervisor: number;
 }
 
+/** From the supervisor's file: `ip netns exec` execs the daemon in place, so its pid is the daemon's. */
 function labPids(lab: string): LabPids {
-  const st = JSON.parse(spawnSync(process.execPath, [CLI, 'status', lab, '--json'], { encoding: 'utf8' }).stdout) as { nodes: Array<{ pid: number }> };
-  const sup = JSON.parse(readFileSync(`/run/patchwire/labs/${lab}/supervisor.json`, 'utf8')) as { pid: number };
-  return { daemons: st.nodes.map((n) => n.pid), supervisor: sup.pid };
+  const sup = JSON.parse(readFileSync(`/run/patchwire/labs/${lab}/supervisor.json`, 'utf8')) as { pid: number; daemons: Record<string, number> };
+  return { daemons: Object.values(sup.daemons), supervisor: sup.pid };
 }
 
 function rssKb(pid: number): number {
@@ -162,7 +163,9 @@ interface Row {
   baseline_rss_mb: number;
   rss_mb: number;
   rss_per_end_kb: number;
+  /** daemons, supervisor included; percent of one core */
   idle_cpu_pct: number;
+  idle_cpu_pct_daemons: number;
 }
 
 async function daemonsBaselineKb(dir: string): Promise<number> {
@@ -197,14 +200,18 @@ async function measure(size: number, dir: string, baselineKb: number): Promise<R
     const tFrames = await probeAll(lab, links, 120000);
     const firstFrameS = (tFrames - t0) / 1000;
     const pids = labPids(lab);
-    await sleep(2000);
+    // Let the work of bringing the lab up and probing it settle (V8 collects
+    // garbage for a few seconds after a burst) before idling is measured.
+    await sleep(SETTLE_MS);
     const rssKbNow = pids.daemons.reduce((a, pid) => a + rssKb(pid), 0);
     log(`${size} links: idling ${IDLE_SECONDS} s`);
-    const all = [...pids.daemons, pids.supervisor];
-    const c0 = cpuTicks(all);
+    const d0 = cpuTicks(pids.daemons);
+    const s0 = cpuTicks([pids.supervisor]);
     const w0 = Date.now();
     await sleep(IDLE_SECONDS * 1000);
-    const cpu = (100 * (cpuTicks(all) - c0)) / clkTck() / ((Date.now() - w0) / 1000);
+    const pct = (ticks: number): number => (100 * ticks) / clkTck() / ((Date.now() - w0) / 1000);
+    const daemonsCpu = pct(cpuTicks(pids.daemons) - d0);
+    const supCpu = pct(cpuTicks([pids.supervisor]) - s0);
     row = {
       links: size,
       pods,
@@ -214,7 +221,8 @@ async function measure(size: number, dir: string, baselineKb: number): Promise<R
       baseline_rss_mb: round(baselineKb / 1024),
       rss_mb: round(rssKbNow / 1024),
       rss_per_end_kb: round((rssKbNow - baselineKb) / (2 * size)),
-      idle_cpu_pct: round(cpu),
+      idle_cpu_pct: round(daemonsCpu + supCpu),
+      idle_cpu_pct_daemons: round(daemonsCpu),
     };
   } catch (err) {
     await pw('down', lab).catch(() => undefined);

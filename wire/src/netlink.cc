@@ -24,8 +24,8 @@ namespace pw::nl {
 namespace {
 
 constexpr const char* kNetnsDir = "/var/run/netns";
-// Largest answer we take: a link's attributes (stats, AF_SPEC) are a few KiB.
-constexpr size_t kRecvBytes = 64 << 10;
+// Largest answer we take: a link's attributes without stats are 1-2 KiB.
+constexpr size_t kRecvBytes = 32 << 10;
 
 std::string ErrnoText(int e) {
   char b[128];
@@ -138,7 +138,7 @@ std::string Socket::Open(const std::string& nsPath, const std::string& nsName) {
     portId_ = sa.nl_pid;
     return "";
   };
-  buf_.resize(kRecvBytes);
+  buf_.reset(new uint8_t[kRecvBytes]);  // not zeroed: only what the kernel writes is read
   if (nsPath.empty()) return make();
   int nsfd = open(nsPath.c_str(), O_RDONLY | O_CLOEXEC);
   if (nsfd < 0) {
@@ -182,20 +182,20 @@ std::string Socket::Request(std::vector<uint8_t>& msg, const std::string& what, 
     socklen_t fl = sizeof(from);
     ssize_t n;
     do {
-      n = recvfrom(fd_, buf_.data(), buf_.size(), MSG_TRUNC, reinterpret_cast<sockaddr*>(&from), &fl);
+      n = recvfrom(fd_, buf_.get(), kRecvBytes, MSG_TRUNC, reinterpret_cast<sockaddr*>(&from), &fl);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
       if (errOut) *errOut = errno;
       return what + ": netlink receive: " + ErrnoText(errno);
     }
-    if (static_cast<size_t>(n) > buf_.size()) return what + ": the kernel's answer of " + std::to_string(n) + " bytes did not fit";
+    if (static_cast<size_t>(n) > kRecvBytes) return what + ": the kernel's answer of " + std::to_string(n) + " bytes did not fit";
     if (from.nl_pid != 0) continue;  // not from the kernel
     size_t off = 0, len = static_cast<size_t>(n);
     while (len - off >= NLMSG_HDRLEN) {
       nlmsghdr m;
-      memcpy(&m, buf_.data() + off, sizeof(m));
+      memcpy(&m, buf_.get() + off, sizeof(m));
       if (m.nlmsg_len < NLMSG_HDRLEN || m.nlmsg_len > len - off) return what + ": malformed netlink answer";
-      const uint8_t* payload = buf_.data() + off + NLMSG_HDRLEN;
+      const uint8_t* payload = buf_.get() + off + NLMSG_HDRLEN;
       size_t plen = m.nlmsg_len - NLMSG_HDRLEN;
       size_t step = NLMSG_ALIGN(m.nlmsg_len);
       off = step >= len - off ? len : off + step;

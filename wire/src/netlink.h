@@ -8,6 +8,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -36,7 +37,7 @@ class Socket {
   int fd_ = -1;
   uint32_t seq_ = 0;
   uint32_t portId_ = 0;
-  std::vector<uint8_t> buf_;
+  std::unique_ptr<uint8_t[]> buf_;
 };
 
 // Exported to JavaScript as wire.netlink.
