@@ -42,7 +42,8 @@ t.test('files rotate by size and keep the newest by count', async (t) => {
   await net.crossWire(1, na, net.endpoint('veth', p1, 'eth1'), nb, net.endpoint('veth', p2, 'eth1'));
   const sent = frames('PWTFILE', 800);
   await sendFrames(net, p1, 'eth1', sent, 0.0005);
-  const list = (): string[] => readdirSync(dir).filter((f) => f.startsWith(`${p1}_eth1.`)).sort();
+  // LAB.NODE.POD/INTF, each part encoded ('/' is _2f), then the sequence number.
+  const list = (): string[] => readdirSync(dir).filter((f) => f.startsWith(`test.${na.name}.${p1}_2feth1.`)).sort();
   // Done once the newest file holds the last frame sent (nothing else is sent).
   await waitFor('the last frame in the newest file', () => {
     const newest = list().pop();
@@ -50,7 +51,7 @@ t.test('files rotate by size and keep the newest by count', async (t) => {
   });
   const files = list();
   t.equal(files.length, 3, `three files kept (${files.join(', ')})`);
-  t.ok(Number(files[0]!.split('.')[1]) > 1, 'older files were rotated away');
+  t.ok(Number(files[0]!.split('.').at(-2)) > 1, 'older files were rotated away');
   for (const f of files) {
     const r = await run('tshark', ['-r', path.join(dir, f)]);
     t.equal(r.code, 0);

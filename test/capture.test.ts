@@ -187,19 +187,22 @@ t.test('bad requests get clear errors', async (t) => {
   t.match(c.stderr, /--format 'erf' is not pcapng or pcap/);
   const node = `pwn-${LAB}-node1`;
   const url = 'http://198.18.0.2:8080';
-  const code = async (q: string): Promise<string> => (await net.exec(node, 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `${url}${q}`])).stdout;
+  // The lab's capture token (test/capture-auth.test.ts checks what happens without it).
+  const auth = ['-H', `Authorization: Bearer ${readFileSync(`/run/patchwire/labs/${LAB}/capture.token`, 'utf8').trim()}`];
+  const code = async (q: string): Promise<string> => (await net.exec(node, 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', ...auth, `${url}${q}`])).stdout;
   t.equal(await code('/capture?wire=r9/eth1'), '404', 'unknown wire end: 404');
   t.equal(await code('/capture?wire=r1/eth1&format=xx'), '400', 'unknown format: 400');
   t.equal(await code('/capture'), '400', 'no wire: 400');
   t.equal(await code('/nothing'), '404');
-  const ok = await net.exec(node, 'curl', ['-s', '-D', '-', '-o', '/dev/null', `${url}/capture?wire=r1/eth1`]);
-  t.match(ok.stdout, /content-disposition: attachment; filename="pwtcap-node1-r1_eth1-\d{8}T\d{6}\.pcapng"/i);
+  const ok = await net.exec(node, 'curl', ['-s', '-D', '-', '-o', '/dev/null', ...auth, `${url}/capture?wire=r1/eth1`]);
+  t.match(ok.stdout, /content-disposition: attachment; filename="pwtcap-node1-r1_eth1-\d{8}T\d{6}\.pcapng"; filename\*=UTF-8''pwtcap-node1-r1_eth1-\d{8}T\d{6}\.pcapng/i);
 });
 
 t.test('a stalled reader loses capture data, never wire frames', async (t) => {
   // curl follows the capture of r1/eth1 and is then stopped: it reads nothing more.
   const followed = path.join(net.dir, 'stalled.pcapng');
-  const curl = net.spawnIn(`pwn-${LAB}-node1`, 'curl', ['-sN', '-o', followed, 'http://198.18.0.2:8080/capture?wire=r1/eth1&follow=1']);
+  const token = readFileSync(`/run/patchwire/labs/${LAB}/capture.token`, 'utf8').trim();
+  const curl = net.spawnIn(`pwn-${LAB}-node1`, 'curl', ['-sN', '-o', followed, '-H', `Authorization: Bearer ${token}`, 'http://198.18.0.2:8080/capture?wire=r1/eth1&follow=1']);
   const server = net.spawnIn(ns('r2'), 'iperf3', ['-s', '-1']);
   try {
     // Attached: the ring dump (frames of the first test) has reached the file.

@@ -17,6 +17,7 @@ import { parseAllDocuments } from 'yaml';
 import { DAEMON_HELP } from '../src/cli/daemon.js';
 import { CNI_HELP } from '../src/cli/cni.js';
 import { parseMeshnet } from '../src/topology/meshnet.js';
+import { ADMIN } from './helpers/apiserver.js';
 import { TestCluster } from './helpers/cluster.js';
 import { type Obj, renderKustomization } from './helpers/kustomize.js';
 import { ROOT, waitFor } from './helpers/testnet.js';
@@ -130,6 +131,10 @@ t.test('the DaemonSet, the image and the probes', async (t) => {
   const healthPort = Number(arg(daemon.command, '--health').split(':')[1]);
   t.same([daemon.livenessProbe.httpGet.path, daemon.livenessProbe.httpGet.port], ['/healthz', healthPort], 'liveness probe on the health endpoint');
   t.same([daemon.readinessProbe.httpGet.path, daemon.readinessProbe.httpGet.port], ['/readyz', healthPort], 'readiness probe on /readyz');
+  // On the host network 0.0.0.0 would open the port to every pod; the kubelet probes loopback.
+  const healthHost = arg(daemon.command, '--health').split(':')[0];
+  t.equal(healthHost, '127.0.0.1', 'the health port binds loopback only');
+  for (const p of [daemon.livenessProbe, daemon.readinessProbe]) t.equal(p.httpGet.host, healthHost, 'and the probes go there');
   const cniSocketDir = path.dirname(arg(daemon.command, '--cni-socket'));
   t.equal(hostPathOf(mountOf(daemon, cniSocketDir)!.name), cniSocketDir, 'the CNI socket is on the host where the plugin looks');
   t.equal(path.dirname(arg(daemon.command, '--state')), cniSocketDir, 'the state file outlives the container');
@@ -148,7 +153,8 @@ t.teardown(() => cluster.cleanup());
 
 t.test('what real daemons write and request fits deploy/', async (t) => {
   await cluster.start();
-  const n1 = await cluster.addNode('n1');
+  // n1 serves capture too, so its TokenReview and SubjectAccessReview count.
+  const n1 = await cluster.addNode('n1', ['--http', '127.0.0.1:8080']);
   const n2 = await cluster.addNode('n2');
   await waitFor('daemons ready', async () => (await cluster.ready(n1)).code === 200 && (await cluster.ready(n2)).code === 200);
   const topo = (name: string, links: Obj[]): Obj => ({ apiVersion: 'networkop.co.uk/v1beta1', kind: 'Topology', metadata: { name }, spec: { links } });
@@ -163,6 +169,11 @@ t.test('what real daemons write and request fits deploy/', async (t) => {
   await cluster.waitReady('dep', 'x1', '1/2');
   await cluster.waitReady('dep', 'x2', '1/1');
   await waitFor('z1 status with its error', () => (cluster.topologyStatus('dep', 'z1')?.links as Obj[] | undefined)?.[0]?.state === 'error');
+
+  const captureToken = 'pwzc-capture-admin';
+  cluster.api.addToken(captureToken, ADMIN);
+  const cap = await cluster.net.exec(n1.ns, 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-H', `Authorization: Bearer ${captureToken}`, 'http://127.0.0.1:8080/capture?wire=dep/x1/eth1&count=1']);
+  t.equal(cap.stdout, '200', 'a cluster admin captures a wire end through the capture port');
 
   const writes = cluster.daemonRequests().filter((r) => r.verb === 'patch' && r.resource === 'topologies/status');
   t.ok(writes.length >= 3, `the daemons wrote ${writes.length} statuses`);
@@ -182,7 +193,11 @@ t.test('what real daemons write and request fits deploy/', async (t) => {
   const granted = new Set<string>();
   for (const rule of role.rules as Obj[]) for (const g of rule.apiGroups) for (const res of rule.resources) for (const v of rule.verbs) granted.add(`${g}|${res}|${v}`);
   t.same([...granted].filter((g) => !used.has(g)).sort(), [], 'the ClusterRole grants nothing the daemons did not use');
-  t.same([...used].sort(), ['networkop.co.uk|topologies/status|patch', 'networkop.co.uk|topologies|list', 'networkop.co.uk|topologies|watch', '|pods|list', '|pods|watch'].sort(), 'the daemons list and watch pods and Topology objects, and patch Topology status');
+  t.same(
+    [...used].sort(),
+    ['networkop.co.uk|topologies/status|patch', 'networkop.co.uk|topologies|list', 'networkop.co.uk|topologies|watch', '|pods|list', '|pods|watch', 'authentication.k8s.io|tokenreviews|create', 'authorization.k8s.io|subjectaccessreviews|create'].sort(),
+    'the daemons list and watch pods and Topology objects, patch Topology status, and review capture callers',
+  );
   const binding = byKind('ClusterRoleBinding')[0]!;
   const sa = byKind('ServiceAccount')[0]!;
   t.same(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role.metadata.name }, 'the binding names the role');

@@ -50,7 +50,7 @@ t.test('wire errors name the problem and leave nothing half-created', async (t) 
   // Several problems at once are all reported.
   t.match(
     await rejectionDetails(na.client.addWire({ uid: 0, local: ep({ ifname: 'x'.repeat(20), mtu: 1 }), peer })),
-    /uid 0 must be a positive integer.*20 bytes long.*MTU 1 is out of range/,
+    /uid 0 is out of range: a whole number from 1 to 281474976710655.*20 bytes long.*MTU 1 is out of range/,
     'several problems of one request are reported together',
   );
 
@@ -63,8 +63,8 @@ t.test('wire errors name the problem and leave nothing half-created', async (t) 
 t.test('the CLI reports errors with a non-zero exit', async (t) => {
   const na = net.nodes.get('na')!;
   const bad = await run(process.execPath, [CLI, 'wire', 'add', '--control', na.control, '--uid', '5', '--kind', 'veth', '--netns', `${net.prefix}p1`, '--ifname', 'eth9', '--mtu', '9', '--peer-node', 'x', '--peer-address', '198.18.0.2:7000']);
-  t.equal(bad.code, 1);
-  t.match(bad.stderr, /MTU 9 is out of range/);
+  t.equal(bad.code, 2, 'an MTU out of range is refused before the daemon is asked');
+  t.match(bad.stderr, /--mtu '9' is out of range: a whole number from 68 to 65535/);
   const usage = await run(process.execPath, [CLI, 'daemon', '--node', 'x', '--listen', '127.0.0.1:0']);
   t.equal(usage.code, 2, 'a daemon without TLS or --insecure refuses to start');
   t.match(usage.stderr, /--insecure/);
@@ -87,10 +87,10 @@ t.test('the CLI reports errors with a non-zero exit', async (t) => {
   t.match(notCluster.stderr, /--kubeconfig needs --cluster/);
   const badRt = await run(process.execPath, [CLI, 'daemon', '--insecure', '--node', 'x', '--listen', '127.0.0.1:0', '--rt-priority', '100']);
   t.equal(badRt.code, 2);
-  t.match(badRt.stderr, /--rt-priority '100' must be an integer from 0 to 99/);
+  t.match(badRt.stderr, /--rt-priority '100' is out of range: a whole number from 0 to 99/);
   const badUpRt = await run(process.execPath, [CLI, 'up', '-f', 'absent.yaml', '--rt-priority', 'high']);
   t.equal(badUpRt.code, 2);
-  t.match(badUpRt.stderr, /up: --rt-priority 'high' must be an integer from 0 to 99/);
+  t.match(badUpRt.stderr, /up: --rt-priority 'high' is out of range: a whole number from 0 to 99/);
   const noDaemon = await run(process.execPath, [CLI, 'wire', 'ls', '--control', `unix://${net.dir}/absent.sock`]);
   t.not(noDaemon.code, 0, 'no daemon: non-zero exit');
   t.match(noDaemon.stderr, /patchwire: .*(No connection|UNAVAILABLE|connect)/i);

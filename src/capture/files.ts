@@ -15,6 +15,24 @@ export interface FileCaptureOptions {
   maxBytes: number;
   /** keep at most this many files per wire end */
   maxFiles: number;
+  /** lab and node the files are named after (the daemon's) */
+  lab?: string;
+  node?: string;
+}
+
+/**
+ * A name as one file-name component: letters, digits and '-' as they are,
+ * every other byte as '_' and two hex digits. Reversible, so two wire ends
+ * never share files ('a_b/c' is a_5fb_2fc, 'a/b_c' a_2fb_5fc), and free of
+ * '.', so 'eth1' can never be a prefix of 'eth1.10' (eth1_2e10).
+ */
+export function fileComponent(name: string): string {
+  return [...Buffer.from(name, 'utf8')].map((b) => (/[A-Za-z0-9-]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `_${b.toString(16).padStart(2, '0')}`)).join('');
+}
+
+/** The file name stem of a wire end's capture files: LAB.NODE.POD/INTF, each part encoded. */
+export function captureFileBase(lab: string, node: string, end: string): string {
+  return [lab, node, end].map(fileComponent).join('.');
 }
 
 export class FileCapture {
@@ -34,13 +52,14 @@ export class FileCapture {
     private readonly o: FileCaptureOptions,
     private readonly log: (msg: string) => void,
   ) {
-    this.base = iface.name.replace(/[^A-Za-z0-9_.-]/g, '_');
+    this.base = captureFileBase(o.lab ?? '', o.node ?? '', iface.name);
     this.writer = new CaptureWriter('pcapng', [{ ...iface, id: 0 }]);
   }
 
   async start(): Promise<void> {
     await mkdir(this.o.dir, { recursive: true });
-    const existing = (await readdir(this.o.dir)).filter((f) => f.startsWith(`${this.base}.`) && f.endsWith('.pcapng'));
+    // Only this end's files: BASE.NNNNNN.pcapng exactly.
+    const existing = (await readdir(this.o.dir)).filter((f) => f.startsWith(`${this.base}.`) && /^\d+\.pcapng$/.test(f.slice(this.base.length + 1)));
     const seqOf = (f: string): number => Number(f.slice(this.base.length + 1, -7)) || 0;
     this.seq = existing.reduce((m, f) => Math.max(m, seqOf(f)), 0);
     // A restarted daemon continues the numbering and keeps the count.

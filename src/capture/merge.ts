@@ -3,6 +3,8 @@
 import type { Writable } from 'node:stream';
 
 import type { ControlClient, PbCaptureResponse } from '../control/client.js';
+import { errorFromGrpc } from '../control/service.js';
+import { Cancelled, Unavailable } from '../errors.js';
 import { type CaptureFormat, type CaptureInterface, type CaptureRecord, CaptureWriter } from './format.js';
 import { nowUs } from './ring.js';
 
@@ -12,6 +14,8 @@ export interface MergeSource {
   client: ControlClient;
   /** wire end names on that daemon, with the global interface id of each */
   wires: Array<{ name: string; id: number }>;
+  /** the lab's capture token, when capturing a lab */
+  token?: string;
 }
 
 export interface MergeOptions {
@@ -76,7 +80,7 @@ export function mergeCapture(sources: MergeSource[], o: MergeOptions): { done: P
   };
   const calls = sources.map((s, idx) => {
     const ids = new Map<number, number>();
-    const call = s.client.capture({ wires: s.wires.map((w) => w.name), follow: o.follow, count: o.count, duration_ms: o.durationMs });
+    const call = s.client.capture({ wires: s.wires.map((w) => w.name), follow: o.follow, count: o.count, duration_ms: o.durationMs }, s.token);
     let ringDone = false;
     call.on('data', (m: PbCaptureResponse) => {
       for (const i of m.interfaces) ids.set(i.id, s.wires[i.id]!.id);
@@ -89,11 +93,12 @@ export function mergeCapture(sources: MergeSource[], o: MergeOptions): { done: P
         if (--ringPending === 0) flush(!o.follow);
       }
     });
-    call.on('error', (err: Error & { details?: string; code?: number }) => {
-      if (finished || err.code === 1 /* CANCELLED by us */) return;
+    call.on('error', (err: unknown) => {
+      const e = errorFromGrpc(err);
+      if (finished || e instanceof Cancelled /* by us */) return;
       finished = true;
       for (const c of calls) c.cancel();
-      const why = err.code === 14 /* UNAVAILABLE */ ? `the daemon of node ${s.node} cannot be reached (${err.details ?? err.message})` : `node ${s.node}: ${err.details ?? err.message}`;
+      const why = e instanceof Unavailable ? `the daemon of node ${s.node} cannot be reached (${e.message})` : `node ${s.node}: ${e.message}`;
       reject(new Error(why));
     });
     call.on('end', () => {

@@ -18,6 +18,8 @@ export interface SessionOptions {
   durationMs: number;
   /** live frames waiting for a slow reader, at most */
   maxQueueBytes: number;
+  /** called once when the session ends, however it ends */
+  onClose?: () => void;
 }
 
 export interface SessionSink {
@@ -27,6 +29,9 @@ export interface SessionSink {
 }
 
 const CHUNK = 256;
+
+/** live frames one session holds for a slow reader, at most */
+export const READER_QUEUE_BYTES = 16 << 20;
 
 export class CaptureSession {
   drops = 0;
@@ -46,12 +51,31 @@ export class CaptureSession {
     private readonly sink: SessionSink,
   ) {}
 
-  start(): void {
+  private opened = false;
+
+  /**
+   * Copies what the rings hold and returns how many bytes the session may
+   * hold (that copy and its live queue), so a gate can admit it before
+   * anything is sent. start() calls it if nobody did.
+   */
+  open(): number {
+    this.opened = true;
     const recs: CaptureRecord[] = [];
-    for (const s of this.sources) for (const seg of s.ring.snapshot()) segmentRecords(seg, s.iface, recs);
+    let bytes = 0;
+    for (const s of this.sources) {
+      for (const seg of s.ring.snapshot()) {
+        bytes += seg.data.length;
+        segmentRecords(seg, s.iface, recs);
+      }
+    }
     // Stable sort: frames of one batch keep their order.
     recs.sort((a, b) => a.tsUs - b.tsUs);
     this.pendingRing = recs;
+    return bytes + (this.opts.follow ? this.opts.maxQueueBytes : 0);
+  }
+
+  start(): void {
+    if (!this.opened) this.open();
     if (this.opts.follow) {
       for (const s of this.sources) {
         const l = (seg: Segment): void => this.onSegment(seg, s.iface, s.ring);
@@ -138,7 +162,9 @@ export class CaptureSession {
 
   /** The reader went away. */
   stop(): void {
+    if (!this.ended) this.opts.onClose?.();
     this.ended = true;
+    this.pendingRing = [];
     if (this.timer) clearTimeout(this.timer);
     for (const [ring, l] of this.listeners) ring.listeners.delete(l);
     this.listeners.length = 0;

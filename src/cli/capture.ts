@@ -2,6 +2,7 @@
 // of wire ends on any nodes of a lab, to stdout (pipe it into
 // `wireshark -k -i -`) or a file.
 import { createWriteStream } from 'node:fs';
+import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 
@@ -9,8 +10,10 @@ import type { CaptureFormat, CaptureInterface } from '../capture/format.js';
 import { mergeCapture, type MergeSource } from '../capture/merge.js';
 import { ControlClient } from '../control/client.js';
 import { LabError } from '../lab/lab.js';
-import { readLab } from '../lab/state.js';
+import { labDir, readLab } from '../lab/state.js';
+import { LAB_TOKEN_FILE, readTokenFile } from '../capture/auth.js';
 import { UsageError } from './usage.js';
+import { parseBounded } from '../limits.js';
 
 export const CAPTURE_HELP = `patchwire capture LAB POD/INTF [POD/INTF ...] [options]
 
@@ -25,6 +28,12 @@ Options:
   --duration S         stop after S seconds
   --format F           pcapng (default) or pcap
   --json               print a JSON summary on stderr at the end
+
+A lab's capture needs the lab's token (written by 'patchwire up' to
+/run/patchwire/labs/LAB/capture.token, mode 0600): only the lab's owner can
+read it. The same token opens the daemons' HTTP capture port:
+  curl -sN -H "Authorization: Bearer $(cat /run/patchwire/labs/demo/capture.token)" \
+      'http://NODE-IP:8080/capture?wire=r1/eth1&follow=1' | wireshark -k -i -
 
 Directions (pcapng epb_flags) are those of the pod's interface: outbound =
 the pod sent it, inbound = the wire delivered it to the pod.
@@ -57,15 +66,16 @@ export async function captureMain(argv: string[]): Promise<number> {
     process.stdout.write(CAPTURE_HELP);
     return 0;
   }
-  const [lab, ...names] = values.control ? ['', ...positionals] : positionals;
+  const [lab, ...repeated] = values.control ? ['', ...positionals] : positionals;
+  // A wire end named twice is captured once.
+  const names = [...new Set(repeated)];
   if (values.control === undefined && !lab) throw new UsageError(`capture: name a lab and at least one POD/INTF\n\n${CAPTURE_HELP}`);
   if (names.length === 0) throw new UsageError(`capture: name at least one wire end (POD/INTF)\n\n${CAPTURE_HELP}`);
   const format = values.format as CaptureFormat;
   if (format !== 'pcapng' && format !== 'pcap') throw new UsageError(`capture: --format '${values.format}' is not pcapng or pcap`);
-  const count = values.count === undefined ? 0 : Number(values.count);
-  if (!Number.isInteger(count) || count < 0) throw new UsageError(`capture: --count '${values.count}' is not a whole number`);
-  const duration = values.duration === undefined ? 0 : Number(values.duration);
-  if (!Number.isFinite(duration) || duration < 0) throw new UsageError(`capture: --duration '${values.duration}' is not a number of seconds`);
+  const usage = (m: string): UsageError => new UsageError(`capture: ${m}`);
+  const count = values.count === undefined ? 0 : parseBounded('--count', values.count, 'captureCount', usage);
+  const duration = values.duration === undefined ? 0 : parseBounded('--duration', values.duration, 'captureDurationSeconds', usage, { fractions: true });
 
   const byNode = new Map<string, MergeSource>();
   const interfaces: CaptureInterface[] = [];
@@ -119,6 +129,12 @@ export async function captureMain(argv: string[]): Promise<number> {
 function collectLabSources(lab: string, names: string[], byNode: Map<string, MergeSource>, interfaces: CaptureInterface[], clients: ControlClient[]): void {
   const state = readLab(lab);
   if (!state) throw new LabError(`no lab named '${lab}' (see 'patchwire ls')`);
+  let token: string;
+  try {
+    token = readTokenFile(path.join(labDir(lab), LAB_TOKEN_FILE));
+  } catch (err) {
+    throw new LabError(`cannot read the capture token of lab ${lab}: ${(err as Error).message} (only the lab's owner may capture it)`);
+  }
   const ends = new Set(state.links.flatMap((l) => [`${l.a.pod}/${l.a.intf}`, `${l.b.pod}/${l.b.intf}`]));
   names.forEach((name, id) => {
     if (!ends.has(name)) throw new LabError(`lab ${lab} has no wire end '${name}' (ends: ${[...ends].sort().join(', ')})`);
@@ -128,7 +144,7 @@ function collectLabSources(lab: string, names: string[], byNode: Map<string, Mer
     if (!src) {
       const client = new ControlClient(node.control);
       clients.push(client);
-      src = { node: node.name, client, wires: [] };
+      src = { node: node.name, client, wires: [], token };
       byNode.set(node.name, src);
     }
     src.wires.push({ name, id });

@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULT_PLUGIN, installCni, uninstallCni } from '../cni/install.js';
 import { DEFAULT_CNI_SOCKET } from '../cni/protocol.js';
 import { UsageError } from './usage.js';
+import { parseBounded } from '../limits.js';
 
 export const CNI_HELP = `patchwire cni install [options]
 patchwire cni uninstall [options]
@@ -49,8 +50,7 @@ export async function cniMain(argv: string[]): Promise<number> {
     if (!values.json) process.stderr.write(`patchwire cni: ${m}\n`);
   };
   if (sub === 'install') {
-    const wait = Number(values.wait);
-    if (!Number.isFinite(wait) || wait < 0) throw new UsageError(`cni install: --wait '${values.wait}' is not a number of seconds`);
+    const wait = parseBounded('--wait', values.wait!, 'cniWaitSeconds', (m) => new UsageError(`cni install: ${m}`), { fractions: true });
     const r = await installCni({
       binDir: values['bin-dir']!,
       confDir: values['conf-dir']!,

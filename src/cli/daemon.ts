@@ -3,8 +3,10 @@ import { parseArgs } from 'node:util';
 
 import { controlServiceFor } from '../control/service.js';
 import { Daemon, type TlsFiles } from '../daemon/daemon.js';
+import { type CaptureAuth, KubeAuth, LabTokenAuth, readTokenFile } from '../capture/auth.js';
 import { parseRtPriority, UsageError } from './usage.js';
 import { parseHostPort } from '../util/hostport.js';
+import { parseBounded, rangeProblem } from '../limits.js';
 import { DEFAULT_CNI_SOCKET } from '../cni/protocol.js';
 
 export const DAEMON_HELP = `patchwire daemon --node NAME --listen HOST:PORT [options]
@@ -30,10 +32,16 @@ Options:
   --tls-ca FILE
   --tls-server-name N  name the peers' certificates carry (default patchwire)
   --insecure           plain-text data plane (only for isolated labs)
-  --http HOST:PORT     serve packet capture over HTTP: GET /capture?wire=POD/INTF[&follow=1][&format=pcap]
+  --http HOST:PORT     serve packet capture over HTTP: GET /capture?wire=POD/INTF[&follow=1][&format=pcap],
+                       for callers with Authorization: Bearer TOKEN (see --capture-token-file;
+                       cluster mode: Kubernetes tokens, checked with TokenReview and
+                       SubjectAccessReview: get on pods/capture)
+  --capture-token-file FILE
+                       lab mode: the lab's capture token (patchwire up writes it, mode 0600)
   --health HOST:PORT   serve only /healthz (liveness) and /readyz (readiness: cluster watches listed)
   --capture-ring-bytes N
-                       capture ring per wire end, bytes (default 4194304); 0 turns the rings off
+                       capture ring per wire end, bytes (default 4194304, at most 268435456);
+                       0 turns the rings off
   --rt-priority N      run the daemon's threads under SCHED_RR at priority N (1-99) so busy
                        pods cannot delay frames; 0 (default) keeps normal scheduling.
                        Costs CPU: a daemon woken at once wakes for every few frames.
@@ -72,6 +80,7 @@ export async function daemonMain(argv: string[]): Promise<void> {
       insecure: { type: 'boolean', default: false },
       http: { type: 'string', default: '' },
       health: { type: 'string', default: '' },
+      'capture-token-file': { type: 'string' },
       'capture-ring-bytes': { type: 'string' },
       'capture-dir': { type: 'string' },
       'rt-priority': { type: 'string', default: '0' },
@@ -102,15 +111,13 @@ export async function daemonMain(argv: string[]): Promise<void> {
   if (!values.node) throw new UsageError(cluster ? 'daemon: --node (or $NODE_NAME) is required' : 'daemon: --node is required');
   if (!values.listen) throw new UsageError('daemon: --listen HOST:PORT is required');
   const listenPort = parseHostPort(values.listen)?.port ?? NaN;
-  const dataPort = values['data-port'] !== undefined ? Number(values['data-port']) : listenPort;
+  const usage = (m: string): UsageError => new UsageError(`daemon: ${m}`);
   // Peers find this daemon at its host IP and this port, so it must be a fixed one.
-  if (cluster && (!Number.isInteger(dataPort) || dataPort < 1 || dataPort > 65535)) throw new UsageError(`daemon: data port '${values['data-port'] ?? values.listen}' is not a port number`);
-  const resyncSeconds = Number(values['resync-seconds']);
-  if (!Number.isFinite(resyncSeconds) || resyncSeconds < 1) throw new UsageError(`daemon: --resync-seconds '${values['resync-seconds']}' must be at least 1`);
-  const orphanGraceSeconds = Number(values['orphan-grace-seconds']);
-  if (!Number.isFinite(orphanGraceSeconds) || orphanGraceSeconds < 0) throw new UsageError(`daemon: --orphan-grace-seconds '${values['orphan-grace-seconds']}' must be 0 or more`);
-  const apiTimeoutSeconds = Number(values['api-timeout-seconds']);
-  if (!Number.isFinite(apiTimeoutSeconds) || apiTimeoutSeconds < 1) throw new UsageError(`daemon: --api-timeout-seconds '${values['api-timeout-seconds']}' must be at least 1`);
+  const dataPort = values['data-port'] !== undefined ? parseBounded('--data-port', values['data-port'], 'port', usage) : listenPort;
+  if (cluster && rangeProblem('data port', dataPort, 'port')) throw usage(rangeProblem(`data port of --listen '${values.listen}'`, dataPort, 'port')!);
+  const resyncSeconds = parseBounded('--resync-seconds', values['resync-seconds']!, 'resyncSeconds', usage, { fractions: true });
+  const orphanGraceSeconds = parseBounded('--orphan-grace-seconds', values['orphan-grace-seconds']!, 'orphanGraceSeconds', usage, { fractions: true });
+  const apiTimeoutSeconds = parseBounded('--api-timeout-seconds', values['api-timeout-seconds']!, 'apiTimeoutSeconds', usage, { fractions: true });
   const tlsParts = [values['tls-cert'], values['tls-key'], values['tls-ca']];
   let tls: TlsFiles | null = null;
   if (tlsParts.some(Boolean)) {
@@ -121,17 +128,26 @@ export async function daemonMain(argv: string[]): Promise<void> {
   }
   let ringBytes: number | undefined;
   if (values['capture-ring-bytes'] !== undefined) {
-    ringBytes = Number(values['capture-ring-bytes']);
-    if (!Number.isSafeInteger(ringBytes) || ringBytes < 0) throw new UsageError(`daemon: --capture-ring-bytes '${values['capture-ring-bytes']}' is not a byte count`);
+    ringBytes = parseBounded('--capture-ring-bytes', values['capture-ring-bytes'], 'captureRingBytes', usage);
   }
   const rtPriority = parseRtPriority('daemon', values['rt-priority']!);
   let captureFiles;
   if (values['capture-dir']) {
-    const maxBytes = Number(values['capture-file-bytes']);
-    const maxFiles = Number(values['capture-files']);
-    if (!Number.isSafeInteger(maxBytes) || maxBytes < 1024) throw new UsageError(`daemon: --capture-file-bytes '${values['capture-file-bytes']}' must be at least 1024`);
-    if (!Number.isSafeInteger(maxFiles) || maxFiles < 1) throw new UsageError(`daemon: --capture-files '${values['capture-files']}' must be at least 1`);
+    const maxBytes = parseBounded('--capture-file-bytes', values['capture-file-bytes']!, 'captureFileBytes', usage);
+    const maxFiles = parseBounded('--capture-files', values['capture-files']!, 'captureFiles', usage);
     captureFiles = { dir: values['capture-dir'], maxBytes, maxFiles };
+  }
+  // The capture port is reachable from the network: never without credentials.
+  let captureAuth: CaptureAuth | null = null;
+  if (values['capture-token-file'] !== undefined) {
+    if (cluster) throw new UsageError('daemon: --capture-token-file is for lab mode; in a cluster the API server checks tokens');
+    try {
+      captureAuth = new LabTokenAuth(readTokenFile(values['capture-token-file']));
+    } catch (err) {
+      throw new UsageError(`daemon: --capture-token-file: ${(err as Error).message}`);
+    }
+  } else if (values.http && !cluster) {
+    throw new UsageError('daemon: --http needs --capture-token-file (or --cluster): capture is never served without credentials');
   }
   const daemon = new Daemon({
     captureFiles,
@@ -157,6 +173,17 @@ export async function daemonMain(argv: string[]): Promise<void> {
         apiTimeoutMs: apiTimeoutSeconds * 1000,
       })
     : null;
+  if (cluster && values.http) {
+    // Reviews go to the API server with the daemon's own credentials.
+    const k8s = await import('@kubernetes/client-node');
+    const { ApiClient } = await import('../cluster/api.js');
+    const kc = new k8s.KubeConfig();
+    if (values.kubeconfig) kc.loadFromFile(values.kubeconfig);
+    else kc.loadFromDefault();
+    const api = new ApiClient(kc, { requestMs: apiTimeoutSeconds * 1000, watchSeconds: 1 });
+    captureAuth = new KubeAuth((p, body) => api.request('POST', p, body));
+  }
+  daemon.captureAuth = captureAuth;
   daemon.setRealtime(rtPriority);
   await daemon.start(controlServiceFor);
   try {

@@ -4,12 +4,14 @@ import { parseArgs } from 'node:util';
 import { down, execIn, status, type StatusReport, up } from '../lab/lab.js';
 import { table } from '../lab/progress.js';
 import { alive, listLabs, readLab, readSupervisor } from '../lab/state.js';
-import { loadTopology } from '../topology/load.js';
+import { topologyMain } from './topology.js';
 import { parseRtPriority, UsageError } from './usage.js';
+import { parseBounded } from '../limits.js';
 
 export const LAB_HELP = `Lab commands (one machine; pods are network namespaces):
   patchwire up -f FILE [--name LAB] [--nodes N] [--capture-ring-bytes N] [--rt-priority N] [--json]
-      Build the lab in FILE (meshnet Topology objects or a containerlab file),
+      Build the lab in FILE (meshnet Topology objects, containerlab, netlab
+      or KNE text format; see validate),
       or change a running lab to match an edited FILE (only the difference).
       Pods are placed round-robin on N emulated nodes (default 2), each running
       its own daemon; every link becomes a wire. --capture-ring-bytes sizes
@@ -23,7 +25,11 @@ export const LAB_HELP = `Lab commands (one machine; pods are network namespaces)
   patchwire status LAB [--json] nodes, pods and wires with counters and drops
   patchwire exec LAB POD -- CMD [ARGS...]
                                 run CMD in the pod's network namespace; exits with its code
-  patchwire validate -f FILE    check a topology file without creating anything
+  patchwire validate -f FILE [--json]
+                                check a topology file without creating anything and print
+                                what was understood: pods, links, segments, skipped, expanded
+  patchwire graph -f FILE [--format mermaid|dot]
+                                print the topology as a Mermaid flowchart (default) or DOT graph
   patchwire ls [--json]         labs on this machine
 `;
 
@@ -75,6 +81,7 @@ export async function labMain(cmd: string, argv: string[]): Promise<number> {
       'capture-ring-bytes': { type: 'string' },
       'rt-priority': { type: 'string', default: '0' },
       json: { type: 'boolean', default: false },
+      format: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -83,23 +90,18 @@ export async function labMain(cmd: string, argv: string[]): Promise<number> {
     return 0;
   }
   switch (cmd) {
-    case 'validate': {
-      if (!values.file) throw new UsageError('validate: -f FILE is required');
-      const m = loadTopology(values.file);
-      process.stdout.write(`${values.file}: ok (${m.format} format, ${m.pods.length} pods, ${m.links.length} links)\n`);
-      return 0;
-    }
+    case 'validate':
+    case 'graph':
+      return topologyMain(cmd, values);
     case 'up': {
       if (!values.file) throw new UsageError('up: -f FILE is required');
       let nodes: number | undefined;
       if (values.nodes !== undefined) {
-        nodes = Number(values.nodes);
-        if (!Number.isInteger(nodes) || nodes < 1) throw new UsageError(`up: --nodes '${values.nodes}' must be a whole number of at least 1`);
+        nodes = parseBounded('--nodes', values.nodes, 'nodes', (m) => new UsageError(`up: ${m}`));
       }
       let ring: number | undefined;
       if (values['capture-ring-bytes'] !== undefined) {
-        ring = Number(values['capture-ring-bytes']);
-        if (!Number.isSafeInteger(ring) || ring < 0) throw new UsageError(`up: --capture-ring-bytes '${values['capture-ring-bytes']}' is not a byte count`);
+        ring = parseBounded('--capture-ring-bytes', values['capture-ring-bytes'], 'captureRingBytes', (m) => new UsageError(`up: ${m}`));
       }
       const rtPriority = parseRtPriority('up', values['rt-priority']!);
       const r = await up({ file: values.file, name: values.name, nodes, quiet: values.json, captureRingBytes: ring, rtPriority });

@@ -17,7 +17,8 @@ Commands:
   down      tear a lab down, leaving nothing behind
   status    a lab's nodes and wires, with counters and drops
   exec      run a command inside a pod of a lab
-  validate  check a topology file
+  validate  check a topology file and print what it says
+  graph     print a topology file as Mermaid or DOT
   ls        list labs on this machine
   capture   capture the frames of wire ends as pcapng (ring, then live)
   daemon    run a wire daemon (one per node; --cluster for Kubernetes)
@@ -42,6 +43,7 @@ async function main(argv: string[]): Promise<void> {
     case 'status':
     case 'exec':
     case 'validate':
+    case 'graph':
     case 'ls':
       process.exitCode = await labMain(cmd, rest);
       return;

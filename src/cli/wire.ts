@@ -6,6 +6,7 @@ import type { PbWireStatus } from '../control/convert.js';
 import type { EndpointKind, EndpointSpec } from '../endpoint/index.js';
 import type { WireSpec } from '../dataplane/wire.js';
 import { UsageError } from './usage.js';
+import { parseBounded } from '../limits.js';
 
 export const WIRE_HELP = `patchwire wire add|rm|ls --control ADDR [options]
 
@@ -22,8 +23,7 @@ export const WIRE_HELP = `patchwire wire add|rm|ls --control ADDR [options]
 
 function endpoint(kind: string | undefined, netns: string | undefined, ifname: string | undefined, pod: string | undefined, mac: string | undefined, mtu: string | undefined, ips: string[] | undefined, prefix: string): EndpointSpec {
   if (!kind || !netns || !ifname) throw new UsageError(`wire add: --${prefix}kind, --${prefix}netns and --${prefix}ifname are required`);
-  const m = mtu === undefined ? 0 : Number(mtu);
-  if (!Number.isInteger(m)) throw new UsageError(`wire add: --${prefix}mtu '${mtu}' is not a number`);
+  const m = mtu === undefined || mtu === '0' ? 0 : parseBounded(`--${prefix}mtu`, mtu, 'mtu', (msg) => new UsageError(`wire add: ${msg}`));
   return { kind: kind as EndpointKind, netns, ifname, pod: pod ?? netns, mac: mac ?? '', mtu: m, ips: ips ?? [] };
 }
 
@@ -75,8 +75,7 @@ export async function wireMain(argv: string[]): Promise<void> {
   const client = new ControlClient(values.control!);
   try {
     if (verb === 'add') {
-      const uid = Number(values.uid);
-      if (!Number.isSafeInteger(uid)) throw new UsageError(`wire add: --uid '${values.uid ?? ''}' is not a whole number`);
+      const uid = parseBounded('--uid', values.uid ?? '', 'wireUid', (m) => new UsageError(`wire add: ${m}`));
       const spec: WireSpec = { uid, local: endpoint(values.kind, values.netns, values.ifname, values.pod, values.mac, values.mtu, values.ip, '') };
       if (values['peer-node'] || values['peer-address']) spec.peer = { node: values['peer-node'] ?? '', address: values['peer-address'] ?? '' };
       if (values['local-kind'] || values['local-netns']) {
@@ -85,7 +84,7 @@ export async function wireMain(argv: string[]): Promise<void> {
       const st = await client.addWire(spec);
       process.stdout.write(values.json ? JSON.stringify(st) + '\n' : formatWires([st]));
     } else if (verb === 'rm') {
-      await client.removeWire(Number(values.uid));
+      await client.removeWire(parseBounded('--uid', values.uid ?? '', 'wireUid', (m) => new UsageError(`wire rm: ${m}`)));
     } else if (verb === 'ls') {
       const wires = await client.listWires();
       process.stdout.write(values.json ? JSON.stringify({ wires }, null, 1) + '\n' : formatWires(wires));

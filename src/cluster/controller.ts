@@ -9,7 +9,7 @@ import * as k8s from '@kubernetes/client-node';
 
 import type { Daemon, WireStatus } from '../daemon/daemon.js';
 import { linkExists } from '../netns/ip.js';
-import { type CniAttachment, CNI_ERR, CniError, type CniRequest } from '../cni/protocol.js';
+import { type CniAttachment, CNI_ERR, CniError, type CniRequest, CNI_DEL_WAIT_MS } from '../cni/protocol.js';
 import { startCniServer } from '../cni/server.js';
 import { ApiClient } from './api.js';
 import {
@@ -50,7 +50,8 @@ export interface ClusterOptions {
 const PLUMB_PARALLEL = 8;
 /** status is written while a pod's plumbing goes on: every this many wires, or each second */
 const PROGRESS_EVERY = 25;
-const DEL_WAIT_MS = 20000;
+/** answer a DEL before the plugin stops waiting for us (one timeout, in cni/protocol.ts) */
+const DEL_WAIT_MS = CNI_DEL_WAIT_MS;
 
 function podInfo(p: k8s.V1Pod): PodInfo {
   const phase = p.status?.phase;
@@ -314,6 +315,8 @@ export class ClusterController {
       if (err) return { ...base, state: 'error', message: err };
       const w = states.get(id);
       if (!w) return { ...base, state: 'pending', message: 'being plumbed' };
+      // In the state file but not re-created since the daemon restarted (retried with backoff).
+      if (w.state === 'restoring') return { ...base, state: 'pending', message: w.message ?? 'being restored' };
       const plumbed = { ...base, plumbed: true };
       if (!w.spec.peer) return { ...plumbed, state: w.state };
       // Up means both ends exist (the far node says so in its pod's status)

@@ -6,7 +6,8 @@ import { createHash } from 'node:crypto';
 import type { EndpointSpec } from '../endpoint/endpoint.js';
 import type { WireSpec } from '../dataplane/wire.js';
 import { MESHNET_API_VERSION, parseMeshnet } from '../topology/meshnet.js';
-import type { LinkEnd, LinkModel, TopologyError } from '../topology/model.js';
+import type { LinkModel, TopologyError } from '../topology/model.js';
+import { canonicalLink, endpointFor, resolveLink } from '../topology/resolve.js';
 import { podKey, type RegisteredPod } from './registry.js';
 
 export const TOPOLOGY_GROUP = 'networkop.co.uk';
@@ -97,7 +98,44 @@ export interface PlanInput {
  */
 export function clusterWireId(namespace: string, uid: number): number {
   const h = createHash('sha256').update(`${namespace}\0${uid}`).digest();
-  return h.readUIntBE(0, 6) || 1;
+  const id = h.readUIntBE(0, 6);
+  // Tests only: keep fewer bits, so two labs' ids collide and the refusal
+  // below can be seen (test/isolation.test.ts). Unset, the id is 48 bits.
+  return (TEST_WIRE_ID_BITS ? id % 2 ** TEST_WIRE_ID_BITS : id) || 1;
+}
+
+const TEST_WIRE_ID_BITS = Math.min(48, Math.max(0, Math.trunc(Number(process.env.PATCHWIRE_TEST_WIRE_ID_BITS ?? 0)) || 0));
+
+/**
+ * Links of different namespaces whose wire ids collide (48 bits of a hash:
+ * rare, but then both labs' frames would share one wire). Every such link is
+ * refused, on every Topology that declares it, with a message naming the
+ * other; by key `namespace\0uid`.
+ */
+export function wireIdCollisions(byNs: Map<string, TopologyObject[]>, wireId: (ns: string, uid: number) => number = clusterWireId): Map<string, string> {
+  const owners = new Map<number, Map<string, { ns: string; uid: number }>>();
+  for (const [ns, objs] of byNs) {
+    for (const o of objs) {
+      const links = Array.isArray(o.spec?.links) ? (o.spec!.links as unknown[]) : [];
+      for (const l of links) {
+        const { uid } = rawLink(l);
+        if (!Number.isSafeInteger(uid)) continue;
+        const id = wireId(ns, uid);
+        const m = owners.get(id) ?? new Map<string, { ns: string; uid: number }>();
+        m.set(`${ns}\0${uid}`, { ns, uid });
+        owners.set(id, m);
+      }
+    }
+  }
+  const out = new Map<string, string>();
+  for (const [id, m] of owners) {
+    if (m.size < 2) continue;
+    for (const [key, me] of m) {
+      const others = [...m.values()].filter((x) => x !== me).map((x) => `uid ${x.uid} in namespace ${x.ns}`);
+      out.set(key, `wire id ${id} of this link collides with ${others.join(', ')}; refused so the labs' frames can never mix (change one of the uids)`);
+    }
+  }
+  return out;
 }
 
 function rawLink(v: unknown): { uid: number; local_intf: string; peer_pod: string; peer_intf: string } {
@@ -123,6 +161,7 @@ export function computePlan(input: PlanInput): Plan {
     const ns = t.metadata?.namespace ?? 'default';
     byNs.set(ns, [...(byNs.get(ns) ?? []), t]);
   }
+  const collisions = wireIdCollisions(byNs);
   for (const [ns, objs] of byNs) {
     // List items may come without apiVersion/kind; they are Topologies by construction.
     const docs = objs.map((o) => ({ ...o, apiVersion: MESHNET_API_VERSION, kind: 'Topology' }));
@@ -151,6 +190,11 @@ export function computePlan(input: PlanInput): Plan {
     const local = (name: string): boolean => pod(name)?.nodeName === input.node;
     const linkBlock = new Map<number, PlannedLink['blocked']>();
     for (const link of model.links) {
+      const collision = collisions.get(`${ns}\0${link.uid}`);
+      if (collision) {
+        linkBlock.set(link.uid, { state: 'error', message: collision });
+        continue;
+      }
       if (erroredEnds.has(`${link.a.pod}\0${link.a.intf}`) || erroredEnds.has(`${link.b.pod}\0${link.b.intf}`)) {
         linkBlock.set(link.uid, { state: 'error', message: 'the other end of this link is declared wrongly' });
         continue;
@@ -191,35 +235,39 @@ export function computePlan(input: PlanInput): Plan {
 
 function planLink(input: PlanInput, ns: string, link: LinkModel, pod: (n: string) => PodInfo | undefined): { spec: WireSpec } | { blocked: NonNullable<PlannedLink['blocked']> } {
   // A fixed order of the two ends, so the same link always gives the same spec.
-  const [a, b] = [link.a, link.b].sort((x, y) => (`${x.pod}\0${x.intf}` < `${y.pod}\0${y.intf}` ? -1 : 1)) as [LinkEnd, LinkEnd];
-  const id = clusterWireId(ns, link.uid);
-  const endpoint = (e: LinkEnd): EndpointSpec | string => {
-    const p = pod(e.pod)!;
-    const reg = input.registry(ns, e.pod);
-    if (!reg) return `waiting for pod ${e.pod} to start on node ${input.node} (no CNI ADD yet)`;
-    if (reg.podUid && p.uid && reg.podUid !== p.uid) return `waiting for the new pod ${e.pod} to start (CNI ADD seen for an older pod of that name)`;
-    return { kind: e.kind, pod: `${ns}/${e.pod}`, netns: reg.netns, ifname: e.intf, mac: e.mac ?? '', mtu: e.mtu ?? 0, ips: e.ip ? [e.ip] : [] };
-  };
-  const ring = (e: LinkEnd): Partial<WireSpec> => (e.captureBytes !== undefined ? { captureRingBytes: e.captureBytes } : {});
-  const pa = pod(a.pod);
-  const pb = pod(b.pod);
-  for (const [e, p] of [[a, pa], [b, pb]] as const) {
+  const canon = canonicalLink(link);
+  const pa = pod(canon.a.pod);
+  const pb = pod(canon.b.pod);
+  for (const [e, p] of [[canon.a, pa], [canon.b, pb]] as const) {
     if (!p) return { blocked: { state: 'pending', message: `waiting for pod ${e.pod} to exist` } };
     if (!p.nodeName) return { blocked: { state: 'pending', message: `waiting for pod ${e.pod} to be scheduled` } };
   }
-  if (pa!.nodeName === pb!.nodeName) {
-    const ea = endpoint(a);
-    const eb = endpoint(b);
-    if (typeof ea === 'string') return { blocked: { state: 'pending', message: ea } };
-    if (typeof eb === 'string') return { blocked: { state: 'pending', message: eb } };
-    return { spec: { uid: id, local: ea, localPeer: eb, ...ring(a) } };
+  // This node's ends need their pods' namespaces from CNI ADD first.
+  for (const [e, p] of [[canon.a, pa!], [canon.b, pb!]] as const) {
+    if (p.nodeName !== input.node) continue;
+    const reg = input.registry(ns, e.pod);
+    if (!reg) return { blocked: { state: 'pending', message: `waiting for pod ${e.pod} to start on node ${input.node} (no CNI ADD yet)` } };
+    if (reg.podUid && p.uid && reg.podUid !== p.uid) return { blocked: { state: 'pending', message: `waiting for the new pod ${e.pod} to start (CNI ADD seen for an older pod of that name)` } };
   }
-  const [mine, theirs, peerPod] = pa!.nodeName === input.node ? [a, b, pb!] : [b, a, pa!];
-  const e = endpoint(mine);
-  if (typeof e === 'string') return { blocked: { state: 'pending', message: e } };
-  if (!peerPod.hostIP) return { blocked: { state: 'pending', message: `waiting for peer pod ${theirs.pod} on node ${peerPod.nodeName} to get a host IP` } };
-  const host = peerPod.hostIP.includes(':') ? `[${peerPod.hostIP}]` : peerPod.hostIP;
-  return { spec: { uid: id, local: e, peer: { node: peerPod.nodeName, address: `${host}:${input.dataPort}` }, ...ring(mine) } };
+  const theirs = pa!.nodeName === input.node ? pb! : pa!;
+  if (pa!.nodeName !== pb!.nodeName && !theirs.hostIP) {
+    const far = theirs === pa ? canon.a : canon.b;
+    return { blocked: { state: 'pending', message: `waiting for peer pod ${far.pod} on node ${theirs.nodeName} to get a host IP` } };
+  }
+  const [w] = resolveLink(
+    canon,
+    {
+      wireId: clusterWireId(ns, link.uid),
+      place: (name) => {
+        const p = pod(name)!;
+        const host = p.hostIP.includes(':') ? `[${p.hostIP}]` : p.hostIP;
+        return { node: p.nodeName, address: `${host}:${input.dataPort}` };
+      },
+      endpoint: (e) => endpointFor(e, `${ns}/${e.pod}`, input.registry(ns, e.pod)!.netns),
+    },
+    input.node,
+  );
+  return { spec: w!.spec };
 }
 
 /** Whether two specs describe the same wire (a difference means: recreate it). */

@@ -18,6 +18,10 @@ export interface PbHealth {
   peers: Array<{ node: string; address: string; inbound: boolean; outbound: boolean; reconnects: number; frames_in: number; frames_out: number; last_error: string }>;
   rt_priority: number;
   keeps_freed_memory: boolean;
+  /** '' or what was wrong with the state file at start */
+  state_file: string;
+  /** wires of the state file not re-created yet */
+  restoring: number;
 }
 
 export interface PbCaptureResponse {
@@ -58,9 +62,11 @@ export class ControlClient {
     return this.call<PbHealth>('Health', {}, timeoutMs);
   }
 
-  /** Server-streaming capture of wire ends on this daemon. */
-  capture(req: { wires: string[]; follow: boolean; count: number; duration_ms: number }): grpc.ClientReadableStream<PbCaptureResponse> {
-    return (this.client as unknown as { Capture(r: unknown): grpc.ClientReadableStream<PbCaptureResponse> }).Capture(req);
+  /** Server-streaming capture of wire ends on this daemon; `token`: a lab's capture token, sent as `authorization: Bearer`. */
+  capture(req: { wires: string[]; follow: boolean; count: number; duration_ms: number }, token?: string): grpc.ClientReadableStream<PbCaptureResponse> {
+    const md = new grpc.Metadata();
+    if (token !== undefined) md.set('authorization', `Bearer ${token}`);
+    return (this.client as unknown as { Capture(r: unknown, m: grpc.Metadata): grpc.ClientReadableStream<PbCaptureResponse> }).Capture(req, md);
   }
 
   close(): void {

@@ -40,6 +40,8 @@ export interface PbCounters {
 export interface PbWireStatus {
   spec: PbWireSpec;
   state: string;
+  /** why a wire is not up, where the daemon knows */
+  message?: string;
   ends: Array<{ name: string; ifindex: number; vnet_hdr: boolean; counters: PbCounters; file_capture: string }>;
 }
 
@@ -104,7 +106,8 @@ function countersToPb(c: EndCounters): PbCounters {
 export function statusToPb(w: WireStatus): PbWireStatus {
   return {
     spec: specToPb(w.spec),
-    state: w.state === 'up' ? 'WIRE_STATE_UP' : 'WIRE_STATE_DOWN',
+    state: w.state === 'up' ? 'WIRE_STATE_UP' : w.state === 'restoring' ? 'WIRE_STATE_RESTORING' : 'WIRE_STATE_DOWN',
+    message: w.message ?? '',
     ends: w.ends.map((e) => ({ name: e.name, ifindex: e.ifindex, vnet_hdr: e.vnetHdr, counters: countersToPb(e.counters), file_capture: e.fileCapture })),
   };
 }

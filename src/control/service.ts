@@ -1,11 +1,45 @@
-// The ControlService implementation on top of a Daemon.
+// The ControlService implementation on top of a Daemon. This is the only
+// place that turns patchwire errors into gRPC status codes (and, for clients
+// of the service, gRPC status codes back into patchwire errors).
 import * as grpc from '@grpc/grpc-js';
 
-import { CaptureSession } from '../capture/session.js';
-import { READER_QUEUE_BYTES } from '../capture/http.js';
-import { Daemon, WireError } from '../daemon/daemon.js';
+import { type Caller, localRoot } from '../capture/auth.js';
+import { CaptureSession, READER_QUEUE_BYTES } from '../capture/session.js';
+import type { Daemon } from '../daemon/daemon.js';
+import { asPatchwireError, type ErrorCode, errorFor, FailedPrecondition, InvalidArgument, type PatchwireError, Unauthenticated } from '../errors.js';
 import { controlService } from '../proto/load.js';
+import { rangeProblem } from '../limits.js';
 import { type PbWireSpec, specFromPb, statusToPb } from './convert.js';
+
+const GRPC_STATUS: Record<ErrorCode, grpc.status> = {
+  CANCELLED: grpc.status.CANCELLED,
+  INVALID_ARGUMENT: grpc.status.INVALID_ARGUMENT,
+  NOT_FOUND: grpc.status.NOT_FOUND,
+  ALREADY_EXISTS: grpc.status.ALREADY_EXISTS,
+  FAILED_PRECONDITION: grpc.status.FAILED_PRECONDITION,
+  UNAUTHENTICATED: grpc.status.UNAUTHENTICATED,
+  PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
+  RESOURCE_EXHAUSTED: grpc.status.RESOURCE_EXHAUSTED,
+  UNAVAILABLE: grpc.status.UNAVAILABLE,
+  INTERNAL: grpc.status.INTERNAL,
+};
+
+/** A patchwire error (anything else is Internal) as the gRPC status a client sees. */
+export function grpcError(err: unknown): Partial<grpc.StatusObject> {
+  const e = asPatchwireError(err);
+  return { code: GRPC_STATUS[e.code], details: e.message };
+}
+
+/**
+ * What a client of the control API got, as a patchwire error: a status our
+ * service sent, or one grpc-js made itself (UNAVAILABLE: no daemon there,
+ * CANCELLED: the client ended the call).
+ */
+export function errorFromGrpc(err: unknown): PatchwireError {
+  const g = err as { code?: number; details?: string; message?: string };
+  const code = (Object.keys(GRPC_STATUS) as ErrorCode[]).find((k) => GRPC_STATUS[k] === g?.code) ?? 'INTERNAL';
+  return errorFor(code, g?.details || g?.message || String(err), err);
+}
 
 type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
 
@@ -15,7 +49,7 @@ function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res): Unary<Req, Res> 
       .then(() => fn(call.request))
       .then(
         (res) => cb(null, res),
-        (err: Error) => cb({ code: err instanceof WireError ? err.code : grpc.status.INTERNAL, details: err.message }),
+        (err: unknown) => cb(grpcError(err)),
       );
   };
 }
@@ -23,7 +57,7 @@ function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res): Unary<Req, Res> 
 /** In cluster mode the Topology objects own the wires; hand edits would be undone at the next resync. */
 function writable(d: Daemon): void {
   if (d.opts.wiresFrom === 'cluster') {
-    throw new WireError(grpc.status.FAILED_PRECONDITION, `node ${d.opts.node} runs in cluster mode: wires come from Topology objects, edit those instead`);
+    throw new FailedPrecondition(`node ${d.opts.node} runs in cluster mode: wires come from Topology objects, edit those instead`);
   }
 }
 
@@ -31,7 +65,7 @@ export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.Unty
   const impl = {
     AddWire: unary(async (req: { wire: PbWireSpec | null }) => {
       writable(d);
-      if (!req.wire) throw new WireError(grpc.status.INVALID_ARGUMENT, 'AddWire needs a wire');
+      if (!req.wire) throw new InvalidArgument('AddWire needs a wire');
       const st = await d.addWire(specFromPb(req.wire), { attach: false, persist: true, checkPeer: true });
       return { wire: statusToPb(st) };
     }),
@@ -55,6 +89,8 @@ export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.Unty
         malformed: h.malformed,
         tls_refused: h.tlsRefused,
         last_tls_refusal: h.lastTlsRefusal,
+        state_file: h.stateFile,
+        restoring: h.restoring,
         peers: h.peers.map((p) => ({
           node: p.node,
           address: p.address,
@@ -70,37 +106,55 @@ export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.Unty
       };
     }),
   };
+  /**
+   * Capture over the control socket. The socket is root-only, and local root
+   * is trusted: without a token the caller is local root and may capture
+   * every wire end. A token, when sent (`authorization: Bearer ...`, as
+   * `patchwire capture` does for a lab), is checked like on the HTTP port and
+   * the caller is held to it. Repeats are folded and the same per-caller
+   * caps apply either way.
+   */
+  const captureCaller = async (call: grpc.ServerWritableStream<unknown, unknown>, wires: string[]): Promise<Caller> => {
+    const [token] = call.metadata.get('authorization');
+    if (token === undefined) return localRoot;
+    if (!d.captureAuth) throw new Unauthenticated('this daemon has no capture credential to check a token against');
+    const who = await d.captureAuth.authenticate(String(token));
+    await d.captureAuth.authorize(who, wires);
+    return who;
+  };
   const Capture = (call: grpc.ServerWritableStream<{ wires: string[]; follow: boolean; count: number; duration_ms: number }, unknown>): void => {
     const req = call.request;
-    let picked: ReturnType<Daemon['captureSources']>;
-    try {
-      picked = d.captureSources(req.wires);
-    } catch (err) {
-      call.emit('error', { code: err instanceof WireError ? err.code : grpc.status.INTERNAL, details: (err as Error).message });
-      return;
-    }
-    let first = true;
-    const session: CaptureSession = new CaptureSession(
-      picked.sources,
-      { follow: req.follow, count: Number(req.count), durationMs: Number(req.duration_ms), maxQueueBytes: READER_QUEUE_BYTES },
-      {
-        write: (recs, ringDone) => {
-          const msg = {
-            interfaces: first ? picked.interfaces : [],
-            frames: recs.map((r) => ({ interface_id: r.iface, timestamp_us: r.tsUs, outbound: r.outbound, original_length: r.origLen, data: r.data })),
-            ring_done: ringDone,
-            drops: session.drops,
-          };
-          first = false;
-          return call.write(msg);
+    void (async () => {
+      const bad = rangeProblem('count', Number(req.count), 'captureCount') ?? rangeProblem('duration (duration_ms / 1000)', Number(req.duration_ms) / 1000, 'captureDurationSeconds', { fractions: true });
+      if (bad) throw new InvalidArgument(bad);
+      const who = await captureCaller(call as grpc.ServerWritableStream<unknown, unknown>, req.wires);
+      const picked = d.captureSources(req.wires, who.seesAll);
+      if (call.cancelled) return;
+      let first = true;
+      let release = (): void => undefined;
+      const session: CaptureSession = new CaptureSession(
+        picked.sources,
+        { follow: req.follow, count: Number(req.count), durationMs: Number(req.duration_ms), maxQueueBytes: READER_QUEUE_BYTES, onClose: () => release() },
+        {
+          write: (recs, ringDone) => {
+            const msg = {
+              interfaces: first ? picked.interfaces : [],
+              frames: recs.map((r) => ({ interface_id: r.iface, timestamp_us: r.tsUs, outbound: r.outbound, original_length: r.origLen, data: r.data })),
+              ring_done: ringDone,
+              drops: session.drops,
+            };
+            first = false;
+            return call.write(msg);
+          },
+          end: () => call.end(),
         },
-        end: () => call.end(),
-      },
-    );
-    call.on('drain', () => session.resume());
-    call.on('cancelled', () => session.stop());
-    call.on('close', () => session.stop());
-    session.start();
+      );
+      release = d.captureGate.admit(who.id, session.open());
+      call.on('drain', () => session.resume());
+      call.on('cancelled', () => session.stop());
+      call.on('close', () => session.stop());
+      session.start();
+    })().catch((err: unknown) => call.emit('error', grpcError(err)));
   };
   return [controlService().service, { ...impl, Capture } as unknown as grpc.UntypedServiceImplementation];
 }

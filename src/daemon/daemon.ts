@@ -1,6 +1,6 @@
 // The wire daemon: owns ports, wires, peer streams and the control API, and
 // persists its desired wires so a restart re-attaches to the same interfaces.
-import { mkdir, readFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import * as grpc from '@grpc/grpc-js';
@@ -15,16 +15,13 @@ import type { CaptureInterface } from '../capture/format.js';
 import type { CaptureSource } from '../capture/session.js';
 import { FileCapture, type FileCaptureOptions } from '../capture/files.js';
 import { parseHostPort } from '../util/hostport.js';
-import { serialized, writeAtomic } from '../util/serial.js';
-
-export class WireError extends Error {
-  constructor(
-    readonly code: grpc.status,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+import { rangeProblem } from '../limits.js';
+import { readState, writeState } from './statefile.js';
+import { serialized } from '../util/serial.js';
+import { AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable } from '../errors.js';
+import type { CaptureAuth } from '../capture/auth.js';
+import { CaptureGate, foldWires } from '../capture/limits.js';
+import type { HttpDaemon } from '../capture/http.js';
 
 export interface TlsFiles {
   cert: string;
@@ -78,9 +75,22 @@ export interface EndStatus {
 
 export interface WireStatus {
   spec: WireSpec;
-  state: 'up' | 'down';
+  /** restoring: in the state file but not re-created yet (retried with backoff; `message` says why) */
+  state: 'up' | 'down' | 'restoring';
   ends: EndStatus[];
+  message?: string;
 }
+
+/** A wire of the state file that could not be re-created yet. */
+interface Restoring {
+  spec: WireSpec;
+  attempts: number;
+  error: string;
+  timer: NodeJS.Timeout | null;
+}
+
+/** Retry delays of a failed restore: 1 s doubling up to 30 s. */
+export const RESTORE_RETRY_MS = { first: 1000, max: 30000 };
 
 /** A peer daemon as the engine sees it (both directions of its stream). */
 export type PeerStats = EnginePeer;
@@ -102,6 +112,10 @@ export interface Health {
   lastTlsRefusal: string;
   rtPriority: number;
   keepsFreedMemory: boolean;
+  /** '' or what was wrong with the state file at start and what was done about it */
+  stateFile: string;
+  /** wires of the state file not re-created yet (see listWires) */
+  restoring: number;
 }
 
 /** Mutual TLS: a peer without a certificate from our CA can neither subscribe nor be subscribed to. */
@@ -123,6 +137,9 @@ export const KEEP_FREED_BYTES = 64 << 20;
 export class Daemon {
   private readonly wires = new Map<number, Wire>();
   private readonly busy = new Set<number>();
+  private readonly restoring = new Map<number, Restoring>();
+  /** see Health.stateFile */
+  private stateDamage = '';
   private engine!: NativeEngine;
   private dataTls: DataTls | null = null;
   /** live capture readers by engine reader id */
@@ -139,6 +156,10 @@ export class Daemon {
   private readonly sections = new Map<string, StateSection>();
   /** null when ready; otherwise why not (served on /readyz) */
   notReady: () => string | null = () => null;
+  /** who may capture over HTTP (set before start; null: nobody can be authenticated) */
+  captureAuth: CaptureAuth | null = null;
+  /** sessions and bytes per capture caller, for HTTP and the control API alike */
+  readonly captureGate = new CaptureGate();
 
   constructor(readonly opts: DaemonOptions) {
     this.log = opts.log ?? ((m) => process.stderr.write(`[${opts.node}] ${m}\n`));
@@ -187,17 +208,45 @@ export class Daemon {
       await mkdir(path.dirname(sock), { recursive: true, mode: 0o700 });
       await import('node:fs/promises').then((fs) => fs.rm(sock, { force: true }));
     }
-    await bindAsync(this.controlServer, this.opts.control, grpc.ServerCredentials.createInsecure());
+    if (this.opts.control.startsWith('unix:')) {
+      // Root only, whatever the umask: the socket is created with the
+      // process umask (000 would let anyone add wires), so narrow it for the
+      // bind and set the mode explicitly after.
+      const sock = this.opts.control.replace(/^unix:(\/\/)?/, '');
+      const old = process.umask(0o177);
+      try {
+        await bindAsync(this.controlServer, this.opts.control, grpc.ServerCredentials.createInsecure());
+      } finally {
+        process.umask(old);
+      }
+      await chmod(sock, 0o600);
+    } else {
+      await bindAsync(this.controlServer, this.opts.control, grpc.ServerCredentials.createInsecure());
+    }
     if (this.opts.http) {
       const { startHttp } = await import('../capture/http.js');
-      this.httpServer = await startHttp(this, this.opts.http);
+      this.httpServer = await startHttp(this.httpView(), this.opts.http);
     }
     if (this.opts.health) {
       const { startHttp } = await import('../capture/http.js');
-      this.healthServer = await startHttp(this, this.opts.health, false);
+      this.healthServer = await startHttp(this.httpView(), this.opts.health, false);
     }
     await this.restore();
     this.log(`listening on ${this.opts.listen}, control ${this.opts.control}, ${this.wires.size} wires`);
+  }
+
+  /** What the HTTP ports may read of the daemon. */
+  private httpView(): HttpDaemon {
+    return {
+      node: this.opts.node,
+      lab: this.opts.lab,
+      health: () => this.health(),
+      notReady: () => this.notReady(),
+      captureSources: (names, listAll) => this.captureSources(names, listAll),
+      captureAuth: () => this.captureAuth,
+      captureGate: this.captureGate,
+      log: (m) => this.log(m),
+    };
   }
 
   /** Keeps `section` in the state file under `name`; register before start(). */
@@ -205,24 +254,50 @@ export class Daemon {
     this.sections.set(name, section);
   }
 
-  /** Re-creates the wires of the state file, re-attaching to existing interfaces. */
+  /**
+   * Re-creates the wires of the state file, re-attaching to existing
+   * interfaces. A damaged file never stops the daemon: the last good copy is
+   * used and the damage reported (log, health). A wire that cannot be
+   * re-created (its interface or namespace is not there yet) stays in the
+   * state file and in listWires as 'restoring', and is retried with backoff.
+   */
   private async restore(): Promise<void> {
     if (!this.opts.state) return;
-    let specs: WireSpec[];
-    try {
-      const parsed = JSON.parse(await readFile(this.opts.state, 'utf8')) as { wires: WireSpec[] } & Record<string, unknown>;
-      specs = parsed.wires;
-      for (const [name, section] of this.sections) if (parsed[name] !== undefined) section.load(parsed[name]);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw new Error(`state file ${this.opts.state}: ${(err as Error).message}`);
+    const read = await readState(this.opts.state);
+    if (read.damage) {
+      this.stateDamage = read.damage;
+      this.log(read.damage);
     }
-    for (const spec of specs) {
+    if (!read.content) return;
+    for (const [name, section] of this.sections) {
+      if (read.content[name] === undefined) continue;
       try {
-        await this.addWire(spec, { attach: true, persist: false, checkPeer: false });
+        section.load(read.content[name]);
       } catch (err) {
-        this.log(`restoring wire ${spec.uid} failed: ${(err as Error).message}`);
+        this.stateDamage ||= `state file ${this.opts.state}: section ${name} not loaded: ${(err as Error).message}`;
+        this.log(`state file ${this.opts.state}: section ${name} not loaded: ${(err as Error).message}`);
       }
+    }
+    for (const spec of read.content.wires as WireSpec[]) await this.tryRestore({ spec, attempts: 0, error: '', timer: null });
+    if (read.from === 'bak') await this.persist().catch((err: Error) => this.log(`writing the state file failed: ${err.message}`));
+  }
+
+  private async tryRestore(r: Restoring): Promise<void> {
+    r.timer = null;
+    this.restoring.delete(r.spec.uid);
+    try {
+      await this.addWire(r.spec, { attach: true, persist: false, checkPeer: false, keepOnFailure: true });
+      if (r.attempts > 0) this.log(`restored wire ${r.spec.uid} after ${r.attempts + 1} attempts`);
+    } catch (err) {
+      // Removed or re-added through the API meanwhile: nothing left to restore.
+      if (this.wires.has(r.spec.uid) || this.restoring.has(r.spec.uid)) return;
+      r.attempts++;
+      r.error = (err as Error).message;
+      const delay = Math.min(RESTORE_RETRY_MS.first * 2 ** (r.attempts - 1), RESTORE_RETRY_MS.max);
+      this.log(`restoring wire ${r.spec.uid} failed (attempt ${r.attempts}, next in ${delay / 1000}s): ${r.error}`);
+      r.timer = setTimeout(() => void this.tryRestore(r), delay);
+      r.timer.unref();
+      this.restoring.set(r.spec.uid, r);
     }
   }
 
@@ -232,16 +307,21 @@ export class Daemon {
   private async writeState(): Promise<void> {
     if (!this.opts.state) return;
     await mkdir(path.dirname(this.opts.state), { recursive: true });
-    const wires = [...this.wires.values()].map((w) => w.spec);
+    // Wires still being restored are desired too: never dropped from the file.
+    const wires = [...this.wires.values(), ...this.restoring.values()].map((w) => w.spec).sort((a, b) => a.uid - b.uid);
     const extra: Record<string, unknown> = {};
     for (const [name, section] of this.sections) extra[name] = section.save();
-    await writeAtomic(this.opts.state, JSON.stringify({ version: 1, node: this.opts.node, wires, ...extra }, null, 1));
+    await writeState(this.opts.state, JSON.stringify({ version: 1, node: this.opts.node, wires, ...extra }, null, 1));
   }
-
 
   private specProblems(spec: WireSpec): string[] {
     const out: string[] = [];
-    if (!Number.isSafeInteger(spec.uid) || spec.uid <= 0) out.push(`wire uid ${spec.uid} must be a positive integer`);
+    const u = rangeProblem('wire uid', spec.uid, 'wireUid');
+    if (u) out.push(u);
+    if (spec.captureRingBytes !== undefined) {
+      const r = rangeProblem('capture_ring_bytes', spec.captureRingBytes, 'captureRingBytes');
+      if (r) out.push(r);
+    }
     if (!spec.local) return [...out, 'wire has no local endpoint'];
     const ends = [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])];
     for (const e of ends) out.push(...endpointProblems(e).map((p) => `${e.pod || e.netns}/${e.ifname}: ${p}`));
@@ -276,19 +356,21 @@ export class Daemon {
     try {
       await probePeer(address, this.dataTls);
     } catch (err) {
-      throw new WireError(grpc.status.UNAVAILABLE, `peer daemon at ${address} cannot be reached: ${(err as Error).message}`);
+      throw new Unavailable(`peer daemon at ${address} cannot be reached: ${(err as Error).message}`);
     }
   }
 
-  async addWire(spec: WireSpec, o: { attach: boolean; persist: boolean; checkPeer: boolean }): Promise<WireStatus> {
+  async addWire(spec: WireSpec, o: { attach: boolean; persist: boolean; checkPeer: boolean; keepOnFailure?: boolean }): Promise<WireStatus> {
     const problems = this.specProblems(spec);
-    if (problems.length) throw new WireError(grpc.status.INVALID_ARGUMENT, problems.join('; '));
+    if (problems.length) throw new InvalidArgument(problems.join('; '));
     if (this.wires.has(spec.uid) || this.busy.has(spec.uid)) {
-      throw new WireError(grpc.status.ALREADY_EXISTS, `wire ${spec.uid} already exists on node ${this.opts.node}`);
+      throw new AlreadyExists(`wire ${spec.uid} already exists on node ${this.opts.node}`);
     }
+    const pending = this.restoring.get(spec.uid);
+    if (pending) throw new AlreadyExists(`wire ${spec.uid} is being restored on node ${this.opts.node} (attempt ${pending.attempts}: ${pending.error}); remove it first to replace it`);
     for (const e of [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])]) {
       const other = this.endpointInUse(e);
-      if (other !== undefined) throw new WireError(grpc.status.ALREADY_EXISTS, `${e.netns}/${e.ifname} is already the end of wire ${other}`);
+      if (other !== undefined) throw new AlreadyExists(`${e.netns}/${e.ifname} is already the end of wire ${other}`);
     }
     this.busy.add(spec.uid);
     const opened: Endpoint[] = [];
@@ -299,12 +381,14 @@ export class Daemon {
         try {
           await ep.open(o.attach);
         } catch (err) {
-          throw new WireError(grpc.status.FAILED_PRECONDITION, `${e.pod || e.netns}/${e.ifname}: ${(err as Error).message}`);
+          throw new FailedPrecondition(`${e.pod || e.netns}/${e.ifname}: ${(err as Error).message}`);
         }
         opened.push(ep);
       }
     } catch (err) {
-      for (const ep of opened) await ep.close(true);
+      // A restore leaves the pods' interfaces as it found them: its next
+      // attempt re-attaches to them.
+      for (const ep of opened) await ep.close(!o.keepOnFailure);
       this.busy.delete(spec.uid);
       throw err;
     }
@@ -319,7 +403,7 @@ export class Daemon {
     } catch (err) {
       for (const ep of opened) await ep.close(true);
       this.busy.delete(spec.uid);
-      throw new WireError(grpc.status.RESOURCE_EXHAUSTED, `wire ${spec.uid}: ${(err as Error).message}`);
+      throw new ResourceExhausted(`wire ${spec.uid}: ${(err as Error).message}`);
     }
     for (const ep of opened) ep.handOff();
     const wire = new Wire(
@@ -330,7 +414,7 @@ export class Daemon {
     this.busy.delete(spec.uid);
     if (this.opts.captureFiles) {
       for (const e of wire.ends) {
-        const fc = new FileCapture(e.ring, { id: 0, name: e.endpoint.name, description: `node ${this.opts.node}, lab ${this.opts.lab}` }, this.opts.captureFiles, this.log);
+        const fc = new FileCapture(e.ring, { id: 0, name: e.endpoint.name, description: `node ${this.opts.node}, lab ${this.opts.lab}` }, { ...this.opts.captureFiles, lab: this.opts.lab, node: this.opts.node }, this.log);
         this.files.set(e, fc);
         await fc.start().catch((err: Error) => {
           fc.stopped = err.message;
@@ -343,8 +427,15 @@ export class Daemon {
   }
 
   async removeWire(uid: number): Promise<void> {
+    const pending = this.restoring.get(uid);
+    if (pending) {
+      if (pending.timer) clearTimeout(pending.timer);
+      this.restoring.delete(uid);
+      await this.persist();
+      return;
+    }
     const wire = this.wires.get(uid);
-    if (!wire) throw new WireError(grpc.status.NOT_FOUND, `wire ${uid} does not exist on node ${this.opts.node}`);
+    if (!wire) throw new NotFound(`wire ${uid} does not exist on node ${this.opts.node}`);
     this.wires.delete(uid);
     for (const end of wire.ends) {
       this.files.get(end)?.stop();
@@ -374,16 +465,20 @@ export class Daemon {
   }
 
   /**
-   * The capture sources for wire ends named "pod/intf", numbered in the order
-   * asked. Unknown names are an error naming them.
+   * The capture sources for wire ends named "pod/intf", repeats folded,
+   * numbered in the order first asked. Unknown names are an error naming
+   * them, and listing the other ends only if `listAll` (a caller who may see
+   * every wire of this daemon): it never tells one tenant of another's wires.
    */
-  captureSources(names: string[]): { sources: CaptureSource[]; interfaces: CaptureInterface[] } {
-    if (names.length === 0) throw new WireError(grpc.status.INVALID_ARGUMENT, 'name at least one wire end as pod/intf');
+  captureSources(asked: string[], listAll = false): { sources: CaptureSource[]; interfaces: CaptureInterface[] } {
+    if (asked.length === 0) throw new InvalidArgument('name at least one wire end as pod/intf');
+    const names = foldWires(asked);
     const byName = new Map<string, WireEnd>();
     for (const w of this.wires.values()) for (const e of w.ends) byName.set(e.endpoint.name, e);
     const missing = names.filter((n) => !byName.has(n));
     if (missing.length) {
-      throw new WireError(grpc.status.NOT_FOUND, `no wire end ${missing.join(', ')} on node ${this.opts.node} (it has: ${[...byName.keys()].sort().join(', ') || 'none'})`);
+      const others = listAll ? ` (it has: ${[...byName.keys()].sort().join(', ') || 'none'})` : '';
+      throw new NotFound(`no wire end ${missing.map((m) => m.slice(0, 100)).join(', ')} on node ${this.opts.node}${others}`);
     }
     const sources: CaptureSource[] = [];
     const interfaces: CaptureInterface[] = [];
@@ -401,7 +496,9 @@ export class Daemon {
   }
 
   listWires(): WireStatus[] {
-    return [...this.wires.values()].sort((a, b) => a.spec.uid - b.spec.uid).map((w) => this.status(w));
+    const live = [...this.wires.values()].map((w) => this.status(w));
+    const pending = [...this.restoring.values()].map((r): WireStatus => ({ spec: r.spec, state: 'restoring', ends: [], message: `not restored yet (attempt ${r.attempts}): ${r.error}` }));
+    return [...live, ...pending].sort((a, b) => a.spec.uid - b.spec.uid);
   }
 
   health(): Health {
@@ -421,11 +518,14 @@ export class Daemon {
       malformed: h.malformed,
       tlsRefused: h.tlsRefused,
       lastTlsRefusal: h.lastTlsRefusal,
+      stateFile: this.stateDamage,
+      restoring: this.restoring.size,
     };
   }
 
   /** Stops serving. Interfaces stay, so a restarted daemon picks them up. */
   async shutdown(): Promise<void> {
+    for (const r of this.restoring.values()) if (r.timer) clearTimeout(r.timer);
     for (const f of this.files.values()) f.stop();
     for (const w of this.wires.values()) for (const e of w.ends) e.ring.close();
     // The engine closes every port and peer stream; the interfaces stay.

@@ -1,17 +1,19 @@
 // Lab mode on one machine: pods are network namespaces, each emulated node
 // is a namespace with its own daemon process, and every link is a wire.
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 
 import { ControlClient } from '../control/client.js';
+import { errorFromGrpc } from '../control/service.js';
+import { NotFound } from '../errors.js';
+import { ensureTokenFile, LAB_TOKEN_FILE } from '../capture/auth.js';
 import type { PbWireStatus } from '../control/convert.js';
-import type { WireSpec } from '../dataplane/wire.js';
-import type { EndpointSpec } from '../endpoint/endpoint.js';
 import { pidsInNamespaces } from '../netns/ip.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import { loadTopology } from '../topology/load.js';
-import type { LabModel, LinkEnd, LinkModel } from '../topology/model.js';
+import type { LabModel, LinkModel } from '../topology/model.js';
+import { carrierPod, endpointFor, labModeProblems, resolveLink } from '../topology/resolve.js';
 import { buildUnderlay, createNamespaces, deleteNamespaces, netnsList } from './plumb.js';
 import { pool, Progress } from './progress.js';
 import {
@@ -32,6 +34,11 @@ import {
 const CLI = `${PACKAGE_ROOT}/bin/patchwire.js`;
 
 export class LabError extends Error {}
+
+/** iproute2 for the few steps made once per lab (not per link or pod). */
+function ipq(...args: string[]): void {
+  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -66,10 +73,6 @@ export function placePods(model: LabModel, nodes: number, existing: LabPod[], la
   return out;
 }
 
-function endpointSpec(end: LinkEnd, pod: LabPod): EndpointSpec {
-  return { kind: end.kind, pod: pod.name, netns: pod.ns, ifname: end.intf, mac: end.mac ?? '', mtu: end.mtu ?? 0, ips: end.ip ? [end.ip] : [] };
-}
-
 class Clients {
   private readonly map = new Map<string, ControlClient>();
   constructor(private readonly state: LabState) {}
@@ -97,36 +100,46 @@ function podOf(state: LabState, name: string): LabPod {
   return p;
 }
 
+/**
+ * The machine's own namespace under a name the daemons can open (they run
+ * in the emulated nodes' namespaces): `host` link ends live there. Not a
+ * pod namespace: nothing is ever killed or deleted inside it.
+ */
+function hostNs(lab: string): string {
+  return `pwh-${lab}`;
+}
+
 async function addLink(state: LabState, clients: Clients, link: LinkModel): Promise<void> {
-  const pa = podOf(state, link.a.pod);
-  const pb = podOf(state, link.b.pod);
-  const ea = endpointSpec(link.a, pa);
-  const eb = endpointSpec(link.b, pb);
-  // A per-link ring size applies to the ends that ask for it; 0 turns that end's ring off.
-  const ring = (e: LinkEnd): Partial<WireSpec> => (e.captureBytes !== undefined ? { captureRingBytes: e.captureBytes } : {});
-  if (pa.node === pb.node) {
-    // Same node: still a wire through the daemon, so it can be counted and captured.
-    await clients.get(pa.node).addWire({ uid: link.uid, local: ea, localPeer: eb, ...ring(link.a) });
-    return;
-  }
-  const na = clients.node(pa.node);
-  const nb = clients.node(pb.node);
-  const sa: WireSpec = { uid: link.uid, local: ea, peer: { node: nb.name, address: nb.address }, ...ring(link.a) };
-  const sb: WireSpec = { uid: link.uid, local: eb, peer: { node: na.name, address: na.address }, ...ring(link.b) };
-  await clients.get(na.name).addWire(sa);
+  const wires = resolveLink(link, {
+    wireId: link.uid,
+    place: (pod) => {
+      const node = clients.node(podOf(state, pod).node);
+      return { node: node.name, address: node.address };
+    },
+    endpoint: (end) => {
+      if (end.kind === 'host') return endpointFor(end, 'host', hostNs(state.name));
+      const p = podOf(state, end.pod);
+      return endpointFor(end, p.name, p.ns);
+    },
+  });
+  const added: string[] = [];
   try {
-    await clients.get(nb.name).addWire(sb);
+    for (const w of wires) {
+      await clients.get(w.node).addWire(w.spec);
+      added.push(w.node);
+    }
   } catch (err) {
-    await clients.get(na.name).removeWire(link.uid).catch(() => undefined);
+    // Half a link is no link: take back the ends already added.
+    for (const n of added) await clients.get(n).removeWire(link.uid).catch(() => undefined);
     throw err;
   }
 }
 
 async function removeLink(state: LabState, clients: Clients, link: LinkModel): Promise<void> {
-  const nodes = new Set([podOf(state, link.a.pod).node, podOf(state, link.b.pod).node]);
+  const nodes = new Set([podOf(state, carrierPod(link, 'a')).node, podOf(state, carrierPod(link, 'b')).node]);
   for (const n of nodes) {
-    await clients.get(n).removeWire(link.uid).catch((err: { code?: number }) => {
-      if (err.code !== 5 /* NOT_FOUND */) throw err;
+    await clients.get(n).removeWire(link.uid).catch((err: unknown) => {
+      if (!(errorFromGrpc(err) instanceof NotFound)) throw err;
     });
   }
 }
@@ -199,8 +212,10 @@ function sameLink(x: LinkModel, y: LinkModel): boolean {
 /** Brings a lab up, or reconciles a running one with an edited file. */
 export async function up(o: UpOptions): Promise<UpResult> {
   const t0 = Date.now();
-  const model = loadTopology(o.file); // validation before anything is created
+  const model = await loadTopology(o.file); // validation before anything is created
   const name = labNameFor(model, o.file, o.name);
+  const unsupported = labModeProblems(model);
+  if (unsupported.length) throw new LabError(`${o.file}: cannot be built in lab mode yet:\n${unsupported.join('\n')}`);
   const progress = new Progress(o.quiet);
   const existing = readLab(name);
   if (existing) return reconcile(existing, model, o, progress, t0);
@@ -227,12 +242,16 @@ export async function up(o: UpOptions): Promise<UpResult> {
     progress.update(`creating ${nodeCount} nodes`, true);
     mkdirSync(labDir(name), { recursive: true, mode: 0o755 });
     writeLab(state); // written first, so 'down' can clean up whatever follows
+    // The lab's capture credential: only its owner can read it (SECURITY.md).
+    ensureTokenFile(path.join(labDir(name), LAB_TOKEN_FILE));
     await buildUnderlay(state);
     startSupervisor(state);
     // The pods' namespaces are made while the daemons start.
     progress.update(`creating ${pods.length} pods`, true);
     await Promise.all([createNamespaces(pods.map((p) => p.ns)), waitHealthy(state, clients)]);
+    if (model.links.some((l) => l.a.kind === 'host' || l.b.kind === 'host')) ipq('netns', 'attach', hostNs(name), String(process.pid));
     await addLinks(state, clients, model.links, progress);
+    runExecs(state, model, progress);
     progress.done();
     return { state, created: true, added: model.links.length, removed: 0, kept: 0, seconds: (Date.now() - t0) / 1000 };
   } catch (err) {
@@ -242,6 +261,23 @@ export async function up(o: UpOptions): Promise<UpResult> {
     throw err;
   } finally {
     clients.close();
+  }
+}
+
+/**
+ * Runs each pod's exec commands (containerlab's exec) once its links are up,
+ * in file order, through sh in the pod's namespace. As in containerlab, a
+ * failing command is reported and the lab stays up.
+ */
+function runExecs(state: LabState, model: LabModel, progress: Progress): void {
+  for (const pod of model.pods) {
+    for (const cmd of pod.exec ?? []) {
+      const p = podOf(state, pod.name);
+      progress.update(`exec on ${pod.name}: ${cmd}`, true);
+      const r = spawnSync('ip', ['netns', 'exec', p.ns, 'sh', '-c', cmd], { encoding: 'utf8' });
+      const out = `${r.stdout ?? ''}${r.stderr ?? ''}`.trim();
+      if (r.status !== 0) process.stderr.write(`patchwire: exec on ${pod.name} failed (exit ${r.status ?? r.signal}): ${cmd}${out ? `\n${out}` : ''}\n`);
+    }
   }
 }
 
@@ -297,6 +333,7 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
     state.pods = pods;
     state.file = path.resolve(o.file);
     writeLab(state);
+    if (added.some((l) => l.a.kind === 'host' || l.b.kind === 'host') && !netnsList().has(hostNs(state.name))) ipq('netns', 'attach', hostNs(state.name), String(process.pid));
     await addLinks(state, clients, added, progress);
     progress.done();
     return { state, created: false, added: added.length, removed: removed.length, kept: keptUids.size, seconds: (Date.now() - t0) / 1000 };
@@ -378,6 +415,8 @@ export async function down(name: string, o: { quiet?: boolean } = {}): Promise<{
   const present = netnsList();
   const podProcs = await stopProcessesIn([...names].filter((ns) => present.has(ns)));
   const removed = await deleteNamespaces([...names].filter((ns) => present.has(ns)));
+  // The name of the machine's namespace only: unmounting it leaves the machine's namespace as it was.
+  if (netnsList().has(hostNs(name))) await deleteNamespaces([hostNs(name)]);
   rmSync(labDir(name), { recursive: true, force: true });
   if (!state && !dirExists && removed === 0 && procs.length === 0 && podProcs.length === 0) throw new LabError(`no lab named '${name}'`);
   const total = procs.length + podProcs.length;
@@ -425,10 +464,10 @@ export async function status(name: string): Promise<StatusReport> {
     );
     nodes.sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
     const wires: WireReport[] = state.links.map((l) => {
-      const pa = podOf(state, l.a.pod);
-      const pb = podOf(state, l.b.pod);
-      const nameA = `${pa.name}/${l.a.intf}`;
-      const nameB = `${pb.name}/${l.b.intf}`;
+      const pa = podOf(state, carrierPod(l, 'a'));
+      const pb = podOf(state, carrierPod(l, 'b'));
+      const nameA = `${l.a.pod}/${l.a.intf}`;
+      const nameB = `${l.b.pod}/${l.b.intf}`;
       const found = (node: string, end: string): { w: PbWireStatus; e: PbWireStatus['ends'][number] } | undefined => {
         for (const w of wiresByNode.get(node) ?? []) {
           if (w.spec.uid !== l.uid) continue;

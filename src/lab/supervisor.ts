@@ -3,9 +3,11 @@
 // from its state file and re-attaches to the pods' interfaces.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { openSync } from 'node:fs';
+import path from 'node:path';
 
 import { PACKAGE_ROOT } from '../paths.js';
-import { type LabNode, readLab, type SupervisorState, writeSupervisor } from './state.js';
+import { ensureTokenFile, LAB_TOKEN_FILE } from '../capture/auth.js';
+import { labDir, type LabNode, readLab, type SupervisorState, writeSupervisor } from './state.js';
 
 const CLI = `${PACKAGE_ROOT}/bin/patchwire.js`;
 /**
@@ -19,7 +21,7 @@ const DAEMON_NODE_FLAGS = ['--single-threaded-gc'];
 export function daemonArgs(lab: string, node: LabNode, ringBytes?: number, rtPriority?: number): string[] {
   const ring = ringBytes === undefined ? [] : ['--capture-ring-bytes', String(ringBytes)];
   const rt = rtPriority ? ['--rt-priority', String(rtPriority)] : [];
-  return ['daemon', '--node', node.name, '--lab', lab, '--listen', node.address, '--control', node.control, '--state', node.state, '--insecure', ...(node.http ? ['--http', node.http] : []), ...ring, ...rt];
+  return ['daemon', '--node', node.name, '--lab', lab, '--listen', node.address, '--control', node.control, '--state', node.state, '--insecure', ...(node.http ? ['--http', node.http, '--capture-token-file', path.join(labDir(lab), LAB_TOKEN_FILE)] : []), ...ring, ...rt];
 }
 
 export async function superviseMain(argv: string[]): Promise<void> {
@@ -27,6 +29,8 @@ export async function superviseMain(argv: string[]): Promise<void> {
   if (!lab) throw new Error('supervise: lab name required');
   const state = readLab(lab);
   if (!state) throw new Error(`supervise: no lab named '${lab}'`);
+  // Labs made before capture tokens existed get one here.
+  ensureTokenFile(path.join(labDir(lab), LAB_TOKEN_FILE));
   const sup: SupervisorState = { pid: process.pid, daemons: {}, restarts: {} };
   const children = new Map<string, ChildProcess>();
   let stopping = false;

@@ -3,6 +3,7 @@
 // and the checks of names and addresses. Control-plane only.
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { isIPv6 } from 'node:net';
 import path from 'node:path';
 
 import type { NativeNetlink } from '../native/wire.js';
@@ -102,7 +103,8 @@ export async function linkIndex(netns: string, ifname: string): Promise<number> 
   return (await (await netlink()).linkGet(netnsPath(netns), ifname))?.ifindex ?? 0;
 }
 
-const IFNAME_RE = /^[^\s/:]+$/;
+// '%' too: the kernel takes "eth%d" as a template and picks a name itself.
+const IFNAME_RE = /^[^\s/:%]+$/;
 
 /** Why a Linux interface name is invalid, or null. */
 export function ifnameProblem(name: string): string | null {
@@ -110,15 +112,18 @@ export function ifnameProblem(name: string): string | null {
   if (bytes === 0) return 'interface name is empty';
   if (bytes > 15) return `interface name '${name}' is ${bytes} bytes long; Linux allows at most 15`;
   if (name === '.' || name === '..' || !IFNAME_RE.test(name)) {
-    return `interface name '${name}' is not a valid Linux name (no '/', ':' or white space, not '.' or '..')`;
+    return `interface name '${name}' is not a valid Linux name (no '/', ':', '%' or white space, not '.' or '..')`;
   }
   return null;
 }
 
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 export function macProblem(mac: string): string | null {
-  if (mac === '' || MAC_RE.test(mac)) return null;
-  return `MAC address '${mac}' is not of the form 02:00:00:00:00:01`;
+  if (mac === '') return null;
+  if (!MAC_RE.test(mac)) return `MAC address '${mac}' is not of the form 02:00:00:00:00:01`;
+  // An interface cannot have a group address (the kernel refuses it).
+  if (parseInt(mac.slice(0, 2), 16) & 1) return `MAC address '${mac}' is a multicast (group) address; an interface needs a unicast one (first byte even)`;
+  return null;
 }
 
 export const MTU_MIN = 68;
@@ -140,7 +145,8 @@ export function cidrProblem(cidr: string): string | null {
     if (len > 32) return `address '${cidr}' has a prefix length over 32`;
     return null;
   }
-  if (addr!.includes(':') && /^[0-9a-f:.]+$/i.test(addr!)) {
+  if (addr!.includes(':')) {
+    if (!isIPv6(addr!)) return `address '${cidr}' is not a valid IPv6 address`;
     if (len > 128) return `address '${cidr}' has a prefix length over 128`;
     return null;
   }

@@ -1,6 +1,7 @@
 // patchwire's own per-link and per-pod options, under a `patchwire:` key that
 // meshnet, KNE and containerlab ignore.
 import { macProblem, mtuProblem } from '../netns/ip.js';
+import { rangeProblem } from '../limits.js';
 import type { LinkEnd } from './model.js';
 
 export const LINK_EXTENSION_KEYS = ['kind', 'mtu', 'mac', 'capture_bytes'] as const;
@@ -40,9 +41,9 @@ export function parseLinkExtension(v: unknown, field: string, report: Report): L
     else out.mtu = v.mtu as number;
   }
   if (v.capture_bytes !== undefined) {
-    const n = v.capture_bytes;
-    if (typeof n === 'number' && Number.isSafeInteger(n) && n > 0) out.captureBytes = n;
-    else report(`${field}.capture_bytes`, `'${String(n)}' is not a positive byte count`);
+    const p = rangeProblem('capture_bytes', v.capture_bytes, 'captureBytes');
+    if (p) report(`${field}.capture_bytes`, p);
+    else out.captureBytes = v.capture_bytes as number;
   }
   if (v.mac !== undefined) {
     const p = typeof v.mac === 'string' ? macProblem(v.mac) : 'MAC must be a string';

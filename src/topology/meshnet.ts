@@ -1,6 +1,7 @@
 // meshnet / KNE Topology objects (networkop.co.uk/v1beta1): one object per
 // pod, each link declared on both pods with the same uid.
 import { cidrProblem, ifnameProblem } from '../netns/ip.js';
+import { rangeProblem } from '../limits.js';
 import { parseLinkExtension, parsePodExtension, type LinkExtension } from './extension.js';
 import { type LabModel, type LinkModel, POD_NAME_RE, type PodModel, type TopologyError } from './model.js';
 
@@ -24,23 +25,51 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Flattens documents and `kind: List` objects into Topology objects. */
-function topologyObjects(docs: unknown[], report: (e: Omit<TopologyError, 'file'>) => void): Array<{ obj: Record<string, unknown>; where: string }> {
-  const out: Array<{ obj: Record<string, unknown>; where: string }> = [];
-  docs.forEach((doc, d) => {
-    if (doc === null || doc === undefined) return;
-    if (!isObject(doc)) {
-      report({ object: `document ${d + 1}`, message: 'is not a mapping' });
+interface Entry {
+  obj: Record<string, unknown>;
+  where: string;
+  namespace: string;
+}
+
+/**
+ * Topology objects out of any mix of Kubernetes objects, as meshnet users
+ * keep them: several documents, `kind: List` (nested too), Pods, Namespaces
+ * and StatefulSets beside the Topologies. Other kinds are skipped and said so.
+ */
+function topologyObjects(docs: unknown[], report: (e: Omit<TopologyError, 'file'>) => void, skipped: string[]): Entry[] {
+  const out: Entry[] = [];
+  const visit = (v: unknown, where: string): void => {
+    if (v === null || v === undefined) return;
+    if (!isObject(v)) {
+      report({ object: where, message: 'is not a mapping' });
       return;
     }
-    if (doc.kind === 'List') {
-      if (!Array.isArray(doc.items)) report({ object: `document ${d + 1} (List)`, field: 'items', message: 'must be a list' });
-      else doc.items.forEach((it, i) => (isObject(it) ? out.push({ obj: it, where: `document ${d + 1} items[${i}]` }) : report({ object: `document ${d + 1} items[${i}]`, message: 'is not a mapping' })));
+    if (v.kind === 'List' || (v.kind === undefined && Array.isArray(v.items))) {
+      if (!Array.isArray(v.items)) report({ object: `${where} (List)`, field: 'items', message: 'must be a list' });
+      else v.items.forEach((it, i) => visit(it, `${where} items[${i}]`));
       return;
     }
-    out.push({ obj: doc, where: `document ${d + 1}` });
-  });
+    const meta = isObject(v.metadata) ? v.metadata : {};
+    if (typeof v.kind === 'string' && v.kind !== 'Topology') {
+      skipped.push(`${where}: ${v.kind}${typeof meta.name === 'string' ? ` ${meta.name}` : ''}`);
+      return;
+    }
+    const namespace = typeof meta.namespace === 'string' && meta.namespace !== '' ? meta.namespace : 'default';
+    out.push({ obj: v, where, namespace });
+  };
+  docs.forEach((doc, d) => visit(doc, `document ${d + 1}`));
   return out;
+}
+
+/** meshnet's peer_pod values that name no pod (see meshnet-cni's plugin). */
+function specialPeer(peer: string): string | null {
+  if (peer === 'localhost') {
+    return "peer_pod 'localhost' asks meshnet for a macvlan interface on the node's interface named by peer_intf; patchwire does not create macvlan interfaces (pod frames would reach the node's LAN past the wire's counting and capture)";
+  }
+  if (peer.includes('phy')) {
+    return `peer pod '${peer}' has no Topology object; meshnet takes a peer_pod containing 'phy' for a device outside the cluster reached by VXLAN at peer_ip, which patchwire does not offer`;
+  }
+  return null;
 }
 
 export function parseMeshnet(docs: unknown[], file: string): { model: LabModel; errors: TopologyError[] } {
@@ -48,28 +77,74 @@ export function parseMeshnet(docs: unknown[], file: string): { model: LabModel; 
   const report = (e: Omit<TopologyError, 'file'>): void => {
     errors.push({ file, ...e });
   };
+  const skipped: string[] = [];
+  const expanded: string[] = [];
+  const entries = topologyObjects(docs, report, skipped);
+  // meshnet finds a link's peer pod in the namespace of the Topology object
+  // that declares it: each namespace is a topology of its own.
+  const namespaces = [...new Set(entries.map((e) => e.namespace))];
+  const several = namespaces.length > 1;
+  const pods: PodModel[] = [];
+  const links: LinkModel[] = [];
+  const uidIn = new Map<number, string>();
+  for (const ns of namespaces) {
+    const part = parseNamespace(
+      entries.filter((e) => e.namespace === ns),
+      ns,
+      several,
+      report,
+    );
+    pods.push(...part.pods);
+    for (const l of part.links) {
+      // Lab mode makes one wire per uid: two namespaces may not share one.
+      const other = uidIn.get(l.uid);
+      if (other !== undefined) {
+        report({ object: `namespace ${ns}`, field: `link uid ${l.uid}`, message: `uid ${l.uid} is also used in namespace ${other}; one lab gives each uid one wire: renumber the links of one namespace` });
+        continue;
+      }
+      uidIn.set(l.uid, ns);
+      links.push(l);
+    }
+  }
+  if (several) expanded.push(`pods of ${namespaces.length} namespaces (${namespaces.join(', ')}): pod names are NAMESPACE.NAME`);
+  links.sort((p, q) => p.uid - q.uid);
+  return { model: { format: 'meshnet', pods, links, segments: [], skipped, expanded }, errors };
+}
+
+function parseNamespace(
+  entries: Entry[],
+  namespace: string,
+  qualify: boolean,
+  report: (e: Omit<TopologyError, 'file'>) => void,
+): { pods: PodModel[]; links: LinkModel[] } {
   const pods: PodModel[] = [];
   const podSeen = new Map<string, string>();
   const declared: Declared[] = [];
+  const podName = (n: string): string => (qualify ? `${namespace}.${n}` : n);
 
-  for (const { obj, where } of topologyObjects(docs, report)) {
+  for (const { obj, where } of entries) {
     const meta = isObject(obj.metadata) ? obj.metadata : {};
     const name = typeof meta.name === 'string' ? meta.name : '';
-    const object = name ? `Topology ${name}` : `Topology (${where})`;
+    const shown = qualify ? `${namespace}/${name}` : name;
+    const object = name ? `Topology ${shown}` : `Topology (${where})`;
     if (obj.apiVersion !== MESHNET_API_VERSION) report({ object, field: 'apiVersion', message: `must be ${MESHNET_API_VERSION}, not '${String(obj.apiVersion)}'` });
     if (obj.kind !== 'Topology') report({ object, field: 'kind', message: `must be Topology, not '${String(obj.kind)}'` });
     if (!name) {
       report({ object, field: 'metadata.name', message: 'is required (it names the pod)' });
       continue;
     }
-    if (!POD_NAME_RE.test(name)) report({ object, field: 'metadata.name', message: `pod name '${name}' may hold only letters, digits, '-', '_' and '.' (at most 63)` });
+    if (!POD_NAME_RE.test(podName(name))) report({ object, field: 'metadata.name', message: `pod name '${podName(name)}' may hold only letters, digits, '-', '_' and '.' (at most 63)` });
     if (podSeen.has(name)) {
-      report({ object, field: 'metadata.name', message: `pod '${name}' is declared twice (also in ${podSeen.get(name)})` });
+      report({ object, field: 'metadata.name', message: `pod '${shown}' is declared twice (also in ${podSeen.get(name)})` });
       continue;
     }
     podSeen.set(name, where);
     const spec = isObject(obj.spec) ? obj.spec : {};
-    const pod: PodModel = { name, ...parsePodExtension(spec.patchwire, 'spec.patchwire', (field, message) => report({ object, field, message })) };
+    const pod: PodModel = {
+      name: podName(name),
+      ...(namespace !== 'default' || qualify ? { namespace } : {}),
+      ...parsePodExtension(spec.patchwire, 'spec.patchwire', (field, message) => report({ object, field, message })),
+    };
     pods.push(pod);
     const links = spec.links ?? [];
     if (!Array.isArray(links)) {
@@ -86,8 +161,10 @@ export function parseMeshnet(docs: unknown[], file: string): { model: LabModel; 
       for (const k of Object.keys(l)) if (!LINK_KEYS.includes(k)) r(k, `unknown key '${k}'`);
       let ok = true;
       const uid = l.uid;
-      if (typeof uid !== 'number' || !Number.isSafeInteger(uid) || uid <= 0) {
-        r('uid', uid === undefined ? 'is required' : `'${String(uid)}' must be a positive integer`);
+      // KNE numbers links from 0: uid 0 is a uid like any other.
+      const uidProblem = uid === undefined ? 'is required' : uid === 0 ? null : rangeProblem('uid', uid, 'linkUid');
+      if (uidProblem) {
+        r('uid', uidProblem);
         ok = false;
       }
       for (const k of ['peer_pod', 'local_intf', 'peer_intf'] as const) {
@@ -154,19 +231,21 @@ export function parseMeshnet(docs: unknown[], file: string): { model: LabModel; 
     }
     if (ds.length === 1) {
       if (!podSeen.has(first.peerPod)) {
-        report({ object: first.object, field: `${first.field}.peer_pod`, message: `peer pod '${first.peerPod}' has no Topology object` });
+        const special = specialPeer(first.peerPod);
+        report({ object: first.object, field: `${first.field}.peer_pod`, message: special ?? `peer pod '${first.peerPod}' has no Topology object${qualify ? ` in namespace ${namespace}` : ''}` });
         continue;
       }
       const back = declared.find((d) => d.pod === first.peerPod && d.peerPod === first.pod && d.localIntf === first.peerIntf);
       const msg = back
         ? `pod ${first.peerPod} declares ${first.peerPod}:${first.peerIntf} with uid ${back.uid}, not ${uid}`
-        : `pod ${first.peerPod} does not declare this link back (no link with uid ${uid} from ${first.peerIntf} to ${first.pod}:${first.localIntf})`;
+        : `pod ${first.peerPod} does not declare this link back (no link with uid ${uid} from ${first.peerIntf} to ${first.pod}:${first.localIntf}); ` +
+          'patchwire needs both ends declared: meshnet wires a one-sided link only when the declaring pod happens to plumb it, depending on which pod starts first';
       report({ object: first.object, field: first.field, message: msg });
       continue;
     }
     const [x, y] = ds as [Declared, Declared];
     const end = (d: Declared): LinkModel['a'] => ({
-      pod: d.pod,
+      pod: podName(d.pod),
       intf: d.localIntf,
       ...(d.localIp ? { ip: d.localIp } : {}),
       ...(d.ext.mac ? { mac: d.ext.mac } : {}),
@@ -176,6 +255,5 @@ export function parseMeshnet(docs: unknown[], file: string): { model: LabModel; 
     });
     links.push({ uid, a: end(x), b: end(y) });
   }
-  links.sort((p, q) => p.uid - q.uid);
-  return { model: { format: 'meshnet', pods, links }, errors };
+  return { pods, links };
 }

@@ -1,4 +1,4 @@
-// The one internal model both topology formats map onto.
+// The one internal model every topology format maps onto.
 import type { EndpointKind } from '../endpoint/endpoint.js';
 
 export interface LinkEnd {
@@ -6,32 +6,70 @@ export interface LinkEnd {
   intf: string;
   /** CIDR, configured on the interface */
   ip?: string;
+  /** a second (IPv6) CIDR on the same interface (containerlab's ipv6, netlab's dual stack) */
+  ip6?: string;
   mac?: string;
   mtu?: number;
   /** capture ring of this end, bytes (absent: the daemon's default) */
   captureBytes?: number;
-  kind: Exclude<EndpointKind, 'host'>;
+  kind: EndpointKind;
+}
+
+/** Impairments a file declares on a link (netlab's tc.*); the engine does not apply them yet. */
+export interface Impairments {
+  delayMs?: number;
+  jitterMs?: number;
+  lossPercent?: number;
+  corruptPercent?: number;
+  duplicatePercent?: number;
+  reorderPercent?: number;
+  rateKbps?: number;
 }
 
 export interface LinkModel {
   uid: number;
   a: LinkEnd;
   b: LinkEnd;
+  /** impairments the file declares (netlab tc.*), not applied by the engine yet */
+  impairments?: Impairments;
+}
+
+/**
+ * A link with more than two members (a containerlab bridge, a netlab
+ * multi-access link): every frame from one member goes to every other.
+ */
+export interface SegmentModel {
+  /** a name for messages and graphs: the bridge node, or "link N" */
+  name: string;
+  members: LinkEnd[];
+  /** where the file declares it, e.g. "topology.links[3]" */
+  where: string;
 }
 
 export interface PodModel {
   name: string;
   /** emulated node the pod is pinned to ("node2"), if any */
   node?: string;
+  /** Kubernetes namespace of its Topology object (meshnet), when the file names one */
+  namespace?: string;
+  /** commands to run in the pod once its links are up (containerlab's exec) */
+  exec?: string[];
 }
+
+export type TopologyFormat = 'meshnet' | 'containerlab' | 'netlab' | 'kne';
 
 export interface LabModel {
   /** lab name from the file (containerlab's `name`), if any */
   name?: string;
-  format: 'meshnet' | 'containerlab';
+  format: TopologyFormat;
   /** in order of first appearance in the file */
   pods: PodModel[];
   links: LinkModel[];
+  segments: SegmentModel[];
+  /** what the file holds that is not part of the topology, and was passed over ("document 2: Pod r1") */
+  skipped: string[];
+  /** what patchwire filled in or rewrote (defaults, inherited values, expanded variables, renamed interfaces) */
+  expanded: string[];
 }
 
 /** A problem found in a topology file, located as precisely as possible. */

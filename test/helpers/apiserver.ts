@@ -22,7 +22,13 @@
 //    status is ignored on the main resource; metadata.generation counts spec
 //    changes;
 //  - Topology objects are checked against the CRD's openAPIV3Schema (422 on
-//    violations) and pruned of unknown fields, like a structural schema.
+//    violations) and pruned of unknown fields, like a structural schema;
+//  - TokenReview (POST /apis/authentication.k8s.io/v1/tokenreviews) and
+//    SubjectAccessReview (POST /apis/authorization.k8s.io/v1/subjectaccessreviews),
+//    as webhook-style callers (the kubelet, patchwire's capture port) use
+//    them: the caller needs `create` on them through RBAC; the answer (201)
+//    says who a token is, and whether RBAC lets a user do a verb on a
+//    resource (with subresource, namespace and name) or a non-resource path.
 // Failure modes a test can turn on: injected HTTP errors, held requests, and
 // silence (the daemons' connections stop getting any answer or event while
 // staying open, as behind a stuck proxy).
@@ -153,6 +159,12 @@ export function mergePatch(target: unknown, patch: unknown): unknown {
   return out;
 }
 
+/** The review APIs: cluster-scoped, create only, nothing stored. */
+const REVIEWS: Record<string, { group: string; version: string; resource: string; kind: string }> = {
+  '/apis/authentication.k8s.io/v1/tokenreviews': { group: 'authentication.k8s.io', version: 'v1', resource: 'tokenreviews', kind: 'TokenReview' },
+  '/apis/authorization.k8s.io/v1/subjectaccessreviews': { group: 'authorization.k8s.io', version: 'v1', resource: 'subjectaccessreviews', kind: 'SubjectAccessReview' },
+};
+
 const VERBS_BY_METHOD: Record<string, string> = { POST: 'create', PUT: 'update', PATCH: 'patch' };
 
 export class StandInApiServer {
@@ -198,6 +210,11 @@ export class StandInApiServer {
   /** A bearer token and whom it authenticates. */
   addToken(token: string, user: UserInfo): void {
     this.tokens.set(token, user);
+  }
+
+  /** More Roles, ClusterRoles and bindings, beside those already set. */
+  addRbac(objects: RbacObject[]): void {
+    this.rbac.push(...objects.filter((o) => ['Role', 'ClusterRole', 'RoleBinding', 'ClusterRoleBinding'].includes(o.kind ?? '')));
   }
 
   /** Roles, ClusterRoles and their bindings, as `kubectl apply` would create them. */
@@ -409,9 +426,12 @@ export class StandInApiServer {
     const auth = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
     const token = auth?.[1] ?? '';
     const user = this.tokens.get(token);
+    const review = REVIEWS[url.pathname];
     const route = this.route(url.pathname);
-    const group = route ? (route.resource.apiVersion.includes('/') ? route.resource.apiVersion.split('/')[0]! : '') : '';
-    const verb = !route
+    const group = review ? review.group : route ? (route.resource.apiVersion.includes('/') ? route.resource.apiVersion.split('/')[0]! : '') : '';
+    const verb = review
+      ? (VERBS_BY_METHOD[method] ?? method.toLowerCase())
+      : !route
       ? (method === 'GET' ? 'get' : method.toLowerCase())
       : method === 'GET'
         ? route.name
@@ -435,7 +455,7 @@ export class StandInApiServer {
       token: user ? token : '',
       verb,
       apiGroup: group,
-      resource: route ? `${route.resource.plural}${route.status ? '/status' : ''}` : '',
+      resource: review ? review.resource : route ? `${route.resource.plural}${route.status ? '/status' : ''}` : '',
       namespace: route?.namespace ?? '',
       name: route?.name ?? '',
       allowed: false,
@@ -448,7 +468,7 @@ export class StandInApiServer {
       record.status = code;
       return (origWriteHead as (...a: unknown[]) => http.ServerResponse)(code, ...rest);
     }) as typeof res.writeHead;
-    record.allowed = !!user && this.authorize(user, verb, group, record.resource, record.namespace, record.name, route ? '' : url.pathname);
+    record.allowed = !!user && this.authorize(user, verb, group, record.resource, record.namespace, record.name, route || review ? '' : url.pathname);
     // Silence: the request is read and never answered; its connection stays open.
     if (this.silent && via === 'socket') {
       req.resume();
@@ -456,6 +476,7 @@ export class StandInApiServer {
     }
     if (!user) return this.statusError(res, 401, 'Unauthorized', 'Unauthorized');
     if (!record.allowed) {
+      if (review) return this.statusError(res, 403, 'Forbidden', `${review.resource}.${review.group} is forbidden: User "${user.name}" cannot ${verb} resource "${review.resource}" in API group "${review.group}" at the cluster scope`);
       const what = route ? `${route.resource.plural}${group ? `.${group}` : ''}${route.name ? ` "${route.name}"` : ''}` : '';
       const scope = route?.namespace ? `in the namespace "${route.namespace}"` : 'at the cluster scope';
       const message = route
@@ -478,6 +499,8 @@ export class StandInApiServer {
       fault.times -= 1;
       return this.statusError(res, fault.status, 'InternalError', `stand-in: injected failure ${fault.status}`);
     }
+    const review = REVIEWS[url.pathname];
+    if (review) return this.review(req, res, record, review);
     if (!route) return this.statusError(res, 404, 'NotFound', `the server could not find the requested resource (${url.pathname})`);
     const { resource, namespace, name, status } = route;
     const objects = this.store.get(resource)!;
@@ -506,6 +529,40 @@ export class StandInApiServer {
         record.body = body;
         if (method === 'DELETE') this.remove(res, url, resource, key, name!, body as { gracePeriodSeconds?: number });
         else this.write(req, res, method, resource, namespace, name, status, body as KubeObject);
+      },
+      (err: Error) => this.statusError(res, 400, 'BadRequest', `body is not JSON: ${err.message}`),
+    );
+  }
+
+  /** TokenReview and SubjectAccessReview: answered from the stand-in's tokens and RBAC, nothing stored. */
+  private review(req: http.IncomingMessage, res: http.ServerResponse, record: RequestRecord, kind: (typeof REVIEWS)[string]): void {
+    if (record.method !== 'POST') return this.statusError(res, 405, 'MethodNotAllowed', `the server does not allow this method on the requested resource`);
+    this.readBody(req).then(
+      (raw) => {
+        record.body = raw;
+        const body = raw as { apiVersion?: string; kind?: string; spec?: Record<string, unknown> };
+        const spec = body.spec ?? {};
+        const reply = (status: unknown): void => this.send(res, 201, { apiVersion: `${kind.group}/${kind.version}`, kind: kind.kind, metadata: { creationTimestamp: null }, spec, status });
+        if (body.kind !== kind.kind || body.apiVersion !== `${kind.group}/${kind.version}`) {
+          return this.statusError(res, 400, 'BadRequest', `the body must be a ${kind.group}/${kind.version} ${kind.kind}`);
+        }
+        if (kind.kind === 'TokenReview') {
+          const token = typeof spec.token === 'string' ? spec.token : '';
+          const who = token ? this.tokens.get(token) : undefined;
+          if (!who) return reply({ authenticated: false, user: {}, error: 'invalid bearer token' });
+          return reply({ authenticated: true, user: { username: who.name, uid: `stand-in-uid-${who.name}`, groups: who.groups } });
+        }
+        const ra = spec.resourceAttributes as Record<string, string> | undefined;
+        const nra = spec.nonResourceAttributes as Record<string, string> | undefined;
+        const userName = typeof spec.user === 'string' ? spec.user : '';
+        const groups = Array.isArray(spec.groups) ? (spec.groups as string[]) : [];
+        if (!userName && groups.length === 0) return this.statusError(res, 422, 'Invalid', 'SubjectAccessReview.authorization.k8s.io is invalid: spec.user: Invalid value: "": at least one of user or group must be specified');
+        if (!!ra === !!nra) return this.statusError(res, 422, 'Invalid', 'SubjectAccessReview.authorization.k8s.io is invalid: spec.resourceAttributes: exactly one of nonResourceAttributes or resourceAttributes must be specified');
+        const u: UserInfo = { name: userName, groups };
+        const allowed = ra
+          ? this.authorize(u, ra.verb ?? '', ra.group ?? '', ra.subresource ? `${ra.resource}/${ra.subresource}` : (ra.resource ?? ''), ra.namespace ?? '', ra.name ?? '')
+          : this.authorize(u, nra!.verb ?? '', '', '', '', '', nra!.path ?? '/');
+        return reply(allowed ? { allowed: true, reason: 'RBAC: allowed by the stand-in' } : { allowed: false });
       },
       (err: Error) => this.statusError(res, 400, 'BadRequest', `body is not JSON: ${err.message}`),
     );

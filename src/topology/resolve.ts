@@ -1,0 +1,95 @@
+// The one resolver: turns a model link into the wire specs the daemons get,
+// for lab mode and cluster mode alike. Pure: where each pod runs and what its
+// namespace is come in through a Placement, so callers do the I/O.
+import type { WireSpec } from '../dataplane/wire.js';
+import type { EndpointSpec } from '../endpoint/endpoint.js';
+import type { LabModel, LinkEnd, LinkModel } from './model.js';
+
+/** Where one pod of a link runs. */
+export interface PodPlace {
+  /** node (emulated or Kubernetes) whose daemon owns the pod's link ends */
+  node: string;
+  /** that daemon's data-plane address (host:port), which its peers dial */
+  address: string;
+}
+
+export interface ResolveContext {
+  /** the wire id on the daemons (lab: the link's uid; cluster: a hash of namespace and uid) */
+  wireId: number;
+  place(pod: string): PodPlace;
+  /** The endpoint of a link end (a host end: in the machine's namespace); asked only for ends on the nodes being resolved. */
+  endpoint(end: LinkEnd): EndpointSpec;
+}
+
+/** What one daemon must hold for a link. */
+export interface NodeWire {
+  node: string;
+  spec: WireSpec;
+}
+
+/** An endpoint spec from a link end, once the pod's namespace is known. */
+export function endpointFor(end: LinkEnd, pod: string, netns: string): EndpointSpec {
+  return { kind: end.kind, pod, netns, ifname: end.intf, mac: end.mac ?? '', mtu: end.mtu ?? 0, ips: [end.ip, end.ip6].filter((x): x is string => !!x) };
+}
+
+/** A per-link ring size applies to the end that asks for it; 0 turns that end's ring off. */
+function ring(e: LinkEnd): Partial<WireSpec> {
+  return e.captureBytes !== undefined ? { captureRingBytes: e.captureBytes } : {};
+}
+
+/**
+ * The wires a link needs, one per node it touches, in the order they should
+ * be created (a's node first). Ends on one node make one wire through that
+ * node's daemon (so the link is still counted and captured); ends on two
+ * nodes make one wire on each, each naming the other node as its peer.
+ * `only`: resolve just that node's wire (cluster mode, where a daemon knows
+ * only its own pods' namespaces); none when the link does not touch it.
+ */
+export function resolveLink(link: LinkModel, ctx: ResolveContext, only?: string): NodeWire[] {
+  // A host end is an existing interface of the machine: the daemon of the
+  // other end's node reads it, so the link is one local wire.
+  const pa = ctx.place(link.a.kind === 'host' ? link.b.pod : link.a.pod);
+  const pb = ctx.place(link.b.kind === 'host' ? link.a.pod : link.b.pod);
+  const endpoint = ctx.endpoint;
+  if (pa.node === pb.node) {
+    if (only !== undefined && only !== pa.node) return [];
+    return [{ node: pa.node, spec: { uid: ctx.wireId, local: endpoint(link.a), localPeer: endpoint(link.b), ...ring(link.a) } }];
+  }
+  const out: NodeWire[] = [];
+  for (const [mine, here, there] of [
+    [link.a, pa, pb],
+    [link.b, pb, pa],
+  ] as const) {
+    if (only !== undefined && only !== here.node) continue;
+    out.push({ node: here.node, spec: { uid: ctx.wireId, local: endpoint(mine), peer: { node: there.node, address: there.address }, ...ring(mine) } });
+  }
+  return out;
+}
+
+/** The same link with its ends in a fixed order, so it always resolves to the same specs. */
+export function canonicalLink(link: LinkModel): LinkModel {
+  const key = (e: LinkEnd): string => `${e.pod}\0${e.intf}`;
+  return key(link.a) <= key(link.b) ? link : { ...link, a: link.b, b: link.a };
+}
+
+/** The pod whose node carries a link end: the end's own, or for a host end the other end's. */
+export function carrierPod(link: LinkModel, end: 'a' | 'b'): string {
+  const e = link[end];
+  return e.kind === 'host' ? link[end === 'a' ? 'b' : 'a'].pod : e.pod;
+}
+
+/**
+ * What a file declares that lab mode cannot build yet, checked before
+ * anything is created: shared segments (the engine carries point-to-point
+ * wires only) and impairments (the engine does not apply them yet).
+ */
+export function labModeProblems(model: LabModel): string[] {
+  const out: string[] = [];
+  for (const s of model.segments) {
+    out.push(`segment ${s.name} (${s.where}) joins ${s.members.length} interfaces (${s.members.map((m) => `${m.pod}:${m.intf}`).join(', ')}): shared segments are not supported yet; only point-to-point links can be wired`);
+  }
+  for (const l of model.links) {
+    if (l.impairments) out.push(`link ${l.uid} (${l.a.pod}:${l.a.intf} <-> ${l.b.pod}:${l.b.intf}) declares impairments (${Object.keys(l.impairments).join(', ')}): the engine does not apply impairments yet; remove them to bring the lab up`);
+  }
+  return out;
+}
