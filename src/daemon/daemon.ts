@@ -17,7 +17,7 @@ import { FileCapture, type FileCaptureOptions } from '../capture/files.js';
 import { parseHostPort } from '../util/hostport.js';
 import { rangeProblem } from '../limits.js';
 import { readState, writeState } from './statefile.js';
-import { serialized } from '../util/serial.js';
+import { coalesced } from '../util/serial.js';
 import { AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable } from '../errors.js';
 import type { CaptureAuth } from '../capture/auth.js';
 import { CaptureGate, foldWires } from '../capture/limits.js';
@@ -302,7 +302,7 @@ export class Daemon {
   }
 
   /** Writes the desired wires; writes are queued so concurrent API calls never interleave them. */
-  readonly persist = serialized(() => this.writeState());
+  readonly persist = coalesced(() => this.writeState());
 
   private async writeState(): Promise<void> {
     if (!this.opts.state) return;
