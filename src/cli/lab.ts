@@ -37,7 +37,7 @@ function fmtStatus(s: StatusReport): string {
   let out = `lab ${s.name} (${s.file})\n\n`;
   out += table([
     ['NODE', 'PID', 'ADDRESS', 'HEALTH', 'RESTARTS'],
-    ...s.nodes.map((n) => [n.name, String(n.pid), n.address, n.healthy ? 'ok' : 'DOWN', String(n.restarts)]),
+    ...s.nodes.map((n) => [n.name, String(n.pid), n.address, n.healthy ? (n.state_file || n.restoring ? 'ok (see status --json)' : 'ok') : n.crash_looping ? `CRASH-LOOPING (next restart in ${n.backoff_ms} ms)` : 'DOWN', String(n.restarts)]),
   ]);
   out += '\n';
   const sumDrops = (d: Record<string, number>): number => Object.values(d).reduce((a, b) => a + Number(b), 0);
@@ -106,10 +106,10 @@ export async function labMain(cmd: string, argv: string[]): Promise<number> {
       const rtPriority = parseRtPriority('up', values['rt-priority']!);
       const r = await up({ file: values.file, name: values.name, nodes, quiet: values.json, captureRingBytes: ring, rtPriority });
       if (values.json) {
-        process.stdout.write(JSON.stringify({ name: r.state.name, created: r.created, added: r.added, removed: r.removed, kept: r.kept, seconds: r.seconds }) + '\n');
+        process.stdout.write(JSON.stringify({ name: r.state.name, created: r.created, added: r.added, removed: r.removed, kept: r.kept, repaired: r.repaired, seconds: r.seconds }) + '\n');
         return 0;
       }
-      const verb = r.created ? 'is up' : `reconciled: ${r.added} links added, ${r.removed} removed, ${r.kept} untouched`;
+      const verb = r.created ? 'is up' : `reconciled: ${r.added} links added${r.repaired ? ` (${r.repaired} the daemons had lost)` : ''}, ${r.removed} removed, ${r.kept} untouched`;
       process.stdout.write(`lab ${r.state.name} ${verb} in ${r.seconds.toFixed(1)}s\n\n`);
       process.stdout.write(fmtStatus(await status(r.state.name)));
       process.stdout.write(`\nTry: patchwire exec ${r.state.name} ${r.state.pods[0]?.name ?? 'POD'} -- ip addr\n     patchwire down ${r.state.name}\n`);
@@ -130,7 +130,13 @@ export async function labMain(cmd: string, argv: string[]): Promise<number> {
     }
     case 'ls': {
       const labs = listLabs().map((name) => {
-        const st = readLab(name)!;
+        let st;
+        try {
+          st = readLab(name)!;
+        } catch (err) {
+          // One damaged lab file must not hide the others.
+          return { name, nodes: 0, pods: 0, links: 0, running: alive(readSupervisor(name)?.pid), file: `(damaged: ${(err as Error).message})` };
+        }
         return { name, nodes: st.nodes.length, pods: st.pods.length, links: st.links.length, running: alive(readSupervisor(name)?.pid), file: st.file };
       });
       if (values.json) process.stdout.write(JSON.stringify({ labs }, null, 1) + '\n');

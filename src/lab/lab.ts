@@ -135,6 +135,19 @@ async function addLink(state: LabState, clients: Clients, link: LinkModel): Prom
   }
 }
 
+/** The wire ids each node's daemon holds (restoring ones too: the daemon retries them itself). */
+async function heldWires(state: LabState, clients: Clients): Promise<Map<string, Set<number>>> {
+  const out = new Map<string, Set<number>>();
+  await Promise.all(state.nodes.map(async (n) => out.set(n.name, new Set((await clients.get(n.name).listWires()).map((w) => Number(w.spec.uid))))));
+  return out;
+}
+
+/** Whether every node an end of `link` lives on holds its wire. */
+function linkHeld(state: LabState, held: Map<string, Set<number>>, link: LinkModel): boolean {
+  const nodes = [link.a.pod, link.b.pod].map((p) => state.pods.find((x) => x.name === p)?.node);
+  return nodes.every((n) => n !== undefined && held.get(n)?.has(link.uid));
+}
+
 async function removeLink(state: LabState, clients: Clients, link: LinkModel): Promise<void> {
   const nodes = new Set([podOf(state, carrierPod(link, 'a')).node, podOf(state, carrierPod(link, 'b')).node]);
   for (const n of nodes) {
@@ -202,6 +215,8 @@ export interface UpResult {
   added: number;
   removed: number;
   kept: number;
+  /** links in the lab file that a daemon no longer held, added again (counted in added too) */
+  repaired: number;
   seconds: number;
 }
 
@@ -253,7 +268,7 @@ export async function up(o: UpOptions): Promise<UpResult> {
     await addLinks(state, clients, model.links, progress);
     runExecs(state, model, progress);
     progress.done();
-    return { state, created: true, added: model.links.length, removed: 0, kept: 0, seconds: (Date.now() - t0) / 1000 };
+    return { state, created: true, added: model.links.length, removed: 0, kept: 0, repaired: 0, seconds: (Date.now() - t0) / 1000 };
   } catch (err) {
     progress.done();
     clients.close();
@@ -315,13 +330,24 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
     await waitHealthy(state, clients);
     const want = new Map(model.links.map((l) => [l.uid, l]));
     const removed = state.links.filter((l) => !want.has(l.uid) || !sameLink(want.get(l.uid)!, l));
-    const keptUids = new Set(state.links.filter((l) => !removed.includes(l)).map((l) => l.uid));
+    // What the daemons hold, not only what the lab file says: a wire removed
+    // behind our back (wire rm, the control API) is added again, and wires
+    // the file does not know (an interrupted up) are removed before adding.
+    const held = await heldWires(state, clients);
+    const missing = state.links.filter((l) => !removed.includes(l) && !linkHeld(state, held, l));
+    const keptUids = new Set(state.links.filter((l) => !removed.includes(l) && !missing.includes(l)).map((l) => l.uid));
     const added = model.links.filter((l) => !keptUids.has(l.uid));
-    progress.update(`reconciling: ${added.length} links to add, ${removed.length} to remove`, true);
-    for (const l of removed) {
+    progress.update(`reconciling: ${added.length} links to add (${missing.length} the daemons lost), ${removed.length} to remove`, true);
+    for (const l of [...removed, ...missing]) {
       await removeLink(state, clients, l);
       state.links = state.links.filter((x) => x !== l);
       writeLab(state);
+    }
+    for (const [node, uids] of held) {
+      for (const uid of uids) {
+        if (keptUids.has(uid)) continue;
+        await clients.get(node).removeWire(uid).catch(() => undefined);
+      }
     }
     const wantPods = new Set(model.pods.map((p) => p.name));
     const gone = state.pods.filter((x) => !wantPods.has(x.name)).map((p) => p.ns);
@@ -336,7 +362,7 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
     if (added.some((l) => l.a.kind === 'host' || l.b.kind === 'host') && !netnsList().has(hostNs(state.name))) ipq('netns', 'attach', hostNs(state.name), String(process.pid));
     await addLinks(state, clients, added, progress);
     progress.done();
-    return { state, created: false, added: added.length, removed: removed.length, kept: keptUids.size, seconds: (Date.now() - t0) / 1000 };
+    return { state, created: false, added: added.length, removed: removed.length, kept: keptUids.size, repaired: missing.length, seconds: (Date.now() - t0) / 1000 };
   } finally {
     progress.done();
     clients.close();
@@ -364,6 +390,14 @@ async function stopProcessesIn(namespaces: string[]): Promise<number[]> {
   return found;
 }
 
+function isSupervisor(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('supervise');
+  } catch {
+    return false;
+  }
+}
+
 /** Processes of a lab: its supervisor and daemons, found from /proc (a crash may have lost the pid files). */
 function labProcesses(name: string): number[] {
   const out: number[] = [];
@@ -387,12 +421,20 @@ function labProcesses(name: string): number[] {
 export async function down(name: string, o: { quiet?: boolean } = {}): Promise<{ namespaces: number; processes: number }> {
   const p = labNameProblem(name);
   if (p) throw new LabError(p);
-  const state = readLab(name);
-  const sup = readSupervisor(name);
+  // A damaged lab file (truncated by a crash, say) must not keep the lab up:
+  // what it would have listed is found by name below.
+  let state: LabState | null = null;
+  let damaged = '';
+  try {
+    state = readLab(name);
+  } catch (err) {
+    damaged = (err as Error).message;
+  }
   const dirExists = existsSync(labDir(name));
-  // Supervisor first, so it does not restart the daemons we stop.
+  // Supervisor first, so it does not restart the daemons we stop; found from
+  // /proc, as its pid file may be damaged too.
   const procs = labProcesses(name);
-  if (sup?.pid && procs.includes(sup.pid)) process.kill(sup.pid, 'SIGTERM');
+  for (const pid of procs) if (isSupervisor(pid)) process.kill(pid, 'SIGTERM');
   for (let i = 0; i < 50 && labProcesses(name).length > 0; i++) await sleep(100);
   const left = labProcesses(name);
   for (const pid of left) {
@@ -408,9 +450,12 @@ export async function down(name: string, o: { quiet?: boolean } = {}): Promise<{
     for (const n of state.nodes) names.add(n.ns);
     names.add(state.underlay);
   }
-  // Namespaces of this lab that the state file no longer lists (an interrupted up).
+  // Namespaces of this lab that the state file does not list (an interrupted
+  // up, a damaged lab file). Lab names have no '-', so `pw-LAB-` is this
+  // lab's pod prefix and no other lab's.
   for (const ns of netnsList()) {
     if (ns === underlayNs(name) || (ns.startsWith(`pwn-${name}-node`) && /^\d+$/.test(ns.slice(`pwn-${name}-node`.length)))) names.add(ns);
+    if (ns.startsWith(podNs(name, ''))) names.add(ns);
   }
   const present = netnsList();
   const podProcs = await stopProcessesIn([...names].filter((ns) => present.has(ns)));
@@ -420,7 +465,7 @@ export async function down(name: string, o: { quiet?: boolean } = {}): Promise<{
   rmSync(labDir(name), { recursive: true, force: true });
   if (!state && !dirExists && removed === 0 && procs.length === 0 && podProcs.length === 0) throw new LabError(`no lab named '${name}'`);
   const total = procs.length + podProcs.length;
-  if (!o.quiet) process.stderr.write(`lab ${name}: removed ${removed} namespaces and ${total} processes\n`);
+  if (!o.quiet) process.stderr.write(`lab ${name}: removed ${removed} namespaces and ${total} processes${damaged ? ` (${damaged}: found them by name)` : ''}\n`);
   return { namespaces: removed, processes: total };
 }
 
@@ -438,7 +483,24 @@ export interface WireReport {
 export interface StatusReport {
   name: string;
   file: string;
-  nodes: Array<{ name: string; pid: number; address: string; healthy: boolean; restarts: number; unknown_wire: number }>;
+  nodes: Array<{
+    name: string;
+    pid: number;
+    address: string;
+    healthy: boolean;
+    restarts: number;
+    unknown_wire: number;
+    /** the supervisor's view: the daemon keeps exiting soon after each start */
+    crash_looping: boolean;
+    /** delay before the supervisor's last restart of it, ms */
+    backoff_ms: number;
+    /** when it last exited, ms since the epoch, newest last */
+    exits: number[];
+    /** '' or what was wrong with its state file when it started */
+    state_file: string;
+    /** wires of its state file it has not re-created yet */
+    restoring: number;
+  }>;
   pods: Array<{ name: string; node: string; netns: string }>;
   wires: WireReport[];
 }
@@ -447,6 +509,11 @@ export async function status(name: string): Promise<StatusReport> {
   const state = readLab(name);
   if (!state) throw new LabError(`no lab named '${name}' (see 'patchwire ls')`);
   const sup = readSupervisor(name);
+  const supView = (n: string): { crash_looping: boolean; backoff_ms: number; exits: number[] } => ({
+    crash_looping: sup?.crashLooping?.[n] ?? false,
+    backoff_ms: sup?.backoffMs?.[n] ?? 0,
+    exits: sup?.exits?.[n] ?? [],
+  });
   const clients = new Clients(state);
   try {
     const nodes: StatusReport['nodes'] = [];
@@ -455,10 +522,10 @@ export async function status(name: string): Promise<StatusReport> {
       state.nodes.map(async (n) => {
         try {
           const [h, w] = await Promise.all([clients.get(n.name).health(2000), clients.get(n.name).listWires()]);
-          nodes.push({ name: n.name, pid: h.pid, address: n.address, healthy: true, restarts: sup?.restarts[n.name] ?? 0, unknown_wire: h.unknown_wire });
+          nodes.push({ name: n.name, pid: h.pid, address: n.address, healthy: true, restarts: sup?.restarts[n.name] ?? 0, unknown_wire: h.unknown_wire, ...supView(n.name), state_file: h.state_file, restoring: h.restoring });
           wiresByNode.set(n.name, w);
         } catch {
-          nodes.push({ name: n.name, pid: sup?.daemons[n.name] ?? 0, address: n.address, healthy: false, restarts: sup?.restarts[n.name] ?? 0, unknown_wire: 0 });
+          nodes.push({ name: n.name, pid: sup?.daemons[n.name] ?? 0, address: n.address, healthy: false, restarts: sup?.restarts[n.name] ?? 0, unknown_wire: 0, ...supView(n.name), state_file: '', restoring: 0 });
         }
       }),
     );

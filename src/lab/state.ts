@@ -1,5 +1,5 @@
 // Where a lab lives on this machine, and what it is made of.
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 
 import type { LinkModel } from '../topology/model.js';
@@ -46,6 +46,12 @@ export interface SupervisorState {
   pid: number;
   daemons: Record<string, number>;
   restarts: Record<string, number>;
+  /** per node: the delay before the last restart, ms */
+  backoffMs: Record<string, number>;
+  /** per node: when its daemon last exited (ms since the epoch, newest last, at most 10) */
+  exits: Record<string, number[]>;
+  /** per node: its daemon keeps exiting soon after each start */
+  crashLooping: Record<string, boolean>;
 }
 
 export function labDir(name: string): string {
@@ -83,17 +89,34 @@ export function makeNode(lab: string, index: number): LabNode {
   };
 }
 
+/** The lab's file, null if there is none; throws, naming the file, if it is damaged. */
 export function readLab(name: string): LabState | null {
   const file = path.join(labDir(name), 'lab.json');
   if (!existsSync(file)) return null;
-  return JSON.parse(readFileSync(file, 'utf8')) as LabState;
+  let v: LabState;
+  try {
+    v = JSON.parse(readFileSync(file, 'utf8')) as LabState;
+  } catch (err) {
+    throw new Error(`lab file ${file} is damaged (${(err as Error).message}); 'patchwire down ${name}' removes the lab`);
+  }
+  if (typeof v !== 'object' || v === null || v.version !== 1 || !Array.isArray(v.nodes) || !Array.isArray(v.pods) || !Array.isArray(v.links)) {
+    throw new Error(`lab file ${file} is damaged (not a version 1 lab with nodes, pods and links); 'patchwire down ${name}' removes the lab`);
+  }
+  return v;
 }
 
+/** Writes the lab file through an fsynced temporary file, so a crash leaves the old or the new one. */
 export function writeLab(state: LabState): void {
   const dir = labDir(state.name);
   mkdirSync(dir, { recursive: true, mode: 0o755 });
   const file = path.join(dir, 'lab.json');
-  writeFileSync(`${file}.tmp`, JSON.stringify(state, null, 1));
+  const fd = openSync(`${file}.tmp`, 'w', 0o644);
+  try {
+    writeSync(fd, JSON.stringify(state, null, 1));
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
   renameSync(`${file}.tmp`, file);
 }
 

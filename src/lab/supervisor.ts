@@ -18,6 +18,17 @@ const CLI = `${PACKAGE_ROOT}/bin/patchwire.js`;
  */
 const DAEMON_NODE_FLAGS = ['--single-threaded-gc'];
 
+/**
+ * Restart delays: 200 ms doubling to 30 s while a daemon keeps dying within
+ * STABLE_MS of its start (a bad flag or state would otherwise restart it five
+ * times a second forever); one that ran STABLE_MS is restarted after 200 ms.
+ */
+export const RESTART_MS = { first: 200, max: 30000 };
+const STABLE_MS = 10000;
+/** exits of a daemon kept in supervisor.json, and how many young ones in a row make a crash loop */
+const EXITS_KEPT = 10;
+const CRASH_LOOP_EXITS = 3;
+
 export function daemonArgs(lab: string, node: LabNode, ringBytes?: number, rtPriority?: number): string[] {
   const ring = ringBytes === undefined ? [] : ['--capture-ring-bytes', String(ringBytes)];
   const rt = rtPriority ? ['--rt-priority', String(rtPriority)] : [];
@@ -31,23 +42,36 @@ export async function superviseMain(argv: string[]): Promise<void> {
   if (!state) throw new Error(`supervise: no lab named '${lab}'`);
   // Labs made before capture tokens existed get one here.
   ensureTokenFile(path.join(labDir(lab), LAB_TOKEN_FILE));
-  const sup: SupervisorState = { pid: process.pid, daemons: {}, restarts: {} };
+  const sup: SupervisorState = { pid: process.pid, daemons: {}, restarts: {}, backoffMs: {}, exits: {}, crashLooping: {} };
   const children = new Map<string, ChildProcess>();
+  /** per node: exits in a row that came soon after their start */
+  const young = new Map<string, number>();
   let stopping = false;
 
   const start = (node: LabNode): void => {
     const log = openSync(node.log, 'a');
     // Lab daemons talk only across the lab's own underlay namespace, hence
     // plain text; a cluster deployment uses TLS.
+    const startedAt = Date.now();
     const child = spawn('ip', ['netns', 'exec', node.ns, process.execPath, ...DAEMON_NODE_FLAGS, CLI, ...daemonArgs(lab, node, state.captureRingBytes, state.rtPriority)], { stdio: ['ignore', log, log] });
     children.set(node.name, child);
     sup.daemons[node.name] = child.pid ?? 0;
     writeSupervisor(lab, sup);
     child.on('exit', (code, signal) => {
       if (stopping) return;
-      sup.restarts[node.name] = (sup.restarts[node.name] ?? 0) + 1;
-      process.stderr.write(`supervise: daemon ${node.name} exited (${signal ?? code}); restarting\n`);
-      setTimeout(() => !stopping && start(node), 200);
+      const n = node.name;
+      sup.restarts[n] = (sup.restarts[n] ?? 0) + 1;
+      sup.exits[n] = [...(sup.exits[n] ?? []), Date.now()].slice(-EXITS_KEPT);
+      // A daemon that ran a while had a one-off crash: restart it soon. One
+      // that keeps dying young is crash-looping: wait twice as long each time.
+      const ranMs = Date.now() - startedAt;
+      young.set(n, ranMs < STABLE_MS ? (young.get(n) ?? 0) + 1 : 0);
+      const delay = Math.min(RESTART_MS.first * 2 ** Math.max(0, young.get(n)! - 1), RESTART_MS.max);
+      sup.backoffMs[n] = delay;
+      sup.crashLooping[n] = young.get(n)! >= CRASH_LOOP_EXITS;
+      writeSupervisor(lab, sup);
+      process.stderr.write(`supervise: daemon ${n} exited (${signal ?? code}) after ${ranMs} ms; restarting in ${delay} ms${sup.crashLooping[n] ? ' (crash-looping)' : ''}\n`);
+      setTimeout(() => !stopping && start(node), delay);
     });
   };
   for (const node of state.nodes) start(node);
