@@ -19,7 +19,7 @@ import { FileCapture, type FileCaptureOptions } from '../capture/files.js';
 import { parseHostPort } from '../util/hostport.js';
 import { rangeProblem } from '../limits.js';
 import { readState, writeState } from './statefile.js';
-import { serialized } from '../util/serial.js';
+import { coalesced } from '../util/serial.js';
 import { AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable } from '../errors.js';
 import type { CaptureAuth } from '../capture/auth.js';
 import { CaptureGate, foldWires } from '../capture/limits.js';
@@ -345,7 +345,7 @@ export class Daemon {
   }
 
   /** Writes the desired wires; writes are queued so concurrent API calls never interleave them. */
-  readonly persist = serialized(() => this.writeState());
+  readonly persist = coalesced(() => this.writeState());
 
   private async writeState(): Promise<void> {
     if (!this.opts.state) return;
@@ -386,6 +386,15 @@ export class Daemon {
     return undefined;
   }
 
+  /**
+   * Whether the engine already receives from this peer at this address: then
+   * it answers, and probing it again for each of hundreds of wires (a TLS
+   * handshake each) is work for nothing.
+   */
+  private subscribedTo(peer: { node: string; address: string }): boolean {
+    return this.engine.peers().some((p) => p.node === peer.node && p.address === peer.address && p.inbound);
+  }
+
   private async waitForPeer(address: string, node: string): Promise<void> {
     try {
       await probePeer(address, node, this.dataTls);
@@ -409,7 +418,7 @@ export class Daemon {
     this.busy.add(spec.uid);
     const opened: Endpoint[] = [];
     try {
-      if (spec.peer && o.checkPeer) await this.waitForPeer(spec.peer.address, spec.peer.node);
+      if (spec.peer && o.checkPeer && !this.subscribedTo(spec.peer)) await this.waitForPeer(spec.peer.address, spec.peer.node);
       for (const e of [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])]) {
         const ep = createEndpoint(e);
         try {

@@ -31,6 +31,32 @@ export function parseSegments(buf: Buffer): Segment[] {
 /** Bytes a live reader may have queued in the engine before it loses frames (counted). */
 const READER_QUEUE_BYTES = 8 << 20;
 
+/**
+ * A ring's live listeners: adding the first starts an engine reader, removing
+ * the last stops it. One class for every ring (a class made per ring cost
+ * each idle wire end its own constructor, prototype and maps).
+ */
+class ListenerSet extends Set<SegmentListener> {
+  constructor(
+    private readonly onFirst: () => void,
+    private readonly onLast: () => void,
+  ) {
+    super();
+  }
+
+  override add(l: SegmentListener): this {
+    super.add(l);
+    if (this.size === 1) this.onFirst();
+    return this;
+  }
+
+  override delete(l: SegmentListener): boolean {
+    const had = super.delete(l);
+    if (had && this.size === 0) this.onLast();
+    return had;
+  }
+}
+
 export class EngineRing {
   /** frames live readers could not take in time (the engine's count plus the sessions' own) */
   private extraDrops = 0;
@@ -43,20 +69,10 @@ export class EngineRing {
     private readonly end: number,
     private readonly readers: Map<number, EngineRing>,
   ) {
-    const ring = this;
-    // Registering the first listener starts an engine reader; removing the last stops it.
-    this.listeners = new (class extends Set<SegmentListener> {
-      override add(l: SegmentListener): this {
-        super.add(l);
-        if (this.size === 1) ring.startReader();
-        return this;
-      }
-      override delete(l: SegmentListener): boolean {
-        const had = super.delete(l);
-        if (had && this.size === 0) ring.stopReader();
-        return had;
-      }
-    })();
+    this.listeners = new ListenerSet(
+      () => this.startReader(),
+      () => this.stopReader(),
+    );
   }
 
   private startReader(): void {

@@ -1,19 +1,20 @@
 // host endpoint: an interface that already exists (a VM's tap, a physical
 // NIC). The daemon reads and writes it with AF_PACKET and never deletes it.
 import { wire } from '../native/wire.js';
-import { ipIn, linkExists, netnsPath } from '../netns/ip.js';
+import { netlink, netnsPath } from '../netns/ip.js';
 import { DEFAULT_MTU, EndpointBase, maxFrameFor } from './endpoint.js';
 
 export class HostEndpoint extends EndpointBase {
   async open(): Promise<void> {
     const { spec } = this;
-    if (!(await linkExists(spec.netns, spec.ifname))) {
+    const link = await (await netlink()).linkGet(netnsPath(spec.netns), spec.ifname);
+    if (!link) {
       throw new Error(`interface '${spec.ifname}' does not exist in network namespace '${spec.netns || '(daemon)'}'`);
     }
     // Not ours to configure: unless the spec names an MTU, the interface's
     // own MTU says how large a frame it takes (a VM's tap at 9000 gets jumbo
     // frames instead of counting them too_big against a default of 1500).
-    const mtu = spec.mtu || (await linkMtu(spec.netns, spec.ifname));
+    const mtu = spec.mtu || link.mtu || DEFAULT_MTU;
     this.maxFrame = maxFrameFor(mtu);
     const opened = wire.openPacket(spec.ifname, netnsPath(spec.netns), { vnetHdr: true });
     this.ifindex = opened.ifindex;
@@ -23,9 +24,4 @@ export class HostEndpoint extends EndpointBase {
   async close(): Promise<void> {
     this.closeFd();
   }
-}
-
-async function linkMtu(netns: string, ifname: string): Promise<number> {
-  const [l] = JSON.parse(await ipIn(netns, '-j', 'link', 'show', 'dev', ifname)) as Array<{ mtu?: number }>;
-  return l?.mtu || DEFAULT_MTU;
 }

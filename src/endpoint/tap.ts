@@ -4,7 +4,7 @@
 import { closeSync } from 'node:fs';
 
 import { wire } from '../native/wire.js';
-import { linkExists, linkIndex, netnsPath } from '../netns/ip.js';
+import { linkExists, netnsPath } from '../netns/ip.js';
 import { configurePodInterface } from './configure.js';
 import { EndpointBase } from './endpoint.js';
 
@@ -18,8 +18,7 @@ export class TapEndpoint extends EndpointBase {
     const opened = wire.openTap(spec.ifname, netnsPath(spec.netns), { vnetHdr: true, persist: true });
     this.setIo(opened.fd, 'tap', opened.vnetHdr);
     try {
-      await configurePodInterface(spec, true);
-      this.ifindex = await linkIndex(spec.netns, spec.ifname);
+      this.ifindex = await configurePodInterface(spec, true);
     } catch (err) {
       if (!existed) await this.close(true);
       else this.closeFd();

@@ -9,12 +9,13 @@ import { errorFromGrpc } from '../control/service.js';
 import { NotFound } from '../errors.js';
 import { ensureTokenFile, LAB_TOKEN_FILE } from '../capture/auth.js';
 import type { PbWireStatus } from '../control/convert.js';
-import { pidsInNetns } from '../netns/ip.js';
+import { pidsInNamespaces } from '../netns/ip.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import { loadTopology } from '../topology/load.js';
 import type { LabModel, LinkModel } from '../topology/model.js';
 import { carrierPod, endpointFor, labModeProblems, resolveLink } from '../topology/resolve.js';
 import { makeLabIdentities } from '../tls/identity.js';
+import { buildUnderlay, createNamespaces, deleteNamespaces, netnsList } from './plumb.js';
 import { pool, Progress } from './progress.js';
 import {
   alive,
@@ -35,13 +36,9 @@ const CLI = `${PACKAGE_ROOT}/bin/patchwire.js`;
 
 export class LabError extends Error {}
 
+/** iproute2 for the few steps made once per lab (not per link or pod). */
 function ipq(...args: string[]): void {
   execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-function netnsList(): Set<string> {
-  const out = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-  return new Set(out.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean));
 }
 
 function sleep(ms: number): Promise<void> {
@@ -271,24 +268,11 @@ export async function up(o: UpOptions): Promise<UpResult> {
     if (!o.plainText) await makeLabIdentities(path.join(labDir(name), 'tls'), name, state.nodes.map((n) => n.name));
     // The lab's capture credential: only its owner can read it (SECURITY.md).
     ensureTokenFile(path.join(labDir(name), LAB_TOKEN_FILE));
-    ipq('netns', 'add', state.underlay);
-    ipq('-n', state.underlay, 'link', 'add', 'br0', 'type', 'bridge');
-    ipq('-n', state.underlay, 'link', 'set', 'br0', 'up');
-    state.nodes.forEach((n, i) => {
-      ipq('netns', 'add', n.ns);
-      ipq('-n', n.ns, 'link', 'set', 'lo', 'up');
-      ipq('-n', state.underlay, 'link', 'add', `n${i + 1}`, 'type', 'veth', 'peer', 'name', 'ul0', 'netns', n.ns);
-      ipq('-n', state.underlay, 'link', 'set', `n${i + 1}`, 'master', 'br0', 'up');
-      ipq('-n', n.ns, 'addr', 'add', `${n.ip}/16`, 'dev', 'ul0');
-      ipq('-n', n.ns, 'link', 'set', 'ul0', 'up');
-    });
+    await buildUnderlay(state);
     startSupervisor(state);
-    await waitHealthy(state, clients);
+    // The pods' namespaces are made while the daemons start.
     progress.update(`creating ${pods.length} pods`, true);
-    for (const p of pods) {
-      ipq('netns', 'add', p.ns);
-      ipq('-n', p.ns, 'link', 'set', 'lo', 'up');
-    }
+    await Promise.all([createNamespaces(pods.map((p) => p.ns)), waitHealthy(state, clients)]);
     if (model.links.some((l) => l.a.kind === 'host' || l.b.kind === 'host')) ipq('netns', 'attach', hostNs(name), String(process.pid));
     await addLinks(state, clients, model.links, progress);
     runExecs(state, model, progress);
@@ -321,9 +305,15 @@ function runExecs(state: LabState, model: LabModel, progress: Progress): void {
   }
 }
 
+/** Links being added at once over the lab's daemons. */
+const LINK_CONCURRENCY = 16;
+
 async function addLinks(state: LabState, clients: Clients, links: LinkModel[], progress: Progress): Promise<void> {
   let done = 0;
-  await pool(links, 8, async (link) => {
+  // Each daemon plumbs several links at once (rtnetlink calls on its thread
+  // pool, engine and control work on its event loop); the kernel serializes
+  // only the rtnetlink part.
+  await pool(links, LINK_CONCURRENCY, async (link) => {
     await addLink(state, clients, link);
     state.links.push(link);
     done++;
@@ -371,15 +361,10 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
     const wantPods = new Set(model.pods.map((p) => p.name));
     const gone = state.pods.filter((x) => !wantPods.has(x.name)).map((p) => p.ns);
     await stopProcessesIn(gone);
-    for (const ns of gone) ipq('netns', 'del', ns);
+    await deleteNamespaces(gone);
     const pods = placePods(model, state.nodes.length, state.pods.filter((p) => wantPods.has(p.name)), state.name);
     const have = netnsList();
-    for (const p of pods) {
-      if (!have.has(p.ns)) {
-        ipq('netns', 'add', p.ns);
-        ipq('-n', p.ns, 'link', 'set', 'lo', 'up');
-      }
-    }
+    await createNamespaces(pods.filter((p) => !have.has(p.ns)).map((p) => p.ns));
     state.pods = pods;
     state.file = path.resolve(o.file);
     writeLab(state);
@@ -399,7 +384,7 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
  * pids found.
  */
 async function stopProcessesIn(namespaces: string[]): Promise<number[]> {
-  const inside = (): number[] => namespaces.flatMap(pidsInNetns);
+  const inside = (): number[] => pidsInNamespaces(namespaces);
   const found = inside();
   for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
     for (const pid of inside()) {
@@ -483,14 +468,9 @@ export async function down(name: string, o: { quiet?: boolean } = {}): Promise<{
   }
   const present = netnsList();
   const podProcs = await stopProcessesIn([...names].filter((ns) => present.has(ns)));
-  let removed = 0;
-  for (const ns of names) {
-    if (!present.has(ns)) continue;
-    spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
-    removed++;
-  }
-  // The name of the machine's namespace only: `ip netns del` unmounts it.
-  if (netnsList().has(hostNs(name))) spawnSync('ip', ['netns', 'del', hostNs(name)], { stdio: 'ignore' });
+  const removed = await deleteNamespaces([...names].filter((ns) => present.has(ns)));
+  // The name of the machine's namespace only: unmounting it leaves the machine's namespace as it was.
+  if (netnsList().has(hostNs(name))) await deleteNamespaces([hostNs(name)]);
   rmSync(labDir(name), { recursive: true, force: true });
   if (!state && !dirExists && removed === 0 && procs.length === 0 && podProcs.length === 0) throw new LabError(`no lab named '${name}'`);
   const total = procs.length + podProcs.length;

@@ -146,7 +146,34 @@ export interface NativeEngine {
   close(): void;
 }
 
+/** rtnetlink and named namespaces from the addon (wire/src/netlink.cc); every call runs off the event loop. */
+export interface NativeNetlink {
+  /** A veth pair: `host` in hostNetns ('' the caller's), `peer` created straight in peerNetns, configured and up. All or nothing. */
+  vethCreate(spec: {
+    host: string;
+    hostNetns?: string;
+    peer: string;
+    peerNetns: string;
+    mtu?: number;
+    peerMac?: string;
+    peerAddrs?: string[];
+    /** delete a leftover host end of that name first */
+    replaceStaleHost?: boolean;
+    peerUp?: boolean;
+  }): Promise<{ hostIndex: number; peerIndex: number }>;
+  /** Sets what is given on an existing interface: MAC, MTU, master bridge, addresses (replaced), then up or down. */
+  linkConfigure(spec: { netns: string; name: string; mac?: string; mtu?: number; addrs?: string[]; up?: boolean; master?: string }): Promise<{ ifindex: number }>;
+  linkGet(netns: string, name: string): Promise<{ ifindex: number; mtu: number; up: boolean } | null>;
+  /** false when there was no such interface */
+  linkDel(netns: string, name: string): Promise<boolean>;
+  bridgeAdd(netns: string, name: string): Promise<void>;
+  /** Named namespaces under /var/run/netns, as `ip netns add` makes them; per name '' or why not. */
+  netnsAdd(names: string[], opts?: { loUp?: boolean }): Promise<string[]>;
+  netnsDel(names: string[]): Promise<string[]>;
+}
+
 interface Addon {
+  netlink: NativeNetlink;
   openPacket(ifname: string, netnsPath: string, opts: { vnetHdr: boolean; bufBytes?: number }): OpenedFd;
   openTap(name: string, netnsPath: string, opts: { vnetHdr: boolean; persist: boolean }): OpenedFd;
   unpersistTap(fd: number): void;

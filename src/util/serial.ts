@@ -15,6 +15,34 @@ export function serialized(fn: () => Promise<void>): () => Promise<void> {
   };
 }
 
+/**
+ * Like serialized(), for work that redoes everything each time (writing the
+ * whole state file): calls made while a run waits to start share that run,
+ * which still starts after each of them. 1000 wires added at once wrote the
+ * file 1000 times, each write the size of all wires so far.
+ */
+export function coalesced(fn: () => Promise<void>): () => Promise<void> {
+  let running: Promise<void> | null = null;
+  let queued: Promise<void> | null = null;
+  const start = (): Promise<void> => {
+    const run = fn().finally(() => {
+      if (running === run) running = null;
+    });
+    running = run;
+    return run;
+  };
+  return () => {
+    if (queued) return queued;
+    if (!running) return start();
+    const after = running.catch(() => undefined).then(() => {
+      queued = null;
+      return start();
+    });
+    queued = after;
+    return after;
+  };
+}
+
 /** Writes through a temporary file and a rename, so readers never see half a file. */
 export async function writeAtomic(file: string, data: string | Buffer, mode = 0o644): Promise<void> {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}`);

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "engine_binding.h"
+#include "netlink.h"
 #include "netns.h"
 #include "port.h"
 #include "x509.h"
@@ -225,6 +226,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("openPacket", Napi::Function::New(env, OpenPacket));
   exports.Set("openTap", Napi::Function::New(env, OpenTap));
   exports.Set("unpersistTap", Napi::Function::New(env, UnpersistTap));
+  exports.Set("netlink", nl::Init(env));
   exports.Set("Port", Port::Init(env));
   exports.Set("Engine", InitEngine(env));
   InitX509(env, exports);

@@ -5,6 +5,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <memory>
+#include <vector>
+
 namespace pw::engine {
 
 namespace {
@@ -14,26 +17,50 @@ void WriteLe16(uint8_t* p, uint16_t v) {
   p[0] = v & 0xff;
   p[1] = v >> 8;
 }
+
+// Scratch of the thread that reads and sends (the engine's): receive slots
+// and their message headers, and the send headers. Grown to the largest port
+// it served, never zeroed (pages are touched only by frames).
+struct ThreadArea {
+  std::unique_ptr<uint8_t[]> rx;
+  size_t rxBytes = 0;
+  std::vector<int32_t> meta;
+  std::vector<mmsghdr> rxMsgs;
+  std::vector<iovec> rxIov;
+  std::vector<uint8_t> rxCtl, rxAddr;
+  std::vector<mmsghdr> txMsgs;
+  std::vector<iovec> txIov;
+};
+thread_local ThreadArea tArea;
+
 }  // namespace
 
 FramePort::FramePort(int fd, bool tap, bool vnet, int slotSize, int slots, EndCounters* counters)
-    : fd_(fd), tap_(tap), vnet_(vnet), slotSize_(slotSize), slots_(slots), c_(counters) {
-  rx_.resize(static_cast<size_t>(slotSize_) * slots_);
-  meta_.resize(static_cast<size_t>(slots_) * 2);
-  if (!tap_) {
-    rxMsgs_.resize(slots_);
-    rxIov_.resize(slots_);
-    rxCtl_.resize(static_cast<size_t>(slots_) * CMSG_SPACE(sizeof(tpacket_auxdata)));
-    rxAddr_.resize(static_cast<size_t>(slots_) * sizeof(sockaddr_ll));
-  }
-}
+    : fd_(fd), tap_(tap), vnet_(vnet), slotSize_(slotSize), slots_(slots), c_(counters) {}
 
 FramePort::~FramePort() {
   ReadKernelStats();
   if (fd_ >= 0) close(fd_);
 }
 
-int FramePort::Receive() { return tap_ ? ReceiveTap() : ReceivePacket(); }
+int FramePort::Receive() {
+  ThreadArea& a = tArea;
+  const size_t need = static_cast<size_t>(slotSize_) * slots_;
+  if (a.rxBytes < need) {
+    a.rx.reset(new uint8_t[need]);  // default-initialized: not touched
+    a.rxBytes = need;
+  }
+  if (a.meta.size() < static_cast<size_t>(slots_) * 2) {
+    a.meta.resize(static_cast<size_t>(slots_) * 2);
+    a.rxMsgs.resize(slots_);
+    a.rxIov.resize(slots_);
+    a.rxCtl.resize(static_cast<size_t>(slots_) * CMSG_SPACE(sizeof(tpacket_auxdata)));
+    a.rxAddr.resize(static_cast<size_t>(slots_) * sizeof(sockaddr_ll));
+  }
+  rx_ = a.rx.get();
+  meta_ = a.meta.data();
+  return tap_ ? ReceiveTap() : ReceivePacket();
+}
 
 // Puts an 802.1Q/802.1ad tag that rx-vlan offload moved into skb metadata
 // back where it was on the wire, using the slot's headroom.
@@ -59,35 +86,35 @@ int FramePort::ReceivePacket() {
   const size_t ctlSpace = CMSG_SPACE(sizeof(tpacket_auxdata));
   for (;;) {
     for (int i = 0; i < slots_; i++) {
-      uint8_t* slot = rx_.data() + static_cast<size_t>(i) * slotSize_;
-      rxIov_[i].iov_base = slot + kHeadroom;
-      rxIov_[i].iov_len = slotSize_ - kHeadroom;
-      msghdr& h = rxMsgs_[i].msg_hdr;
-      h.msg_name = rxAddr_.data() + i * sizeof(sockaddr_ll);
+      uint8_t* slot = rx_ + static_cast<size_t>(i) * slotSize_;
+      tArea.rxIov[i].iov_base = slot + kHeadroom;
+      tArea.rxIov[i].iov_len = slotSize_ - kHeadroom;
+      msghdr& h = tArea.rxMsgs[i].msg_hdr;
+      h.msg_name = tArea.rxAddr.data() + i * sizeof(sockaddr_ll);
       h.msg_namelen = sizeof(sockaddr_ll);
-      h.msg_iov = &rxIov_[i];
+      h.msg_iov = &tArea.rxIov[i];
       h.msg_iovlen = 1;
-      h.msg_control = rxCtl_.data() + i * ctlSpace;
+      h.msg_control = tArea.rxCtl.data() + i * ctlSpace;
       h.msg_controllen = ctlSpace;
       h.msg_flags = 0;
     }
     int n;
     do {
-      n = recvmmsg(fd_, rxMsgs_.data(), slots_, MSG_DONTWAIT | MSG_TRUNC, nullptr);
+      n = recvmmsg(fd_, tArea.rxMsgs.data(), slots_, MSG_DONTWAIT | MSG_TRUNC, nullptr);
     } while (n < 0 && errno == EINTR);
     if (n <= 0) return 0;
     int out = 0;
     uint64_t bytes = 0;
     for (int i = 0; i < n; i++) {
-      msghdr& h = rxMsgs_[i].msg_hdr;
-      uint32_t len = rxMsgs_[i].msg_len;
+      msghdr& h = tArea.rxMsgs[i].msg_hdr;
+      uint32_t len = tArea.rxMsgs[i].msg_len;
       auto* sll = static_cast<sockaddr_ll*>(h.msg_name);
       if (sll->sll_pkttype == PACKET_OUTGOING) continue;  // our own sends, where IGNORE_OUTGOING is missing
       if ((h.msg_flags & MSG_TRUNC) || len + kHeadroom > static_cast<uint32_t>(slotSize_)) {
         c_->Add(c_->truncated, 1);
         continue;
       }
-      uint8_t* slot = rx_.data() + static_cast<size_t>(i) * slotSize_;
+      uint8_t* slot = rx_ + static_cast<size_t>(i) * slotSize_;
       int32_t offset = i * slotSize_ + kHeadroom;
       for (cmsghdr* cm = CMSG_FIRSTHDR(&h); cm != nullptr; cm = CMSG_NXTHDR(&h, cm)) {
         if (cm->cmsg_level != SOL_PACKET || cm->cmsg_type != PACKET_AUXDATA) continue;
@@ -116,7 +143,7 @@ int FramePort::ReceiveTap() {
   int out = 0;
   uint64_t bytes = 0;
   for (int i = 0; i < slots_; i++) {
-    uint8_t* dst = rx_.data() + static_cast<size_t>(out) * slotSize_ + kHeadroom;
+    uint8_t* dst = rx_ + static_cast<size_t>(out) * slotSize_ + kHeadroom;
     ssize_t r = read(fd_, dst, slotSize_ - kHeadroom);
     if (r < 0) {
       if (errno == EINTR) {
@@ -142,12 +169,14 @@ int FramePort::ReceiveTap() {
 
 void FramePort::Send(const OutFrame* frames, int n) {
   if (n <= 0) return;
-  if (txMsgs_.size() < static_cast<size_t>(n)) {
-    txMsgs_.resize(n);
-    txIov_.resize(static_cast<size_t>(n) * 2);
+  std::vector<mmsghdr>& msgs = tArea.txMsgs;
+  std::vector<iovec>& iovs = tArea.txIov;
+  if (msgs.size() < static_cast<size_t>(n)) {
+    msgs.resize(n);
+    iovs.resize(static_cast<size_t>(n) * 2);
   }
   for (int i = 0; i < n; i++) {
-    iovec* iov = &txIov_[i * 2];
+    iovec* iov = &iovs[i * 2];
     int k = 0;
     if (vnet_) {
       iov[k].iov_base = const_cast<uint8_t*>(frames[i].vnetHdr ? frames[i].vnetHdr : kZeroVnetHdr);
@@ -157,7 +186,7 @@ void FramePort::Send(const OutFrame* frames, int n) {
     iov[k].iov_base = const_cast<uint8_t*>(frames[i].data);
     iov[k].iov_len = frames[i].len;
     k++;
-    msghdr& m = txMsgs_[i].msg_hdr;
+    msghdr& m = msgs[i].msg_hdr;
     memset(&m, 0, sizeof(m));
     m.msg_iov = iov;
     m.msg_iovlen = k;
@@ -171,7 +200,7 @@ void FramePort::Send(const OutFrame* frames, int n) {
   if (!tap_) {
     int i = 0;
     while (i < n) {
-      int r = sendmmsg(fd_, &txMsgs_[i], n - i, MSG_DONTWAIT);
+      int r = sendmmsg(fd_, &msgs[i], n - i, MSG_DONTWAIT);
       if (r > 0) {
         for (int k = 0; k < r; k++) bytes += frames[i + k].len;
         sent += r;
@@ -187,7 +216,7 @@ void FramePort::Send(const OutFrame* frames, int n) {
     for (int i = 0; i < n; i++) {
       ssize_t r;
       do {
-        r = writev(fd_, txMsgs_[i].msg_hdr.msg_iov, txMsgs_[i].msg_hdr.msg_iovlen);
+        r = writev(fd_, msgs[i].msg_hdr.msg_iov, msgs[i].msg_hdr.msg_iovlen);
       } while (r < 0 && errno == EINTR);
       if (r < 0) {
         fail(errno);
