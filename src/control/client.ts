@@ -42,7 +42,10 @@ export class ControlClient {
 
   constructor(readonly address: string) {
     const Ctor = controlService();
-    this.client = new Ctor(address, grpc.credentials.createInsecure()) as never;
+    // A local socket: retry it often. grpc-js's default backoff (1 s growing
+    // by 1.6x to 120 s) left `up` waiting out a 20 s backoff for a daemon that
+    // had been listening for seconds (it started slowly on a loaded machine).
+    this.client = new Ctor(address, grpc.credentials.createInsecure(), { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 }) as never;
   }
 
   private call<T>(method: string, req: unknown, timeoutMs = 30000): Promise<T> {

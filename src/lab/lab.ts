@@ -164,7 +164,7 @@ function startSupervisor(state: LabState): void {
   child.unref();
 }
 
-async function waitHealthy(state: LabState, clients: Clients, timeoutMs = 20000): Promise<void> {
+async function waitHealthy(state: LabState, clients: Clients, timeoutMs = 60000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (const node of state.nodes) {
     for (;;) {

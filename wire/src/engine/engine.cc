@@ -402,8 +402,9 @@ void Engine::Stop() {
 
 void Engine::Run() {
   epoll_event events[64];
+  int timeoutMs = 100;
   while (!stop_) {
-    int n = epoll_wait(epfd_, events, 64, 100);
+    int n = epoll_wait(epfd_, events, 64, timeoutMs);
     if (n < 0 && errno != EINTR) break;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -411,7 +412,10 @@ void Engine::Run() {
       for (Conn* c : dirty_)
         if (c->state != Conn::kClosed) Flush(c);
       dirty_.clear();
-      Tick(NowMs());
+      // Sleep until the next timer is due (a reconnect, a deadline, a
+      // keepalive): an idle engine wakes a few times a second at most, not
+      // every 100 ms whatever the number of wires.
+      timeoutMs = static_cast<int>(Tick(NowMs()));
       Reap();
     }
     while (waiters_.load(std::memory_order_acquire) > 0) std::this_thread::yield();
@@ -1118,9 +1122,12 @@ void Engine::Reap() {
   closed_.clear();
 }
 
-void Engine::Tick(uint64_t now) {
+uint64_t Engine::Tick(uint64_t now) {
+  uint64_t next = now + 1000;  // at least once a second, whatever happens
+  auto due = [&](uint64_t at) { next = std::min(next, std::max(at, now + 1)); };
   for (auto& [node, p] : peers_) {
     if (p->wires > 0 && p->sub == nullptr && now >= p->nextAttemptMs) Connect(p.get(), now);
+    if (p->wires > 0 && p->sub == nullptr) due(p->nextAttemptMs);
   }
   for (auto& [id, cp] : conns_) {
     Conn* c = cp.get();
@@ -1131,6 +1138,8 @@ void Engine::Tick(uint64_t now) {
                             : "no subscription within " + std::to_string(opts_.connectTimeoutMs) + " ms");
       continue;
     }
+    if (!ready && c->deadlineMs) due(c->deadlineMs + 1);
+    if (c->state == Conn::kOpen) due(c->lastPingMs + opts_.keepaliveMs);
     if (c->state != Conn::kOpen || now - c->lastPingMs < opts_.keepaliveMs) continue;
     if (c->pingOutstanding) {
       FailConn(c, "peer did not answer a keepalive ping within " + std::to_string(opts_.keepaliveMs) + " ms");
@@ -1141,7 +1150,9 @@ void Engine::Tick(uint64_t now) {
     c->pingOutstanding = true;
     nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, nullptr);
     Flush(c);
+    due(now + opts_.keepaliveMs);
   }
+  return next - now;
 }
 
 // ---- HTTP/2 callbacks ---------------------------------------------------

@@ -133,7 +133,8 @@ class Engine {
   void ResumePaused(Peer* p);
   Chunk TakeChunk(size_t len);
   void GiveChunk(Chunk c);
-  void Tick(uint64_t nowMs);
+  // Runs what is due; returns ms until the next timer is.
+  uint64_t Tick(uint64_t nowMs);
   void Connect(Peer* p, uint64_t nowMs);
   void OnMessage(Conn* c, const uint8_t* msg, size_t len);
   void Deliver(Peer* p, const uint8_t* msg, size_t len);
