@@ -35,7 +35,11 @@ t.test('a damaged state file: the daemon starts, says so, and the last good wire
     await net.killDaemon(na);
     writeFileSync(na.state, damage);
     await net.startDaemon(na);
-    const h = await na.client.health();
+    // The control API answers while the daemon re-attaches; wires being restored are listed as such.
+    const h = await waitFor('the restore to finish', async () => {
+      const x = await na.client.health();
+      return x.restoring === 0 ? x : undefined;
+    });
     t.match(h.state_file, /state file .* (has no wires list|is not JSON).*kept as .*\.damaged.*restored the last good copy .*\.bak/, `${what}: health says what was wrong and what was done`);
     t.same((await na.client.listWires()).map((w) => [w.spec.uid, w.state]), [[1, 'WIRE_STATE_UP'], [2, 'WIRE_STATE_UP']], `${what}: both wires are back`);
     t.equal(readFileSync(`${na.state}.damaged`, 'utf8'), damage, `${what}: the damaged file is kept for a person to read`);
@@ -75,9 +79,12 @@ t.test('a wire whose interface is missing at restore is shown, kept, retried, an
   await net.killDaemon(nb);
   sh('ip', '-n', p3, 'link', 'del', 'h0');
   await net.startDaemon(nb);
-  const [w] = await nb.client.listWires();
+  const w = await waitFor('the first attempt to fail', async () => {
+    const [x] = await nb.client.listWires();
+    return /attempt/.test(x?.message ?? '') ? x : undefined;
+  });
   t.equal(w?.state, 'WIRE_STATE_RESTORING', 'the wire is listed as restoring');
-  t.match(w?.message, /not restored yet \(attempt 1\): .*interface 'h0' does not exist/, 'with the reason');
+  t.match(w?.message, /not restored yet \(attempt \d+\): .*interface 'h0' does not exist/, 'with the reason');
   t.equal((await nb.client.health()).restoring, 1, 'health counts it');
   t.same(uidsIn(nb.state), [3], 'it stays in the state file');
   t.ok(sh('ip', '-n', p4, '-o', 'link', 'show').includes('eth1'), "the failed attempt left the other end's pod interface in place");
@@ -96,6 +103,7 @@ t.test('a wire whose interface is missing at restore is shown, kept, retried, an
   await net.killDaemon(nb);
   sh('ip', '-n', p3, 'link', 'del', 'h0');
   await net.startDaemon(nb);
+  await waitFor('the first attempt to fail again', async () => /attempt/.test((await nb.client.listWires())[0]?.message ?? ''));
   t.equal((await nb.client.listWires())[0]?.state, 'WIRE_STATE_RESTORING');
   await nb.client.removeWire(3);
   t.same(await nb.client.listWires(), [], 'removed while restoring');

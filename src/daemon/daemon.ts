@@ -84,6 +84,8 @@ export interface WireStatus {
 /** A wire of the state file that could not be re-created yet. */
 interface Restoring {
   spec: WireSpec;
+  /** removed through the API while an attempt ran */
+  removed?: boolean;
   attempts: number;
   error: string;
   timer: NodeJS.Timeout | null;
@@ -321,26 +323,34 @@ export class Daemon {
         this.log(`state file ${this.opts.state}: section ${name} not loaded: ${(err as Error).message}`);
       }
     }
-    for (const spec of read.content.wires as WireSpec[]) await this.tryRestore({ spec, attempts: 0, error: '', timer: null });
+    // Listed as restoring from the start (the control API answers while this
+    // runs): a client never takes a wire still being re-attached for a lost one.
+    const specs = read.content.wires as WireSpec[];
+    for (const spec of specs) this.restoring.set(spec.uid, { spec, attempts: 0, error: 'being restored after the daemon started', timer: null });
     if (read.from === 'bak') await this.persist().catch((err: Error) => this.log(`writing the state file failed: ${err.message}`));
+    for (const spec of specs) {
+      const r = this.restoring.get(spec.uid);
+      if (r) await this.tryRestore(r);
+    }
   }
 
   private async tryRestore(r: Restoring): Promise<void> {
     r.timer = null;
-    this.restoring.delete(r.spec.uid);
     try {
-      await this.addWire(r.spec, { attach: true, persist: false, checkPeer: false, keepOnFailure: true });
-      if (r.attempts > 0) this.log(`restored wire ${r.spec.uid} after ${r.attempts + 1} attempts`);
+      // Stays listed as restoring while the attempt runs.
+      await this.addWire(r.spec, { attach: true, persist: false, checkPeer: false, keepOnFailure: true, restoring: true });
+      this.restoring.delete(r.spec.uid);
+      if (r.removed) await this.removeWire(r.spec.uid);
+      else if (r.attempts > 0) this.log(`restored wire ${r.spec.uid} after ${r.attempts + 1} attempts`);
     } catch (err) {
       // Removed or re-added through the API meanwhile: nothing left to restore.
-      if (this.wires.has(r.spec.uid) || this.restoring.has(r.spec.uid)) return;
+      if (r.removed || this.wires.has(r.spec.uid)) return;
       r.attempts++;
       r.error = (err as Error).message;
       const delay = Math.min(RESTORE_RETRY_MS.first * 2 ** (r.attempts - 1), RESTORE_RETRY_MS.max);
       this.log(`restoring wire ${r.spec.uid} failed (attempt ${r.attempts}, next in ${delay / 1000}s): ${r.error}`);
       r.timer = setTimeout(() => void this.tryRestore(r), delay);
       r.timer.unref();
-      this.restoring.set(r.spec.uid, r);
     }
   }
 
@@ -351,7 +361,7 @@ export class Daemon {
     if (!this.opts.state) return;
     await mkdir(path.dirname(this.opts.state), { recursive: true });
     // Wires still being restored are desired too: never dropped from the file.
-    const wires = [...this.wires.values(), ...this.restoring.values()].map((w) => w.spec).sort((a, b) => a.uid - b.uid);
+    const wires = [...this.wires.values(), ...[...this.restoring.values()].filter((r) => !this.wires.has(r.spec.uid))].map((w) => w.spec).sort((a, b) => a.uid - b.uid);
     const extra: Record<string, unknown> = {};
     for (const [name, section] of this.sections) extra[name] = section.save();
     await writeState(this.opts.state, JSON.stringify({ version: 1, node: this.opts.node, wires, ...extra }, null, 1));
@@ -403,14 +413,14 @@ export class Daemon {
     }
   }
 
-  async addWire(spec: WireSpec, o: { attach: boolean; persist: boolean; checkPeer: boolean; keepOnFailure?: boolean }): Promise<WireStatus> {
+  async addWire(spec: WireSpec, o: { attach: boolean; persist: boolean; checkPeer: boolean; keepOnFailure?: boolean; restoring?: boolean }): Promise<WireStatus> {
     const problems = this.specProblems(spec);
     if (problems.length) throw new InvalidArgument(problems.join('; '));
     if (this.wires.has(spec.uid) || this.busy.has(spec.uid)) {
       throw new AlreadyExists(`wire ${spec.uid} already exists on node ${this.opts.node}`);
     }
     const pending = this.restoring.get(spec.uid);
-    if (pending) throw new AlreadyExists(`wire ${spec.uid} is being restored on node ${this.opts.node} (attempt ${pending.attempts}: ${pending.error}); remove it first to replace it`);
+    if (pending && !o.restoring) throw new AlreadyExists(`wire ${spec.uid} is being restored on node ${this.opts.node} (attempt ${pending.attempts}: ${pending.error}); remove it first to replace it`);
     for (const e of [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])]) {
       const other = this.endpointInUse(e);
       if (other !== undefined) throw new AlreadyExists(`${e.netns}/${e.ifname} is already the end of wire ${other}`);
@@ -473,6 +483,7 @@ export class Daemon {
     const pending = this.restoring.get(uid);
     if (pending) {
       if (pending.timer) clearTimeout(pending.timer);
+      pending.removed = true;
       this.restoring.delete(uid);
       await this.persist();
       return;
@@ -540,7 +551,7 @@ export class Daemon {
 
   listWires(): WireStatus[] {
     const live = [...this.wires.values()].map((w) => this.status(w));
-    const pending = [...this.restoring.values()].map((r): WireStatus => ({ spec: r.spec, state: 'restoring', ends: [], message: `not restored yet (attempt ${r.attempts}): ${r.error}` }));
+    const pending = [...this.restoring.values()].filter((r) => !this.wires.has(r.spec.uid)).map((r): WireStatus => ({ spec: r.spec, state: 'restoring', ends: [], message: r.attempts ? `not restored yet (attempt ${r.attempts}): ${r.error}` : r.error }));
     return [...live, ...pending].sort((a, b) => a.spec.uid - b.spec.uid);
   }
 
@@ -562,7 +573,7 @@ export class Daemon {
       tlsRefused: h.tlsRefused,
       lastTlsRefusal: h.lastTlsRefusal,
       stateFile: this.stateDamage,
-      restoring: this.restoring.size,
+      restoring: [...this.restoring.keys()].filter((uid) => !this.wires.has(uid)).length,
       identityRefused: h.identityRefused,
       // The histogram is in nanoseconds; it starts at the first sample, so an idle loop reads 0.
       eventLoopDelayP99Ms: Math.round(Math.max(this.lastLoopWindow.p99, this.loopDelay.percentile(99)) / 1e4) / 100,
