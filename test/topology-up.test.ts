@@ -80,6 +80,8 @@ t.test("containerlab host link: a pod wired to an existing interface of the mach
   const s = await statusJson('pwoahost');
   t.same(s.wires.map((w) => w.endpoints), [['gw/eth1', 'host/pwoah0']], 'the wire names the host end');
   t.ok(s.wires[0]!.a_to_b.frames >= 2 && s.wires[0]!.b_to_a.frames >= 2, 'and counted frames both ways');
+  // up again with the same file: the host link is held by its carrier pod's daemon, so nothing is redone.
+  t.match(await pwOk('up', '-f', file), /0 links added, 0 removed, 1 untouched/, 'a second up leaves the host link alone');
   await pwOk('down', 'pwoahost');
   t.match(sh('ip', 'link', 'show', 'dev', 'pwoah0'), /pwoah0/, 'down leaves the machine interface (it was not ours)');
   t.notOk(listNetns().includes('pwh-pwoahost'), "down removes the name it gave the machine's namespace");

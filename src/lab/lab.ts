@@ -145,7 +145,8 @@ async function heldWires(state: LabState, clients: Clients): Promise<Map<string,
 
 /** Whether every node an end of `link` lives on holds its wire. */
 function linkHeld(state: LabState, held: Map<string, Set<number>>, link: LinkModel): boolean {
-  const nodes = [link.a.pod, link.b.pod].map((p) => state.pods.find((x) => x.name === p)?.node);
+  // A host end lives on its carrier pod's node (as removeLink and addLink place it).
+  const nodes = [carrierPod(link, 'a'), carrierPod(link, 'b')].map((p) => state.pods.find((x) => x.name === p)?.node);
   return nodes.every((n) => n !== undefined && held.get(n)?.has(link.uid));
 }
 
