@@ -2,6 +2,7 @@
 // of trimming it and faulting it back in on the next allocation (node:http2
 // allocates and frees a 64 KiB buffer per socket read). Measured as page
 // faults of the same allocation pattern in two real node processes.
+import './helpers/product-env.js';
 import { spawnSync } from 'node:child_process';
 import t from 'tap';
 

@@ -1,14 +1,10 @@
 // patchwire command line: dispatches to one module per command.
 import { TopologyErrors } from '../topology/model.js';
-import { superviseMain } from '../lab/supervisor.js';
-import { daemonMain, DAEMON_HELP } from './daemon.js';
-import { CAPTURE_HELP, captureMain } from './capture.js';
-import { LAB_HELP, labMain } from './lab.js';
-import { CNI_HELP, cniMain } from './cni.js';
-import { SIGNER_HELP, signerMain } from './signer.js';
 import { UsageError } from './usage.js';
-import { WIRE_HELP, wireMain } from './wire.js';
 
+// Each command's module is loaded only when that command runs: the CLI is
+// started for every lab step and by every daemon, and loading all of them
+// (the Kubernetes client above all) took most of a second each time.
 const HELP = `patchwire: virtual patch cables for network labs
 
 Usage: patchwire COMMAND [options]
@@ -29,13 +25,12 @@ Commands:
   help      this text
 
 Run 'patchwire COMMAND --help' for the options of a command.
+`;
 
-${LAB_HELP}
-${CAPTURE_HELP}
-${DAEMON_HELP}
-${WIRE_HELP}
-${CNI_HELP}
-${SIGNER_HELP}`;
+async function fullHelp(): Promise<string> {
+  const [lab, capture, daemon, wire, cni, signer] = await Promise.all([import('./lab.js'), import('./capture.js'), import('./daemon.js'), import('./wire.js'), import('./cni.js'), import('./signer.js')]);
+  return `${HELP}\n${lab.LAB_HELP}\n${capture.CAPTURE_HELP}\n${daemon.DAEMON_HELP}\n${wire.WIRE_HELP}\n${cni.CNI_HELP}\n${signer.SIGNER_HELP}`;
+}
 
 async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
@@ -47,29 +42,29 @@ async function main(argv: string[]): Promise<void> {
     case 'validate':
     case 'graph':
     case 'ls':
-      process.exitCode = await labMain(cmd, rest);
+      process.exitCode = await (await import('./lab.js')).labMain(cmd, rest);
       return;
     case 'capture':
-      process.exitCode = await captureMain(rest);
+      process.exitCode = await (await import('./capture.js')).captureMain(rest);
       return;
     case 'supervise':
-      return superviseMain(rest);
+      return (await import('../lab/supervisor.js')).superviseMain(rest);
     case 'daemon':
-      return daemonMain(rest);
+      return (await import('./daemon.js')).daemonMain(rest);
     case 'wire':
-      return wireMain(rest);
+      return (await import('./wire.js')).wireMain(rest);
     case 'cni':
-      process.exitCode = await cniMain(rest);
+      process.exitCode = await (await import('./cni.js')).cniMain(rest);
       return;
     case 'signer':
-      return signerMain(rest);
+      return (await import('./signer.js')).signerMain(rest);
     case 'health':
-      return wireMain(['health', ...rest]);
+      return (await import('./wire.js')).wireMain(['health', ...rest]);
     case undefined:
     case 'help':
     case '--help':
     case '-h':
-      process.stdout.write(HELP);
+      process.stdout.write(await fullHelp());
       return;
     default:
       throw new UsageError(`unknown command '${cmd}'; see 'patchwire help'`);

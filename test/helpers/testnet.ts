@@ -1,6 +1,7 @@
 // Real network namespaces for tests: emulated nodes on a shared underlay,
 // pod namespaces, and real daemon processes. Every name starts with the
 // test's own prefix, and everything is removed on teardown, on failure too.
+import './product-env.js';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';

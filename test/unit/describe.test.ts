@@ -1,4 +1,5 @@
 // validate's report and graph's output from a parsed model, without root.
+import '../helpers/product-env.js';
 import t from 'tap';
 
 import { describeModel, graphModel } from '../../src/topology/describe.js';
