@@ -17,9 +17,11 @@ have ethtool || need+=(ethtool)
 have nsenter || need+=(util-linux)
 have openssl || need+=(openssl)
 [ -x /usr/bin/python3 ] || need+=(python3)
-# The native engine links nghttp2; its fuzz target needs clang with libFuzzer and
-# the sanitizer runtimes (npm run fuzz, test/fuzz.test.ts).
+# The native engine links nghttp2; the fuzz targets need clang with libFuzzer and
+# the sanitizer runtimes, the request reader's the system's OpenSSL (npm run fuzz,
+# test/fuzz.test.ts).
 [ -f /usr/include/nghttp2/nghttp2.h ] || need+=(libnghttp2-dev)
+[ -f /usr/include/openssl/x509.h ] || need+=(libssl-dev)
 have clang++ || need+=(clang)
 compgen -G '/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a' >/dev/null || need+=(libclang-rt-14-dev)
 if [ ${#need[@]} -gt 0 ]; then

@@ -1,5 +1,7 @@
 #include "x509.h"
 
+#include "x509_parse.h"
+
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -21,24 +23,12 @@ struct Free {
   void operator()(X509* p) const { X509_free(p); }
   void operator()(X509_REQ* p) const { X509_REQ_free(p); }
   void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-  void operator()(GENERAL_NAMES* p) const { GENERAL_NAMES_free(p); }
   void operator()(X509_EXTENSION* p) const { X509_EXTENSION_free(p); }
   void operator()(STACK_OF(X509_EXTENSION) * p) const { sk_X509_EXTENSION_pop_free(p, X509_EXTENSION_free); }
   void operator()(BIGNUM* p) const { BN_free(p); }
 };
 template <typename T>
 using Own = std::unique_ptr<T, Free>;
-
-constexpr size_t kMaxPem = 64 << 10;  // a request or certificate is a few hundred bytes
-
-std::string SslErr(const std::string& what) {
-  unsigned long e = ERR_get_error();
-  ERR_clear_error();
-  if (e == 0) return what;
-  char buf[256];
-  ERR_error_string_n(e, buf, sizeof(buf));
-  return what + ": " + buf;
-}
 
 Napi::Value Throw(Napi::Env env, const std::string& msg) {
   Napi::Error::New(env, msg).ThrowAsJavaScriptException();
@@ -71,29 +61,6 @@ std::string BioString(BIO* b) {
   return std::string(p, static_cast<size_t>(n > 0 ? n : 0));
 }
 
-std::string CommonName(X509_NAME* name) {
-  int i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
-  if (i < 0) return "";
-  ASN1_STRING* s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
-  unsigned char* utf8 = nullptr;
-  int n = ASN1_STRING_to_UTF8(&utf8, s);
-  if (n < 0) return "";
-  std::string out(reinterpret_cast<char*>(utf8), static_cast<size_t>(n));
-  OPENSSL_free(utf8);
-  return out;
-}
-
-std::vector<std::string> DnsNames(GENERAL_NAMES* names) {
-  std::vector<std::string> out;
-  for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && out.size() < 64; i++) {
-    const GENERAL_NAME* g = sk_GENERAL_NAME_value(names, i);
-    if (g->type != GEN_DNS) continue;
-    int l = ASN1_STRING_length(g->d.dNSName);
-    if (l > 0 && l <= 253) out.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(g->d.dNSName)), static_cast<size_t>(l));
-  }
-  return out;
-}
-
 bool AddExt(X509* cert, X509V3_CTX* ctx, int nid, const std::string& value) {
   Own<X509_EXTENSION> ext(X509V3_EXT_conf_nid(nullptr, ctx, nid, value.c_str()));
   return ext && X509_add_ext(cert, ext.get(), -1) == 1;
@@ -105,26 +72,17 @@ bool AddExt(X509* cert, X509V3_CTX* ctx, int nid, const std::string& value) {
 Napi::Value CsrInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) return Throw(env, "csrInfo({csr})");
-  std::string pem;
+  std::string pem, err;
   if (!GetPem(env, info[0].As<Napi::Object>(), "csr", &pem)) return env.Undefined();
-  auto bio = MemBio(pem);
-  Own<X509_REQ> req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
-  if (!req) return Throw(env, SslErr("not a PEM certificate request"));
-  Own<EVP_PKEY> key(X509_REQ_get_pubkey(req.get()));
-  bool valid = key && X509_REQ_verify(req.get(), key.get()) == 1;
-  ERR_clear_error();
-  std::vector<std::string> dns;
-  if (STACK_OF(X509_EXTENSION)* raw = X509_REQ_get_extensions(req.get())) {
-    Own<STACK_OF(X509_EXTENSION)> exts(raw);
-    Own<GENERAL_NAMES> names(static_cast<GENERAL_NAMES*>(X509V3_get_d2i(exts.get(), NID_subject_alt_name, nullptr, nullptr)));
-    dns = DnsNames(names.get());
-  }
+  CsrFields f;
+  if (!ParseCsrPem(pem.data(), pem.size(), &f, &err)) return Throw(env, err);
+  const std::vector<std::string>& dns = f.dns_names;
   auto out = Napi::Object::New(env);
-  out.Set("commonName", CommonName(X509_REQ_get_subject_name(req.get())));
+  out.Set("commonName", f.common_name);
   auto arr = Napi::Array::New(env, dns.size());
   for (size_t i = 0; i < dns.size(); i++) arr.Set(static_cast<uint32_t>(i), dns[i]);
   out.Set("dnsNames", arr);
-  out.Set("signatureValid", valid);
+  out.Set("signatureValid", f.signature_valid);
   return out;
 }
 
