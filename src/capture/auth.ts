@@ -30,6 +30,11 @@ export interface CaptureAuth {
   authenticate(authorization: string | undefined): Promise<Caller>;
   /** Throws PermissionDenied unless the caller may capture every named wire end. */
   authorize(caller: Caller, wires: string[]): Promise<void>;
+  /**
+   * Throws PermissionDenied unless the caller may read this daemon's
+   * metrics and link map (every wire end of node `node`: names, state, counters).
+   */
+  authorizeNode(caller: Caller, node: string): Promise<void>;
 }
 
 /** Local root on the control socket: the socket's mode is the boundary. */
@@ -88,6 +93,10 @@ export class LabTokenAuth implements CaptureAuth {
   async authorize(): Promise<void> {
     // A lab's daemons hold nothing but that lab's wires.
   }
+
+  async authorizeNode(): Promise<void> {
+    // The same: the token's holder may see the whole lab.
+  }
 }
 
 /** A small cache whose entries expire, holding at most `max` (the oldest go first). */
@@ -137,6 +146,14 @@ export const REVIEW_CACHE_ENTRIES = 1024;
 /** The verb and resource a capture is authorized as (SECURITY.md says why). */
 export const CAPTURE_ATTRIBUTES = { verb: 'get', group: '', resource: 'pods', subresource: 'capture' } as const;
 
+/**
+ * What /metrics and /map are authorized as: `get nodes/metrics` on the
+ * daemon's node, as the kubelet authorizes its own /metrics. One scrape shows
+ * every wire end of the node, whatever its namespace, and Prometheus' usual
+ * ClusterRole already grants exactly this.
+ */
+export const NODE_METRICS_ATTRIBUTES = { verb: 'get', group: '', resource: 'nodes', subresource: 'metrics' } as const;
+
 /** Cluster mode: the API server decides, through TokenReview and SubjectAccessReview. */
 export class KubeAuth implements CaptureAuth {
   private readonly users = new TtlCache<KubeUser | null>(REVIEW_CACHE_ENTRIES);
@@ -179,15 +196,24 @@ export class KubeAuth implements CaptureAuth {
       pods.set(`${parts[0]}/${parts[1]}`, { namespace: parts[0]!, pod: parts[1]! });
     }
     const denied: string[] = [];
-    for (const [name, p] of pods) if (!(await this.allowed(user, p.namespace, p.pod))) denied.push(name);
+    for (const [name, p] of pods) if (!(await this.allowed(user, { namespace: p.namespace, name: p.pod, ...CAPTURE_ATTRIBUTES }))) denied.push(name);
     if (denied.length) {
       const { verb, resource, subresource } = CAPTURE_ATTRIBUTES;
       throw new PermissionDenied(`user "${user.username}" may not ${verb} ${resource}/${subresource} of ${denied.map((d) => `pod ${d}`).join(', ')}`);
     }
   }
 
-  private async allowed(user: KubeUser, namespace: string, pod: string): Promise<boolean> {
-    const key = JSON.stringify([user.username, user.uid ?? '', [...(user.groups ?? [])].sort(), namespace, pod]);
+  async authorizeNode(caller: Caller, node: string): Promise<void> {
+    const user = (caller as KubeCaller).user;
+    if (!user) throw new PermissionDenied('unknown caller');
+    if (!(await this.allowed(user, { name: node, ...NODE_METRICS_ATTRIBUTES }))) {
+      const { verb, resource, subresource } = NODE_METRICS_ATTRIBUTES;
+      throw new PermissionDenied(`user "${user.username}" may not ${verb} ${resource}/${subresource} of node ${node}`);
+    }
+  }
+
+  private async allowed(user: KubeUser, attrs: { namespace?: string; name: string; verb: string; group: string; resource: string; subresource: string }): Promise<boolean> {
+    const key = JSON.stringify([user.username, user.uid ?? '', [...(user.groups ?? [])].sort(), attrs]);
     const hit = this.access.get(key);
     if (hit !== undefined) return hit;
     let answer: { status?: { allowed?: boolean; denied?: boolean } };
@@ -201,7 +227,7 @@ export class KubeAuth implements CaptureAuth {
           ...(user.uid ? { uid: user.uid } : {}),
           groups: user.groups ?? [],
           ...(user.extra ? { extra: user.extra } : {}),
-          resourceAttributes: { namespace, name: pod, ...CAPTURE_ATTRIBUTES },
+          resourceAttributes: attrs,
         },
       })) as typeof answer;
     } catch (err) {

@@ -1,7 +1,8 @@
 // The daemon's HTTP ports. The capture port serves
 //   GET /capture?wire=POD/INTF[&wire=...][&follow=1][&format=pcap][&count=N][&duration=S]
 // as pcapng (or pcap), so `curl -sN -H "Authorization: Bearer $TOKEN" URL |
-// wireshark -k -i -` works, plus /healthz and /readyz; the health port serves
+// wireshark -k -i -` works, /metrics (Prometheus), /map and /map/events (the
+// live link map, docs/map.md), plus /healthz and /readyz; the health port serves
 // only /healthz and /readyz, for probes. Both are reachable by whoever shares
 // the network, so every handler is total: whatever bytes arrive, the answer is
 // an HTTP status (400/401/403/404/405/413/429/431 and so on), a bug answers 500
@@ -16,6 +17,9 @@ import type { CaptureAuth, Caller } from './auth.js';
 import { type CaptureFormat, type CaptureInterface, CaptureWriter } from './format.js';
 import { type CaptureGate, foldWires } from './limits.js';
 import { type CaptureSource, CaptureSession, READER_QUEUE_BYTES } from './session.js';
+import type { MapWatcher } from '../map/hub.js';
+import type { MapSnapshot } from '../map/model.js';
+import { serveMapEvents } from '../map/sse.js';
 
 /** What the HTTP ports read of a daemon (it passes this view, not itself). */
 export interface HttpDaemon {
@@ -33,6 +37,11 @@ export interface HttpDaemon {
   /** null: nobody can be authenticated yet (cluster mode before it has API credentials) */
   captureAuth(): CaptureAuth | null;
   readonly captureGate: CaptureGate;
+  /** the Prometheus text of this daemon's metrics */
+  metrics(): Promise<{ contentType: string; text: string }>;
+  /** the live link map now, and a stream of its changes */
+  mapSnapshot(): MapSnapshot;
+  mapWatch(w: MapWatcher): { stop: () => void; resume: () => void };
   log(msg: string): void;
 }
 
@@ -147,9 +156,10 @@ async function caller(d: HttpDaemon, req: http.IncomingMessage): Promise<Caller>
 
 async function handle(d: HttpDaemon, capture: boolean, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   const { path, query: q } = splitTarget(req.url ?? '/');
-  const known = path === '/healthz' || path === '/readyz' || (capture && path === '/capture');
+  const observe = path === '/metrics' || path === '/map' || path === '/map/events';
+  const known = path === '/healthz' || path === '/readyz' || (capture && (path === '/capture' || observe));
   if (!known) {
-    throw new HttpFailure(404, `no such path ${shown(path)}; this port serves ${capture ? '/capture?wire=POD/INTF, ' : ''}/healthz and /readyz`);
+    throw new HttpFailure(404, `no such path ${shown(path)}; this port serves ${capture ? '/capture?wire=POD/INTF, /metrics, /map, /map/events, ' : ''}/healthz and /readyz`);
   }
   if (!READ_METHODS.has(req.method ?? '')) throw new HttpFailure(405, 'use GET', { allow: 'GET, HEAD' });
   // Nothing here takes a body; one would only be read for nothing.
@@ -177,8 +187,23 @@ async function handle(d: HttpDaemon, capture: boolean, req: http.IncomingMessage
     return;
   }
 
-  // /capture: who is asking comes first, so a stranger learns nothing of the wires.
+  // Who is asking comes first, so a stranger learns nothing of the wires.
   const who = await caller(d, req);
+  if (observe) {
+    // Metrics and the map show every wire end of the daemon (names, state, counters).
+    await d.captureAuth()!.authorizeNode(who, d.node);
+    if ([...q.keys()].length > 0 && path !== '/map/events') throw new InvalidArgument(`${path} takes no query parameters`);
+    if (res.closed || req.socket.destroyed) return;
+    if (path === '/metrics') {
+      const m = await d.metrics();
+      res.writeHead(200, { 'content-type': m.contentType, 'cache-control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : m.text);
+    } else if (path === '/map') {
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : JSON.stringify(d.mapSnapshot()));
+    } else serveMapEvents(d, q, req, res);
+    return;
+  }
   const format = q.get('format') ?? 'pcapng';
   if (format !== 'pcapng' && format !== 'pcap') throw new InvalidArgument(`format ${shown(format)} is not pcapng or pcap`);
   const num = (k: string): number => {

@@ -24,6 +24,8 @@ import { AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceE
 import type { CaptureAuth } from '../capture/auth.js';
 import { CaptureGate, foldWires } from '../capture/limits.js';
 import type { HttpDaemon } from '../capture/http.js';
+import { MapHub } from '../map/hub.js';
+import { DaemonMetrics } from '../metrics/metrics.js';
 
 export interface TlsFiles {
   cert: string;
@@ -197,9 +199,14 @@ export class Daemon {
   captureAuth: CaptureAuth | null = null;
   /** sessions and bytes per capture caller, for HTTP and the control API alike */
   readonly captureGate = new CaptureGate();
+  /** the live link map (HTTP /map, /map/events; ControlService GetMap, WatchMap) */
+  readonly map: MapHub;
+  /** /metrics; made when the HTTP port is (prom-client's default collectors cost a little) */
+  private metrics: DaemonMetrics | null = null;
 
   constructor(readonly opts: DaemonOptions) {
     this.log = opts.log ?? ((m) => process.stderr.write(`[${opts.node}] ${m}\n`));
+    this.map = new MapHub({ lab: opts.lab, node: opts.node, listen: opts.listen, listWires: () => this.listWires(), peers: () => this.engine.peers() });
   }
 
   /**
@@ -290,6 +297,12 @@ export class Daemon {
       captureSources: (names, listAll) => this.captureSources(names, listAll),
       captureAuth: () => this.captureAuth,
       captureGate: this.captureGate,
+      metrics: async () => {
+        this.metrics ??= new DaemonMetrics({ lab: this.opts.lab, node: this.opts.node, listWires: () => this.listWires(), health: () => this.health(), mapWatchers: () => this.map.watchers });
+        return { contentType: this.metrics.contentType, text: await this.metrics.render() };
+      },
+      mapSnapshot: () => this.map.snapshot(),
+      mapWatch: (w) => this.map.watch(w),
       log: (m) => this.log(m),
     };
   }
@@ -476,6 +489,7 @@ export class Daemon {
       }
     }
     if (o.persist) await this.persist();
+    this.map.changed();
     return this.status(wire);
   }
 
@@ -499,6 +513,7 @@ export class Daemon {
     // The engine stops reading and closes the fds; then the interfaces go.
     this.engine.removeWire(uid);
     for (const end of wire.ends) await end.endpoint.close(true);
+    this.map.changed();
     await this.persist();
   }
 
@@ -655,6 +670,7 @@ export class Daemon {
     process.off('SIGHUP', this.onHangup);
     this.loopDelay.disable();
     if (this.loopWindowTimer) clearInterval(this.loopWindowTimer);
+    this.map.close();
     for (const f of this.files.values()) f.stop();
     for (const w of this.wires.values()) for (const e of w.ends) e.ring.close();
     // The engine closes every port and peer stream; the interfaces stay.
