@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { WireSpec } from '../dataplane/wire.js';
 import { controlService } from '../proto/load.js';
 import { type PbWireStatus, specToPb } from './convert.js';
+import type { MapEvent, MapSnapshot } from '../map/model.js';
 
 export interface PbHealth {
   node: string;
@@ -76,6 +77,18 @@ export class ControlClient {
     const md = new grpc.Metadata();
     if (token !== undefined) md.set('authorization', `Bearer ${token}`);
     return (this.client as unknown as { Capture(r: unknown, m: grpc.Metadata): grpc.ClientReadableStream<PbCaptureResponse> }).Capture(req, md);
+  }
+
+  /** This daemon's part of the live link map (docs/map.md). */
+  async getMap(): Promise<MapSnapshot> {
+    return (await this.call<{ map: MapSnapshot }>('GetMap', {})).map;
+  }
+
+  /** The map as a stream: a full map first, then changes; cancel() ends it. */
+  watchMap(token?: string): grpc.ClientReadableStream<MapEvent> {
+    const md = new grpc.Metadata();
+    if (token !== undefined) md.set('authorization', `Bearer ${token}`);
+    return (this.client as unknown as { WatchMap(r: unknown, m: grpc.Metadata): grpc.ClientReadableStream<MapEvent> }).WatchMap({}, md);
   }
 
   close(): void {

@@ -163,5 +163,32 @@ export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.Unty
       session.start();
     })().catch((err: unknown) => call.emit('error', grpcError(err)));
   };
-  return [controlService().service, { ...impl, Capture } as unknown as grpc.UntypedServiceImplementation];
+  /**
+   * The live link map. Like Capture, local root on the socket is trusted; a
+   * token, when sent, must be allowed to see the node (authorizeNode).
+   */
+  const mapCaller = async (call: { metadata: grpc.Metadata }): Promise<void> => {
+    const [token] = call.metadata.get('authorization');
+    if (token === undefined) return;
+    if (!d.captureAuth) throw new Unauthenticated('this daemon has no credential to check a token against');
+    await d.captureAuth.authorizeNode(await d.captureAuth.authenticate(String(token)), d.opts.node);
+  };
+  const GetMap = (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>): void => {
+    mapCaller(call).then(
+      () => cb(null, { map: d.map.snapshot() }),
+      (err: unknown) => cb(grpcError(err)),
+    );
+  };
+  const WatchMap = (call: grpc.ServerWritableStream<unknown, unknown>): void => {
+    void (async () => {
+      await mapCaller(call);
+      if (call.cancelled) return;
+      const w = d.map.watch({ send: (ev) => call.write(ev) });
+      call.on('drain', () => w.resume());
+      call.on('cancelled', () => w.stop());
+      call.on('close', () => w.stop());
+      call.on('error', () => w.stop());
+    })().catch((err: unknown) => call.emit('error', grpcError(err)));
+  };
+  return [controlService().service, { ...impl, Capture, GetMap, WatchMap } as unknown as grpc.UntypedServiceImplementation];
 }
