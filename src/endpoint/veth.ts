@@ -1,6 +1,7 @@
 // veth endpoint: the daemon creates a veth pair, puts one end in the pod with
 // the requested name, and reads the other end (in the daemon's namespace)
-// with an AF_PACKET socket.
+// with an AF_PACKET socket. The host end's ingress guard keeps the pod's
+// frames out of the node's IP stack (SECURITY.md).
 import { createHash } from 'node:crypto';
 
 import { wire } from '../native/wire.js';
@@ -37,13 +38,18 @@ export class VethEndpoint extends EndpointBase {
         peerMac: spec.mac,
         peerAddrs: spec.ips,
         replaceStaleHost: true,
+        guardHost: true,
       });
       this.ifindex = made.peerIndex;
     }
     try {
       const opened = wire.openPacket(this.hostName, '', { vnetHdr: true });
       this.setIo(opened.fd, 'packet', opened.vnetHdr);
-      if (present) this.ifindex = await linkIndex(spec.netns, spec.ifname);
+      if (present) {
+        this.ifindex = await linkIndex(spec.netns, spec.ifname);
+        // A host end made by a daemon from before the guard gets it now.
+        await nl.ingressGuard('', this.hostName);
+      }
     } catch (err) {
       this.closeFd();
       if (!present) await nl.linkDel('', this.hostName).catch(() => undefined);

@@ -160,7 +160,15 @@ export interface NativeNetlink {
     /** delete a leftover host end of that name first */
     replaceStaleHost?: boolean;
     peerUp?: boolean;
+    /** drop every frame at the host end's ingress (tc, eBPF) before it goes up: see ingressGuard */
+    guardHost?: boolean;
   }): Promise<{ hostIndex: number; peerIndex: number }>;
+  /**
+   * Keeps frames that arrive on an interface out of the IP stack of its
+   * namespace (AF_PACKET readers still see them): a tc clsact ingress filter
+   * whose eBPF program drops everything. Adds it only where it is missing.
+   */
+  ingressGuard(netns: string, name: string): Promise<{ added: boolean }>;
   /** Sets what is given on an existing interface: MAC, MTU, master bridge, addresses (replaced), then up or down. */
   linkConfigure(spec: { netns: string; name: string; mac?: string; mtu?: number; addrs?: string[]; up?: boolean; master?: string }): Promise<{ ifindex: number }>;
   linkGet(netns: string, name: string): Promise<{ ifindex: number; mtu: number; up: boolean } | null>;

@@ -4,9 +4,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>  // before the linux/ headers, which then skip their copies
+#include <linux/bpf.h>
 #include <linux/if_addr.h>
+#include <linux/if_ether.h>
 #include <linux/if_link.h>
 #include <linux/netlink.h>
+#include <linux/pkt_cls.h>
+#include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
 #include <sched.h>
@@ -14,10 +18,12 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 
 namespace pw::nl {
@@ -379,6 +385,92 @@ void SilenceIpv6(const std::string& ifname) {
   close(fd);
 }
 
+// ---- the ingress guard ------------------------------------------------------
+// A host end is an interface in the node's own network stack: without a
+// guard the node answers a pod's ARP and ICMP for its own addresses (any
+// interface will do in Linux's weak host model), so a pod could reach the
+// node. The guard is a tc filter at the host end's ingress (clsact) whose
+// eBPF program drops every frame. AF_PACKET sockets (the engine's, tcpdump's)
+// see a frame before tc ingress runs, so forwarding and capture are untouched
+// while the IP stack never sees it. This kernel has no matchall or gact, but
+// it has cls_bpf in direct-action mode.
+
+// Loaded once per process and kept: one program serves every host end.
+int GuardProgram(std::string* err) {
+  static std::mutex mu;
+  static int fd = -1;
+  std::lock_guard<std::mutex> lock(mu);
+  if (fd >= 0) return fd;
+  // r0 = TC_ACT_SHOT; exit
+  bpf_insn insns[2] = {};
+  insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;
+  insns[0].dst_reg = BPF_REG_0;
+  insns[0].imm = TC_ACT_SHOT;
+  insns[1].code = BPF_JMP | BPF_EXIT;
+  static const char kLicense[] = "GPL";
+  char log[512] = {0};
+  bpf_attr a{};
+  a.prog_type = BPF_PROG_TYPE_SCHED_CLS;
+  a.insn_cnt = 2;
+  a.insns = reinterpret_cast<uint64_t>(insns);
+  a.license = reinterpret_cast<uint64_t>(kLicense);
+  a.log_buf = reinterpret_cast<uint64_t>(log);
+  a.log_size = sizeof(log);
+  a.log_level = 1;
+  memcpy(a.prog_name, "pw_ingress_drop", sizeof("pw_ingress_drop"));
+  long r = syscall(__NR_bpf, BPF_PROG_LOAD, &a, sizeof(a));
+  if (r < 0) {
+    *err = "load the ingress guard's eBPF program: " + ErrnoText(errno) + (log[0] ? std::string(" (") + log + ")" : "");
+    return -1;
+  }
+  fd = static_cast<int>(r);
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return fd;
+}
+
+// Adds the guard to interface `ifindex` if it is not there yet; *added says
+// whether it was.
+std::string GuardIngress(Socket& s, int ifindex, const std::string& what, bool* added) {
+  std::string e;
+  int prog = GuardProgram(&e);
+  if (prog < 0) return what + ": " + e;
+  {
+    Msg m(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL);
+    tcmsg t{};
+    t.tcm_family = AF_UNSPEC;
+    t.tcm_ifindex = ifindex;
+    t.tcm_handle = TC_H_MAKE(TC_H_CLSACT, 0);
+    t.tcm_parent = TC_H_CLSACT;
+    m.Put(t);
+    m.Str(TCA_KIND, "clsact");
+    int err = 0;
+    e = s.Request(m.Done(), what + ": add qdisc clsact", nullptr, &err);
+    if (!e.empty() && err != EEXIST) return e;
+  }
+  Msg m(RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL);
+  tcmsg t{};
+  t.tcm_family = AF_UNSPEC;
+  t.tcm_ifindex = ifindex;
+  t.tcm_handle = 1;
+  t.tcm_parent = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS);
+  t.tcm_info = TC_H_MAKE(1u << 16, htons(ETH_P_ALL));  // priority 1, every protocol
+  m.Put(t);
+  m.Str(TCA_KIND, "bpf");
+  size_t opts = m.Nest(TCA_OPTIONS);
+  m.U32(TCA_BPF_FD, static_cast<uint32_t>(prog));
+  m.Str(TCA_BPF_NAME, "patchwire-ingress-guard");
+  m.U32(TCA_BPF_FLAGS, TCA_BPF_FLAG_ACT_DIRECT);
+  m.End(opts);
+  int err = 0;
+  e = s.Request(m.Done(), what + ": add the ingress filter", nullptr, &err);
+  if (e.empty()) {
+    *added = true;
+    return "";
+  }
+  *added = false;
+  return err == EEXIST ? "" : e;
+}
+
 // ---- composite operations (each one runs on a worker thread) ---------------
 
 struct VethSpec {
@@ -389,6 +481,7 @@ struct VethSpec {
   std::vector<std::string> peerAddrs;
   bool replaceStaleHost = false;
   bool peerUp = true;
+  bool guardHost = false;  // the host end gets the ingress guard before it goes up
   int hostIndex = 0, peerIndex = 0;  // out
 };
 
@@ -464,6 +557,11 @@ std::string CreateVeth(VethSpec& v) {
   if (!hli.exists || !pli.exists) return undo(what + ": the pair vanished right after it was made");
   v.hostIndex = hli.ifindex;
   v.peerIndex = pli.ifindex;
+  if (v.guardHost) {
+    bool added = false;
+    e = GuardIngress(hs, hli.ifindex, "guard '" + v.host + "' in network namespace '" + hostLabel + "'", &added);
+    if (!e.empty()) return undo(e);
+  }
   if (v.hostNs.empty()) {
     LinkSet quiet;
     quiet.ifindex = hli.ifindex;
@@ -702,7 +800,7 @@ std::vector<std::string> GetStrs(const Napi::Value& v) {
   return out;
 }
 
-// vethCreate({host, hostNetns, peer, peerNetns, mtu, peerMac, peerAddrs, replaceStaleHost, peerUp})
+// vethCreate({host, hostNetns, peer, peerNetns, mtu, peerMac, peerAddrs, replaceStaleHost, peerUp, guardHost})
 //   -> Promise<{hostIndex, peerIndex}>
 Napi::Value VethCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -718,6 +816,7 @@ Napi::Value VethCreate(const Napi::CallbackInfo& info) {
   v->peerAddrs = GetStrs(o.Get("peerAddrs"));
   v->replaceStaleHost = o.Get("replaceStaleHost").ToBoolean();
   v->peerUp = !o.Has("peerUp") || o.Get("peerUp").ToBoolean();
+  v->guardHost = o.Get("guardHost").ToBoolean();
   if (v->peerNs.empty()) return Reject(env, "vethCreate: peerNetns is required");
   return Start(
       env, [v]() { return CreateVeth(*v); },
@@ -725,6 +824,32 @@ Napi::Value VethCreate(const Napi::CallbackInfo& info) {
         auto r = Napi::Object::New(e);
         r.Set("hostIndex", v->hostIndex);
         r.Set("peerIndex", v->peerIndex);
+        return r;
+      });
+}
+
+// ingressGuard(netns, name) -> Promise<{added}>: the ingress guard on an
+// existing interface (a host end made by an older daemon), if it lacks it.
+Napi::Value IngressGuard(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) return Reject(env, "ingressGuard(netns, name)");
+  std::string ns = info[0].As<Napi::String>(), name = info[1].As<Napi::String>();
+  auto added = std::make_shared<bool>(false);
+  return Start(
+      env,
+      [ns, name, added]() -> std::string {
+        const std::string label = NsLabel(ns);
+        Socket s;
+        std::string e = s.Open(ns, label);
+        if (!e.empty()) return e;
+        LinkInfo li;
+        if (!(e = GetLink(s, name, label, &li)).empty()) return e;
+        if (!li.exists) return "interface '" + name + "' does not exist in network namespace '" + label + "'";
+        return GuardIngress(s, li.ifindex, "guard '" + name + "' in network namespace '" + label + "'", added.get());
+      },
+      [added](Napi::Env e) {
+        auto r = Napi::Object::New(e);
+        r.Set("added", *added);
         return r;
       });
 }
@@ -850,6 +975,7 @@ Napi::Value NetnsDel(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env) {
   auto o = Napi::Object::New(env);
   o.Set("vethCreate", Napi::Function::New(env, VethCreate));
+  o.Set("ingressGuard", Napi::Function::New(env, IngressGuard));
   o.Set("linkConfigure", Napi::Function::New(env, LinkConfigure));
   o.Set("linkGet", Napi::Function::New(env, LinkGet));
   o.Set("linkDel", Napi::Function::New(env, LinkDel));
