@@ -52,7 +52,7 @@ const validate: ValidateFunction = ajv.compile(strict(openApi));
 const problems = (v: unknown): string[] => (validate(v) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath || '<root>'} ${e.message}${e.params && 'additionalProperty' in e.params ? ` (${String(e.params.additionalProperty)})` : ''}`));
 
 t.test('kustomize rendering of deploy/', async (t) => {
-  t.same(docs.map((d) => d.kind).sort(), ['ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'CustomResourceDefinition', 'DaemonSet', 'Deployment', 'Namespace', 'Role', 'Role', 'RoleBinding', 'RoleBinding', 'ServiceAccount', 'ServiceAccount'], 'renders every part');
+  t.same(docs.map((d) => d.kind).sort(), ['ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'CustomResourceDefinition', 'DaemonSet', 'Deployment', 'Namespace', 'Role', 'Role', 'RoleBinding', 'RoleBinding', 'Service', 'ServiceAccount', 'ServiceAccount'], 'renders every part');
   const ns = byKind('Namespace')[0]!.metadata.name;
   for (const d of docs.filter((x) => ['ServiceAccount', 'DaemonSet', 'Deployment', 'Role', 'RoleBinding'].includes(x.kind))) t.equal(d.metadata.namespace, ns, `${d.kind} in the kustomization's namespace`);
   let kubectl = true;
@@ -143,6 +143,16 @@ t.test('the DaemonSet, the image and the probes', async (t) => {
   const idDir = arg(daemon.command, '--identity-dir');
   t.same(pod.volumes.find((v: Obj) => v.name === mountOf(daemon, idDir)?.name)?.emptyDir?.medium, 'Memory', 'its key stays in memory, in the pod');
   t.notOk(daemon.command.includes('--insecure'), 'never a plain-text data plane');
+  // Metrics (#18): the --http port, named, behind the Service Prometheus finds by its annotations.
+  const httpPort = Number(arg(daemon.command, '--http').split(':')[1]);
+  const httpPortName = daemon.ports.find((p: Obj) => p.containerPort === httpPort)?.name;
+  t.ok(httpPortName, `the --http port ${httpPort} is a named container port`);
+  const svc = byKind('Service').find((s) => s.metadata.name === 'patchwire-metrics')!;
+  t.same(svc.spec.selector, ds.spec.selector.matchLabels, "the metrics Service selects the DaemonSet's pods");
+  t.equal(svc.spec.ports[0].targetPort, httpPortName, 'and targets the --http port by name');
+  for (const a of [svc.metadata.annotations, ds.spec.template.metadata.annotations]) {
+    t.same([a['prometheus.io/scrape'], Number(a['prometheus.io/port']), a['prometheus.io/path']], ['true', httpPort, '/metrics'], 'prometheus.io annotations name the port and path');
+  }
   const signer = byKind('Deployment').find((d) => d.metadata.name === 'patchwire-signer')!;
   const sc = signer.spec.template.spec.containers[0];
   t.same(sc.command.slice(0, 2), ['patchwire', 'signer'], 'the signer runs patchwire signer');

@@ -180,6 +180,22 @@ t.test('lab daemons: /metrics for a real Prometheus', async (t) => {
   t.ok(rtt.every((v) => Number(v.value[1]) >= 0 && Number(v.value[1]) < 1), `round trips ${rtt.map((v) => v.value[1]).join(', ')} s`);
   t.equal(await promValue(`patchwire_peer_connected{lab="${LAB}",node="node2",peer="node1",direction="outbound"}`), 1, "node2's view of its peer");
   t.ok((await promQuery(`patchwire_process_cpu_seconds_total{lab="${LAB}"}`)).length === 4, 'CPU of both daemons, user and system');
+
+  // The example Grafana dashboard: valid JSON, and every query of it runs on
+  // this Prometheus against these daemons' metrics, with data.
+  const dash = JSON.parse(readFileSync(path.join(ROOT, 'deploy', 'grafana-lab.json'), 'utf8')) as { panels: Array<{ title: string; targets: Array<{ expr: string }> }> };
+  const exprs = dash.panels.flatMap((p) => p.targets.map((x) => ({ title: p.title, expr: x.expr.replaceAll('$lab', LAB).replaceAll('$node', '.*').replaceAll('$__rate_interval', '1m') })));
+  t.ok(exprs.length >= 10, `the dashboard has ${exprs.length} queries`);
+  const names = new Set([...ok.body.matchAll(/^# TYPE (\S+)/gm)].map((m) => m[1]));
+  for (const e of exprs) {
+    for (const m of e.expr.matchAll(/\b(patchwire_[a-z_]+)\{/g)) t.ok(names.has(m[1]!), `${e.title}: ${m[1]} is a metric the daemons serve`);
+    const r = await promQuery(e.expr).then(
+      (v) => `${v.length} series`,
+      (err: Error) => err.message,
+    );
+    t.match(r, /^\d+ series$/, `${e.title}: the query runs (${r})`);
+  }
+  t.ok((await promQuery(exprs.find((e) => e.title.startsWith('Frames per second'))!.expr)).length >= 4, 'the frame-rate panel has a series per end and direction');
 });
 
 t.test('cluster mode: /metrics is authorized as get nodes/metrics', async (t) => {

@@ -43,9 +43,11 @@ Options:
   --insecure           plain-text data plane, no peer identity (only for
                        isolated labs; refused with --cluster)
   --http HOST:PORT     serve packet capture over HTTP: GET /capture?wire=POD/INTF[&follow=1][&format=pcap],
-                       for callers with Authorization: Bearer TOKEN (see --capture-token-file;
-                       cluster mode: Kubernetes tokens, checked with TokenReview and
-                       SubjectAccessReview: get on pods/capture)
+                       Prometheus metrics (GET /metrics) and the live link map (GET /map,
+                       /map/events), for callers with Authorization: Bearer TOKEN (see
+                       --capture-token-file; cluster mode: Kubernetes tokens, checked with
+                       TokenReview and SubjectAccessReview: get on pods/capture to capture,
+                       get on nodes/metrics for /metrics and /map)
   --capture-token-file FILE
                        lab mode: the lab's capture token (patchwire up writes it, mode 0600)
   --health HOST:PORT   serve only /healthz (liveness) and /readyz (readiness: cluster watches listed)
