@@ -6,8 +6,16 @@
 // once it has drained: it never makes the daemon queue without bound.
 import { ResourceExhausted } from '../errors.js';
 import type { EnginePeer } from '../native/wire.js';
-import type { WireStatus } from '../daemon/daemon.js';
+import type { EndCounters, WireSpec } from '../dataplane/wire.js';
 import { diffMaps, fullEvent, MAP_VERSION, type MapEvent, type MapPeer, type MapSnapshot, type MapWire, type MapWireEnd, sortMap, splitEndName } from './model.js';
+
+/** A wire as the daemon lists it (its WireStatus; declared here so the map does not import the daemon). */
+export interface ListedWire {
+  spec: WireSpec;
+  state: string;
+  message?: string;
+  ends: Array<{ name: string; ifindex: number; counters: EndCounters }>;
+}
 
 /** What the hub reads of a daemon. */
 export interface MapSource {
@@ -15,7 +23,7 @@ export interface MapSource {
   readonly node: string;
   /** data-plane address */
   readonly listen: string;
-  listWires(): WireStatus[];
+  listWires(): ListedWire[];
   peers(): EnginePeer[];
 }
 

@@ -7,15 +7,31 @@
 // daemon).
 import { Counter, Gauge, Registry } from 'prom-client';
 
-import type { Health, WireStatus } from '../daemon/daemon.js';
+import type { ListedWire } from '../map/hub.js';
 import { splitEndName } from '../map/model.js';
+import type { EnginePeer } from '../native/wire.js';
+
+/** The parts of the daemon's health a scrape reads (declared here so metrics do not import the daemon). */
+export interface MetricsHealth {
+  peers: EnginePeer[];
+  unknownWire: number;
+  malformed: number;
+  malformedFrames: number;
+  refusedStreams: number;
+  tlsRefused: number;
+  identityRefused: number;
+  refusedConnections: number;
+  eventLoopDelayP99Ms: number;
+  eventLoopDelayMaxMs: number;
+  restoring: number;
+}
 
 /** What a scrape reads of a daemon. */
 export interface MetricsSource {
   readonly lab: string;
   readonly node: string;
-  listWires(): WireStatus[];
-  health(): Health;
+  listWires(): ListedWire[];
+  health(): MetricsHealth;
   /** open map watchers (SSE and gRPC) */
   mapWatchers(): number;
 }
