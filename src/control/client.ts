@@ -14,6 +14,9 @@ export interface PbHealth {
   wires: number;
   unknown_wire: number;
   malformed: number;
+  /** frames in the batches counted in malformed */
+  malformed_frames: number;
+  refused_streams: number;
   tls_refused: number;
   last_tls_refusal: string;
   identity_refused: number;

@@ -87,6 +87,8 @@ export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.Unty
         rt_priority: h.rtPriority,
         keeps_freed_memory: h.keepsFreedMemory,
         malformed: h.malformed,
+        malformed_frames: h.malformedFrames,
+        refused_streams: h.refusedStreams,
         tls_refused: h.tlsRefused,
         last_tls_refusal: h.lastTlsRefusal,
         state_file: h.stateFile,
