@@ -75,7 +75,7 @@ async function atRest<T>(what: string, read: () => Promise<T>): Promise<T> {
 }
 
 type Drops = PbCounters['drops'];
-const DROP_KEYS: Array<keyof Drops> = ['queue_full', 'peer_down', 'too_big', 'kernel_ring', 'truncated', 'send_busy', 'send_error'];
+const DROP_KEYS: Array<keyof Drops> = ['queue_full', 'peer_down', 'too_big', 'kernel_ring', 'kernel_queue', 'truncated', 'send_busy', 'send_error'];
 
 /** Counter changes of one end between two snapshots. */
 function delta(a: PbCounters, b: PbCounters): { rx: number; tx: number } & Drops {

@@ -24,6 +24,7 @@ export interface PbDrops {
   peer_down: number;
   too_big: number;
   kernel_ring: number;
+  kernel_queue: number;
   truncated: number;
   send_busy: number;
   send_error: number;
@@ -97,6 +98,7 @@ function countersToPb(c: EndCounters): PbCounters {
       truncated: d.truncated,
       send_busy: d.sendBusy,
       send_error: d.sendError,
+      kernel_queue: d.kernelQueue,
     },
     capture_drops: c.captureDrops,
     backpressure_pauses: c.backpressurePauses,

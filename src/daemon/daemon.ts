@@ -528,7 +528,7 @@ export class Daemon {
         name: e.endpoint.name,
         ifindex: e.endpoint.ifindex,
         vnetHdr: e.endpoint.vnetHdr,
-        counters: endCounters(counters[i], e.ring),
+        counters: endCounters(counters[i], e.ring, e.endpoint.kernelQueueDrops()),
       })),
     };
   }

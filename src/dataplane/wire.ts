@@ -28,6 +28,8 @@ export interface DropCounters {
   truncated: number;
   sendBusy: number;
   sendError: number;
+  /** the pod sent it; the kernel dropped it before our socket (Endpoint.kernelQueueDrops) */
+  kernelQueue: number;
 }
 
 export interface EndCounters {
@@ -60,7 +62,7 @@ export class Wire {
 }
 
 /** The engine's counters of one end in the control plane's shape. */
-export function endCounters(c: EngineEndCounters | undefined, ring: EngineRing): EndCounters {
+export function endCounters(c: EngineEndCounters | undefined, ring: EngineRing, kernelQueue = 0): EndCounters {
   const z = c ?? ({} as Partial<EngineEndCounters>);
   return {
     rxFrames: z.rxFrames ?? 0,
@@ -75,6 +77,7 @@ export function endCounters(c: EngineEndCounters | undefined, ring: EngineRing):
       truncated: z.truncated ?? 0,
       sendBusy: z.sendBusy ?? 0,
       sendError: z.sendError ?? 0,
+      kernelQueue,
     },
     captureDrops: ring.readerDrops,
     backpressurePauses: z.pauses ?? 0,

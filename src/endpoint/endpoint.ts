@@ -49,6 +49,12 @@ export interface Endpoint {
   /** Gives the fd to the frame engine, which closes it when the wire goes. */
   handOff(): PortIo;
   /**
+   * Frames the pod sent that the kernel dropped before they reached our fd,
+   * since open(): the host end's input backlog (veth), the tap's queue (tap).
+   * Read from the interface's counters, synchronously (see countersOpen).
+   */
+  kernelQueueDrops(): number;
+  /**
    * Closes the fd if the engine never took it and, when `remove` is set,
    * deletes what open() created. Called after the engine let the wire go.
    */
@@ -125,6 +131,28 @@ export abstract class EndpointBase implements Endpoint {
     if (!this.io) throw new Error(`${this.name} is not open`);
     this.handedOff = true;
     return this.io;
+  }
+
+  /** where kernelQueueDrops() reads, and its value when the end opened */
+  private queueDrops: { counters: number; ifindex: number; field: 'rxDropped' | 'txDropped'; base: number; last: number } | null = null;
+
+  /** Makes kernelQueueDrops() follow `field` of interface `ifindex`, counted from now. */
+  protected watchQueueDrops(counters: number, ifindex: number, field: 'rxDropped' | 'txDropped'): void {
+    const now = wire.netlink.countersDrops(counters, ifindex);
+    this.queueDrops = { counters, ifindex, field, base: now ? now[field] : 0, last: 0 };
+  }
+
+  kernelQueueDrops(): number {
+    const q = this.queueDrops;
+    if (!q) return 0;
+    try {
+      const now = wire.netlink.countersDrops(q.counters, q.ifindex);
+      // An interface gone (being removed) keeps its last count.
+      if (now) q.last = Math.max(q.last, now[q.field] - q.base);
+    } catch {
+      /* the last count stands */
+    }
+    return q.last;
   }
 
   /** Closes the fd unless the engine has it. */

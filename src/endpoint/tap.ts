@@ -9,6 +9,9 @@ import { configurePodInterface } from './configure.js';
 import { EndpointBase } from './endpoint.js';
 
 export class TapEndpoint extends EndpointBase {
+  /** counter socket in the pod's namespace (see kernelQueueDrops) */
+  private counters = 0;
+
   async open(attach: boolean): Promise<void> {
     const { spec } = this;
     const existed = await linkExists(spec.netns, spec.ifname);
@@ -19,7 +22,14 @@ export class TapEndpoint extends EndpointBase {
     this.setIo(opened.fd, 'tap', opened.vnetHdr);
     try {
       this.ifindex = await configurePodInterface(spec, true);
+      // While the engine does not read the tap (backpressure), the frames the
+      // pod sends wait in the tap's queue; what does not fit is dropped there
+      // and counted as the tap's tx_dropped.
+      this.counters = wire.netlink.countersOpen(netnsPath(spec.netns));
+      this.watchQueueDrops(this.counters, this.ifindex, 'txDropped');
     } catch (err) {
+      if (this.counters) wire.netlink.countersClose(this.counters);
+      this.counters = 0;
       if (!existed) await this.close(true);
       else this.closeFd();
       throw err;
@@ -27,6 +37,8 @@ export class TapEndpoint extends EndpointBase {
   }
 
   async close(remove: boolean): Promise<void> {
+    if (this.counters) wire.netlink.countersClose(this.counters);
+    this.counters = 0;
     if (remove) {
       // Dropping persistence before the last close makes the kernel delete
       // it. The engine has closed its fd by now, so attach once more to do it.

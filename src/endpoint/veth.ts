@@ -13,8 +13,13 @@ export function vethHostName(spec: EndpointSpec): string {
   return 'pw' + createHash('sha1').update(`${spec.netns}\0${spec.ifname}`).digest('hex').slice(0, 12);
 }
 
+/** One counter socket in the daemon's own namespace serves every host end. */
+let hostCounters: number | undefined;
+const daemonCounters = (): number => (hostCounters ??= wire.netlink.countersOpen(''));
+
 export class VethEndpoint extends EndpointBase {
   readonly hostName: string;
+  private hostIndex = 0;
 
   constructor(spec: EndpointSpec) {
     super(spec);
@@ -41,15 +46,20 @@ export class VethEndpoint extends EndpointBase {
         guardHost: true,
       });
       this.ifindex = made.peerIndex;
+      this.hostIndex = made.hostIndex;
     }
     try {
       const opened = wire.openPacket(this.hostName, '', { vnetHdr: true });
       this.setIo(opened.fd, 'packet', opened.vnetHdr);
       if (present) {
         this.ifindex = await linkIndex(spec.netns, spec.ifname);
+        this.hostIndex = await linkIndex('', this.hostName);
         // A host end made by a daemon from before the guard gets it now.
         await nl.ingressGuard('', this.hostName);
       }
+      // A frame the pod sends that the host end's input backlog has no room
+      // for is dropped there, before our socket sees it: counted as its rx_dropped.
+      this.watchQueueDrops(daemonCounters(), this.hostIndex, 'rxDropped');
     } catch (err) {
       this.closeFd();
       if (!present) await nl.linkDel('', this.hostName).catch(() => undefined);

@@ -169,6 +169,14 @@ export interface NativeNetlink {
    * whose eBPF program drops everything. Adds it only where it is missing.
    */
   ingressGuard(netns: string, name: string): Promise<{ added: boolean }>;
+  /**
+   * A netlink socket kept open in a namespace ('' : the daemon's) for reading
+   * interface counters synchronously: the kernel answers at once, no I/O.
+   */
+  countersOpen(netnsPath: string): number;
+  /** An interface's drop counters (IFLA_STATS64), or null when it is gone. */
+  countersDrops(id: number, ifindex: number): { rxDropped: number; txDropped: number } | null;
+  countersClose(id: number): void;
   /** Sets what is given on an existing interface: MAC, MTU, master bridge, addresses (replaced), then up or down. */
   linkConfigure(spec: { netns: string; name: string; mac?: string; mtu?: number; addrs?: string[]; up?: boolean; master?: string }): Promise<{ ifindex: number }>;
   linkGet(netns: string, name: string): Promise<{ ifindex: number; mtu: number; up: boolean } | null>;

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -274,6 +275,37 @@ std::string GetLink(Socket& s, const std::string& name, const std::string& nsNam
   size_t at = NLMSG_ALIGN(sizeof(ifinfomsg));
   WalkAttrs(reply.data() + at, reply.size() - at, [&](uint16_t type, const uint8_t* d, size_t dl) {
     if (type == IFLA_MTU && dl >= 4) memcpy(&out->mtu, d, 4);
+  });
+  return "";
+}
+
+// Drop counters of interface `ifindex` (IFLA_STATS64).
+struct LinkDrops {
+  bool exists = false;
+  uint64_t rxDropped = 0, txDropped = 0;
+};
+
+std::string GetLinkDrops(Socket& s, int ifindex, LinkDrops* out) {
+  Msg m(RTM_GETLINK, 0);
+  ifinfomsg ifi{};
+  ifi.ifi_family = AF_UNSPEC;
+  ifi.ifi_index = ifindex;
+  m.Put(ifi);
+  std::vector<uint8_t> reply;
+  int err = 0;
+  std::string e = s.Request(m.Done(), "read the counters of interface " + std::to_string(ifindex), &reply, &err);
+  *out = LinkDrops{};
+  if (err == ENODEV) return "";
+  if (!e.empty()) return e;
+  if (reply.size() < NLMSG_ALIGN(sizeof(ifinfomsg))) return "read the counters of interface " + std::to_string(ifindex) + ": short answer";
+  out->exists = true;
+  size_t at = NLMSG_ALIGN(sizeof(ifinfomsg));
+  WalkAttrs(reply.data() + at, reply.size() - at, [&](uint16_t type, const uint8_t* d, size_t dl) {
+    if (type != IFLA_STATS64 || dl < sizeof(rtnl_link_stats64)) return;
+    rtnl_link_stats64 st;
+    memcpy(&st, d, sizeof(st));
+    out->rxDropped = st.rx_dropped;
+    out->txDropped = st.tx_dropped;
   });
   return "";
 }
@@ -854,6 +886,71 @@ Napi::Value IngressGuard(const Napi::CallbackInfo& info) {
       });
 }
 
+// ---- counter sockets ----------------------------------------------------------
+// Sockets kept open, each in one namespace, for reading interface counters
+// from the event loop: the kernel answers a GETLINK at once (no I/O, a few
+// microseconds), so a status call reads every end's without a worker thread.
+std::mutex g_statsMu;
+std::map<int, std::unique_ptr<Socket>> g_stats;
+int g_nextStats = 1;
+
+// countersOpen(netnsPath) -> id ('' : the daemon's own namespace)
+Napi::Value CountersOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    Napi::TypeError::New(env, "countersOpen(netnsPath)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string ns = info[0].As<Napi::String>();
+  auto sock = std::make_unique<Socket>();
+  std::string e = sock->Open(ns, NsLabel(ns));
+  if (!e.empty()) {
+    Napi::Error::New(env, e).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::lock_guard<std::mutex> lock(g_statsMu);
+  int id = g_nextStats++;
+  g_stats[id] = std::move(sock);
+  return Napi::Number::New(env, id);
+}
+
+// countersDrops(id, ifindex) -> {rxDropped, txDropped} | null (no such interface)
+Napi::Value CountersDrops(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+    Napi::TypeError::New(env, "countersDrops(id, ifindex)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int id = info[0].As<Napi::Number>().Int32Value(), ifindex = info[1].As<Napi::Number>().Int32Value();
+  std::lock_guard<std::mutex> lock(g_statsMu);
+  auto it = g_stats.find(id);
+  if (it == g_stats.end()) {
+    Napi::Error::New(env, "countersDrops: no counter socket " + std::to_string(id)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  LinkDrops d;
+  std::string e = GetLinkDrops(*it->second, ifindex, &d);
+  if (!e.empty()) {
+    Napi::Error::New(env, e).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (!d.exists) return env.Null();
+  auto r = Napi::Object::New(env);
+  r.Set("rxDropped", static_cast<double>(d.rxDropped));
+  r.Set("txDropped", static_cast<double>(d.txDropped));
+  return r;
+}
+
+// countersClose(id)
+Napi::Value CountersClose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() >= 1 && info[0].IsNumber()) {
+    std::lock_guard<std::mutex> lock(g_statsMu);
+    g_stats.erase(info[0].As<Napi::Number>().Int32Value());
+  }
+  return env.Undefined();
+}
+
 // linkConfigure({netns, name, mac, mtu, addrs, up, master}) -> Promise<{ifindex}>
 Napi::Value LinkConfigure(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -976,6 +1073,9 @@ Napi::Object Init(Napi::Env env) {
   auto o = Napi::Object::New(env);
   o.Set("vethCreate", Napi::Function::New(env, VethCreate));
   o.Set("ingressGuard", Napi::Function::New(env, IngressGuard));
+  o.Set("countersOpen", Napi::Function::New(env, CountersOpen));
+  o.Set("countersDrops", Napi::Function::New(env, CountersDrops));
+  o.Set("countersClose", Napi::Function::New(env, CountersClose));
   o.Set("linkConfigure", Napi::Function::New(env, LinkConfigure));
   o.Set("linkGet", Napi::Function::New(env, LinkGet));
   o.Set("linkDel", Napi::Function::New(env, LinkDel));
