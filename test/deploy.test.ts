@@ -126,7 +126,8 @@ t.test('the DaemonSet, the image and the probes', async (t) => {
   t.match(readFileSync(path.join(ROOT, 'bin', 'patchwire.js'), 'utf8').split('\n')[0], /^#!\/usr\/bin\/env -S node --single-threaded-gc$/, 'through bin/patchwire.js, whose shebang keeps V8 GC on the daemon thread');
   for (const flag of daemon.command.filter((x: string) => x.startsWith('--'))) t.match(DAEMON_HELP, `  ${flag}`, `daemon knows ${flag}`);
   t.equal(pod.hostNetwork, true, 'host network: peers meet at host IPs');
-  t.equal(daemon.securityContext.privileged, true, 'privileged: it plumbs interfaces');
+  t.equal(daemon.securityContext.privileged, false, 'not privileged: the capabilities it plumbs interfaces with (test/capabilities.test.ts)');
+  t.equal(hostPathOf(mountOf(daemon, '/dev/net/tun')!.name), '/dev/net/tun', 'and /dev/net/tun for tap endpoints');
   t.same(daemon.env.find((e: Obj) => e.name === 'NODE_NAME').valueFrom, { fieldRef: { fieldPath: 'spec.nodeName' } }, 'node name from the downward API');
   const healthPort = Number(arg(daemon.command, '--health').split(':')[1]);
   t.same([daemon.livenessProbe.httpGet.path, daemon.livenessProbe.httpGet.port], ['/healthz', healthPort], 'liveness probe on the health endpoint');

@@ -128,7 +128,8 @@ export class TestNet {
   }
 
   /** An emulated node: a namespace on the underlay, with a daemon in it. */
-  async addNode(short: string, opts: { start?: boolean; extraArgs?: string[] } = {}): Promise<TestNode> {
+  /** `wrap`: a command the daemon runs under, inside the node's namespace (e.g. to drop capabilities). */
+  async addNode(short: string, opts: { start?: boolean; extraArgs?: string[]; wrap?: string[] } = {}): Promise<TestNode> {
     const index = this.nodes.size + 1;
     const ns = `${this.prefix}${short}`;
     const ip = `198.18.0.${index}`;
@@ -151,7 +152,7 @@ export class TestNet {
       client: new ControlClient(control),
     };
     this.nodes.set(short, node);
-    if (opts.start !== false) await this.startDaemon(node, opts.extraArgs);
+    if (opts.start !== false) await this.startDaemon(node, opts.extraArgs, opts.wrap);
     return node;
   }
 
@@ -159,9 +160,9 @@ export class TestNet {
     return ['daemon', '--node', node.name, '--lab', this.lab, '--listen', node.address, '--control', node.control, '--state', node.state, ...(extra.length ? extra : ['--insecure'])];
   }
 
-  async startDaemon(node: TestNode, extra: string[] = []): Promise<void> {
+  async startDaemon(node: TestNode, extra: string[] = [], wrap: string[] = []): Promise<void> {
     const log = openSync(node.log, 'a');
-    node.proc = spawn('ip', ['netns', 'exec', node.ns, process.execPath, CLI, ...this.daemonArgs(node, extra)], { stdio: ['ignore', log, log] });
+    node.proc = spawn('ip', ['netns', 'exec', node.ns, ...wrap, process.execPath, CLI, ...this.daemonArgs(node, extra)], { stdio: ['ignore', log, log] });
     const proc = node.proc;
     await waitFor(`daemon ${node.name} to answer`, async () => {
       if (proc.exitCode !== null) throw new Error(`daemon ${node.name} exited: ${readFileSync(node.log, 'utf8')}`);
