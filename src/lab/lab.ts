@@ -517,7 +517,7 @@ export interface WireReport {
   a_to_b: { frames: number; bytes: number };
   b_to_a: { frames: number; bytes: number };
   drops: Record<string, Record<string, number>>;
-  ends: Array<{ name: string; node: string; ifindex: number; rx_frames: number; rx_bytes: number; tx_frames: number; tx_bytes: number; drops: Record<string, number>; capture_drops: number; impair: EndImpairments | null }>;
+  ends: Array<{ name: string; node: string; ifindex: number; rx_frames: number; rx_bytes: number; tx_frames: number; tx_bytes: number; drops: Record<string, number>; capture_drops: number; impair: EndImpairments | null; impair_held_bytes: number }>;
 }
 
 export interface StatusReport {
@@ -597,6 +597,7 @@ export async function status(name: string): Promise<StatusReport> {
         drops: { ...(x?.e.counters.drops ?? {}) } as unknown as Record<string, number>,
         capture_drops: x?.e.counters.capture_drops ?? 0,
         impair: endImpairFromPb(x?.e.impair) ?? null,
+        impair_held_bytes: x?.e.counters.impair_held_bytes ?? 0,
       });
       const ra = endReport(ea, nameA, pa.node);
       const rb = endReport(eb, nameB, pb.node);
