@@ -150,7 +150,10 @@ void Impairer::Admit(const OutFrame* frames, int n, uint64_t nowNs) {
       continue;
     }
     int copies = 1;
-    if (cfg_.duplicate > 0 && Uniform() < cfg_.duplicate) copies = 2;
+    if (cfg_.duplicate > 0 && Uniform() < cfg_.duplicate) {
+      copies = 2;
+      c_->Add(c_->impairDuplicated, 1);  // counted whether or not the copy fits (then it is an overflow)
+    }
     // Charged to the rate limit as the segments it becomes on a wire.
     uint32_t wireBytes = f.len;
     if (f.vnetHdr != nullptr && f.vnetHdr[1] != 0) {
@@ -180,7 +183,6 @@ void Impairer::Admit(const OutFrame* frames, int n, uint64_t nowNs) {
         buf[hv + kEthHdr + bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
         c_->Add(c_->impairCorrupted, 1);
       }
-      if (k == 1) c_->Add(c_->impairDuplicated, 1);
       uint64_t due = nowNs;
       if (cfg_.reorder > 0 && Uniform() < cfg_.reorder) c_->Add(c_->impairReordered, 1);
       else due = nowNs + static_cast<uint64_t>(DelayNs());
