@@ -8,7 +8,7 @@
 // lock (/tmp/pw-test.lock) through the caller: run it as
 // `flock /tmp/pw-test.lock npm run bench:impair`.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -128,6 +128,7 @@ async function main(): Promise<void> {
     row('iperf3 TCP', 'delay 10ms each way', `${(slow / 1e9).toFixed(2)} Gbit/s`, '>= 1 Gbit/s');
   } finally {
     spawnSync(process.execPath, [CLI, 'down', LAB]);
+    rmSync(file, { force: true });
   }
   const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   process.stdout.write(`\nimpairment accuracy (${os.cpus().length} CPUs, ${os.release()})\n`);
