@@ -7,6 +7,7 @@ import { alive, listLabs, readLab, readSupervisor } from '../lab/state.js';
 import { topologyMain } from './topology.js';
 import { parseRtPriority, UsageError } from './usage.js';
 import { parseBounded } from '../limits.js';
+import { formatImpairment } from '../dataplane/impair.js';
 
 export const LAB_HELP = `Lab commands (one machine; pods are network namespaces):
   patchwire up -f FILE [--name LAB] [--nodes N] [--capture-ring-bytes N] [--rt-priority N] [--plain-text] [--json]
@@ -59,6 +60,11 @@ function fmtStatus(s: StatusReport): string {
       String(sumDrops(w.ends[0]!.drops) + sumDrops(w.ends[1]!.drops)),
     ]),
   ]);
+  const impaired = s.wires.flatMap((w) => w.ends.filter((e) => e.impair));
+  if (impaired.length) {
+    out += '\nimpairments (out: what the end sends; in: what it receives)\n';
+    out += table([['END', 'NODE', 'OUT', 'IN'], ...impaired.map((e) => [e.name, e.node, formatImpairment(e.impair?.out) || '-', formatImpairment(e.impair?.in) || '-'])]);
+  }
   return out;
 }
 

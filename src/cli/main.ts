@@ -22,6 +22,7 @@ Commands:
   daemon    run a wire daemon (one per node; --cluster for Kubernetes)
   cni       install or uninstall the CNI plugin on a node
   wire      add, remove or list the wires of a daemon
+  link      set or reset a lab link end's impairments (delay, loss, rate, ...)
   health    show a daemon's health and peers
   help      this text
 
@@ -29,8 +30,8 @@ Run 'patchwire COMMAND --help' for the options of a command.
 `;
 
 async function fullHelp(): Promise<string> {
-  const [lab, capture, daemon, wire, cni, signer, map] = await Promise.all([import('./lab.js'), import('./capture.js'), import('./daemon.js'), import('./wire.js'), import('./cni.js'), import('./signer.js'), import('./map.js')]);
-  return `${HELP}\n${lab.LAB_HELP}\n${capture.CAPTURE_HELP}\n${map.MAP_HELP}\n${daemon.DAEMON_HELP}\n${wire.WIRE_HELP}\n${cni.CNI_HELP}\n${signer.SIGNER_HELP}`;
+  const [lab, capture, daemon, wire, cni, signer, map, impair] = await Promise.all([import('./lab.js'), import('./capture.js'), import('./daemon.js'), import('./wire.js'), import('./cni.js'), import('./signer.js'), import('./map.js'), import('./impair.js')]);
+  return `${HELP}\n${lab.LAB_HELP}\n${impair.IMPAIR_HELP}\n${capture.CAPTURE_HELP}\n${map.MAP_HELP}\n${daemon.DAEMON_HELP}\n${wire.WIRE_HELP}\n${cni.CNI_HELP}\n${signer.SIGNER_HELP}`;
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -45,6 +46,18 @@ async function main(argv: string[]): Promise<void> {
     case 'ls':
       process.exitCode = await (await import('./lab.js')).labMain(cmd, rest);
       return;
+    case 'link': {
+      const [sub, ...args] = rest;
+      if (sub === 'set' || sub === 'reset') {
+        process.exitCode = await (await import('./impair.js')).impairMain(sub, args);
+        return;
+      }
+      if (sub === '--help' || sub === '-h' || sub === undefined) {
+        process.stdout.write((await import('./impair.js')).IMPAIR_HELP);
+        return;
+      }
+      throw new UsageError(`link: unknown subcommand '${sub}' (set or reset)`);
+    }
     case 'capture':
       process.exitCode = await (await import('./capture.js')).captureMain(rest);
       return;

@@ -5,6 +5,7 @@ import type { WireSpec } from '../dataplane/wire.js';
 import { controlService } from '../proto/load.js';
 import { type PbWireStatus, specToPb } from './convert.js';
 import type { MapEvent, MapSnapshot } from '../map/model.js';
+import { DIR_TO_PB, type ImpairDir, type Impairment, impairmentToPb } from '../dataplane/impair.js';
 
 export interface PbHealth {
   node: string;
@@ -65,6 +66,14 @@ export class ControlClient {
 
   async removeWire(uid: number): Promise<void> {
     await this.call('RemoveWire', { uid });
+  }
+
+  async setImpair(end: string, dir: ImpairDir, imp: Impairment): Promise<PbWireStatus> {
+    return (await this.call<{ wire: PbWireStatus }>('SetImpair', { end, direction: DIR_TO_PB[dir], impairment: impairmentToPb(imp) })).wire;
+  }
+
+  async resetImpair(end: string, dir: ImpairDir): Promise<PbWireStatus> {
+    return (await this.call<{ wire: PbWireStatus }>('ResetImpair', { end, direction: DIR_TO_PB[dir] })).wire;
   }
 
   async listWires(): Promise<PbWireStatus[]> {

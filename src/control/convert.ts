@@ -2,6 +2,7 @@
 import type { EndpointKind, EndpointSpec } from '../endpoint/index.js';
 import type { EndCounters, WireSpec } from '../dataplane/wire.js';
 import type { WireStatus } from '../daemon/daemon.js';
+import { endImpairFromPb, endImpairToPb, normalizeEnd, type PbEndImpairments } from '../dataplane/impair.js';
 
 export interface PbEndpoint {
   kind: string;
@@ -18,6 +19,8 @@ export interface PbWireSpec {
   peer: { node: string; address: string } | null;
   local_peer: PbEndpoint | null;
   capture_ring_bytes: number;
+  local_impair?: PbEndImpairments | null;
+  local_peer_impair?: PbEndImpairments | null;
 }
 export interface PbDrops {
   queue_full: number;
@@ -28,6 +31,9 @@ export interface PbDrops {
   truncated: number;
   send_busy: number;
   send_error: number;
+  impaired_loss: number;
+  rate_limited: number;
+  impair_overflow: number;
 }
 export interface PbCounters {
   rx_frames: number;
@@ -37,13 +43,17 @@ export interface PbCounters {
   drops: PbDrops;
   capture_drops: number;
   backpressure_pauses: number;
+  impair_duplicated: number;
+  impair_corrupted: number;
+  impair_reordered: number;
+  impair_held_bytes: number;
 }
 export interface PbWireStatus {
   spec: PbWireSpec;
   state: string;
   /** why a wire is not up, where the daemon knows */
   message?: string;
-  ends: Array<{ name: string; ifindex: number; vnet_hdr: boolean; counters: PbCounters; file_capture: string }>;
+  ends: Array<{ name: string; ifindex: number; vnet_hdr: boolean; counters: PbCounters; file_capture: string; impair?: PbEndImpairments | null }>;
 }
 
 const KIND_TO_PB: Record<EndpointKind, string> = { veth: 'ENDPOINT_KIND_VETH', tap: 'ENDPOINT_KIND_TAP', host: 'ENDPOINT_KIND_HOST' };
@@ -72,6 +82,8 @@ export function specToPb(s: WireSpec): PbWireSpec {
     peer: s.peer ? { node: s.peer.node, address: s.peer.address } : null,
     local_peer: s.localPeer ? endpointToPb(s.localPeer) : null,
     capture_ring_bytes: s.captureRingBytes ?? 0,
+    local_impair: endImpairToPb(s.impair?.local),
+    local_peer_impair: endImpairToPb(s.impair?.localPeer),
   };
 }
 
@@ -80,6 +92,9 @@ export function specFromPb(s: PbWireSpec): WireSpec {
   if (s.peer && (s.peer.node || s.peer.address)) spec.peer = { node: s.peer.node, address: s.peer.address };
   if (s.local_peer && s.local_peer.ifname) spec.localPeer = endpointFromPb(s.local_peer);
   if (Number(s.capture_ring_bytes) > 0) spec.captureRingBytes = Number(s.capture_ring_bytes);
+  const local = endImpairFromPb(s.local_impair);
+  const localPeer = endImpairFromPb(s.local_peer_impair);
+  if (local || localPeer) spec.impair = { ...(local ? { local } : {}), ...(localPeer ? { localPeer } : {}) };
   return spec;
 }
 
@@ -99,9 +114,16 @@ function countersToPb(c: EndCounters): PbCounters {
       send_busy: d.sendBusy,
       send_error: d.sendError,
       kernel_queue: d.kernelQueue,
+      impaired_loss: d.impairedLoss,
+      rate_limited: d.rateLimited,
+      impair_overflow: d.impairOverflow,
     },
     capture_drops: c.captureDrops,
     backpressure_pauses: c.backpressurePauses,
+    impair_duplicated: c.impairDuplicated,
+    impair_corrupted: c.impairCorrupted,
+    impair_reordered: c.impairReordered,
+    impair_held_bytes: c.impairHeldBytes,
   };
 }
 
@@ -110,6 +132,6 @@ export function statusToPb(w: WireStatus): PbWireStatus {
     spec: specToPb(w.spec),
     state: w.state === 'up' ? 'WIRE_STATE_UP' : w.state === 'restoring' ? 'WIRE_STATE_RESTORING' : 'WIRE_STATE_DOWN',
     message: w.message ?? '',
-    ends: w.ends.map((e) => ({ name: e.name, ifindex: e.ifindex, vnet_hdr: e.vnetHdr, counters: countersToPb(e.counters), file_capture: e.fileCapture })),
+    ends: w.ends.map((e, i) => ({ name: e.name, ifindex: e.ifindex, vnet_hdr: e.vnetHdr, counters: countersToPb(e.counters), file_capture: e.fileCapture, impair: endImpairToPb(normalizeEnd(i === 0 ? w.spec.impair?.local : w.spec.impair?.localPeer)) })),
   };
 }

@@ -10,6 +10,7 @@ import { asPatchwireError, type ErrorCode, errorFor, FailedPrecondition, Invalid
 import { controlService } from '../proto/load.js';
 import { rangeProblem } from '../limits.js';
 import { type PbWireSpec, specFromPb, statusToPb } from './convert.js';
+import { dirFromPb, impairmentFromPb, type PbImpairment } from '../dataplane/impair.js';
 
 const GRPC_STATUS: Record<ErrorCode, grpc.status> = {
   CANCELLED: grpc.status.CANCELLED,
@@ -75,6 +76,17 @@ export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.Unty
       return {};
     }),
     ListWires: unary(() => ({ wires: d.listWires().map(statusToPb) })),
+    SetImpair: unary(async (req: { end: string; direction: string; impairment: PbImpairment | null }) => {
+      writable(d);
+      if (!req.end) throw new InvalidArgument('SetImpair needs an end (pod/ifname)');
+      if (!req.impairment) throw new InvalidArgument('SetImpair needs an impairment (ResetImpair removes them)');
+      return { wire: statusToPb(await d.setImpair(req.end, dirFromPb(req.direction), impairmentFromPb(req.impairment)!)) };
+    }),
+    ResetImpair: unary(async (req: { end: string; direction: string }) => {
+      writable(d);
+      if (!req.end) throw new InvalidArgument('ResetImpair needs an end (pod/ifname)');
+      return { wire: statusToPb(await d.setImpair(req.end, dirFromPb(req.direction), null)) };
+    }),
     Health: unary(() => {
       const h = d.health();
       return {

@@ -11,6 +11,7 @@ import { createEndpoint, type Endpoint, endpointProblems, type EndpointSpec } fr
 import { type EnginePeer, type NativeEngine, wire } from '../native/wire.js';
 import { type DataTls, probePeer } from '../dataplane/probe.js';
 import { EngineRing } from '../dataplane/engine-ring.js';
+import { type EndImpairments, type ImpairDir, type Impairment, impairmentProblem, normalizeEnd, normalizeImpairment } from '../dataplane/impair.js';
 import { type EndCounters, endCounters, Wire, type WireEnd, type WireSpec } from '../dataplane/wire.js';
 import { DEFAULT_RING_BYTES } from '../capture/ring.js';
 import type { CaptureInterface } from '../capture/format.js';
@@ -399,6 +400,13 @@ export class Daemon {
     if (spec.localPeer && spec.localPeer.netns === spec.local.netns && spec.localPeer.ifname === spec.local.ifname) {
       out.push(`wire ${spec.uid} joins ${spec.local.ifname} to itself`);
     }
+    if (spec.impair?.localPeer && !spec.localPeer) out.push('impairments for a local peer end, but the wire has no local peer');
+    for (const [which, e] of [['local', spec.impair?.local], ['local peer', spec.impair?.localPeer]] as const) {
+      for (const dir of ['in', 'out'] as const) {
+        const p = e?.[dir] ? impairmentProblem(e[dir]!) : null;
+        if (p) out.push(`${which} end, ${dir}: ${p}`);
+      }
+    }
     return out;
   }
 
@@ -472,6 +480,15 @@ export class Daemon {
       throw new ResourceExhausted(`wire ${spec.uid}: ${(err as Error).message}`);
     }
     for (const ep of opened) ep.handOff();
+    // Impairments are in place before the wire is listed: a lab declared
+    // impaired never carries a frame unimpaired.
+    const impairErr = this.applyImpair(spec);
+    if (impairErr) {
+      this.engine.removeWire(spec.uid);
+      for (const ep of opened) await ep.close(true);
+      this.busy.delete(spec.uid);
+      throw new InvalidArgument(`wire ${spec.uid}: ${impairErr}`);
+    }
     const wire = new Wire(
       spec,
       opened.map((endpoint, i) => ({ endpoint, ring: new EngineRing(this.engine, spec.uid, i, this.ringReaders) })),
@@ -515,6 +532,55 @@ export class Daemon {
     for (const end of wire.ends) await end.endpoint.close(true);
     this.map.changed();
     await this.persist();
+  }
+
+  /** Hands a spec's impairments to the engine; "" or why not. */
+  private applyImpair(spec: WireSpec): string {
+    const ends = [spec.impair?.local, spec.impair?.localPeer];
+    for (let i = 0; i < ends.length; i++) {
+      for (const dir of ['in', 'out'] as const) {
+        const imp = normalizeImpairment(ends[i]?.[dir]);
+        if (!imp && i === 1 && !spec.localPeer) continue;
+        const err = this.engine.setImpair(spec.uid, i, dir, imp ?? null);
+        if (err) return `${i === 0 ? 'local' : 'local peer'} end, ${dir}: ${err}`;
+      }
+    }
+    return '';
+  }
+
+  /**
+   * Sets (imp) or clears (null) the impairments of the wire end named
+   * "pod/ifname" in one direction or both, and keeps them in the state file.
+   */
+  async setImpair(end: string, dir: ImpairDir, imp: Impairment | null): Promise<WireStatus> {
+    if (imp) {
+      const p = impairmentProblem(imp);
+      if (p) throw new InvalidArgument(`${end}: ${p}`);
+    }
+    for (const w of this.wires.values()) {
+      const i = w.ends.findIndex((e) => e.endpoint.name === end);
+      if (i < 0) continue;
+      const key = i === 0 ? 'local' : 'localPeer';
+      const next: EndImpairments = { ...(w.spec.impair?.[key] ?? {}) };
+      for (const d of dir === 'both' ? (['in', 'out'] as const) : [dir]) {
+        const n = normalizeImpairment(imp ?? undefined);
+        const err = this.engine.setImpair(w.spec.uid, i, d, n ?? null);
+        if (err) throw new InvalidArgument(`${end} ${d}: ${err}`);
+        if (n) next[d] = n;
+        else delete next[d];
+      }
+      const impair = { ...(w.spec.impair ?? {}) };
+      const norm = normalizeEnd(next);
+      if (norm) impair[key] = norm;
+      else delete impair[key];
+      if (impair.local || impair.localPeer) w.spec.impair = impair;
+      else delete w.spec.impair;
+      await this.persist();
+      return this.status(w);
+    }
+    const pending = [...this.restoring.values()].find((r) => `${r.spec.local.pod || r.spec.local.netns}/${r.spec.local.ifname}` === end);
+    if (pending) throw new FailedPrecondition(`${end} is not restored yet on node ${this.opts.node}: ${pending.error}`);
+    throw new NotFound(`no wire end ${end.slice(0, 100)} on node ${this.opts.node}`);
   }
 
   private status(wire: Wire): WireStatus {

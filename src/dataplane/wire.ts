@@ -4,6 +4,7 @@
 // in the native engine; this is the wire as the control plane knows it.
 import type { Endpoint, EndpointSpec } from '../endpoint/index.js';
 import type { EngineEndCounters } from '../native/wire.js';
+import type { EndImpairments } from './impair.js';
 import type { EngineRing } from './engine-ring.js';
 
 export interface PeerRef {
@@ -18,6 +19,8 @@ export interface WireSpec {
   localPeer?: EndpointSpec;
   /** bytes of capture ring per wire end (0 or absent: the daemon's default) */
   captureRingBytes?: number;
+  /** impairments of the local end and of the local peer end (absent: none) */
+  impair?: { local?: EndImpairments; localPeer?: EndImpairments };
 }
 
 export interface DropCounters {
@@ -30,6 +33,12 @@ export interface DropCounters {
   sendError: number;
   /** the pod sent it; the kernel dropped it before our socket (Endpoint.kernelQueueDrops) */
   kernelQueue: number;
+  /** removed by the end's loss impairment */
+  impairedLoss: number;
+  /** the rate limit's queue was full */
+  rateLimited: number;
+  /** the end's impairments already held their byte limit */
+  impairOverflow: number;
 }
 
 export interface EndCounters {
@@ -42,6 +51,11 @@ export interface EndCounters {
   captureDrops: number;
   /** times reading this end stopped because the queue to the peer passed its high-water mark */
   backpressurePauses: number;
+  /** what impairments did to frames they kept, and bytes they hold now */
+  impairDuplicated: number;
+  impairCorrupted: number;
+  impairReordered: number;
+  impairHeldBytes: number;
 }
 
 /** One endpoint of a wire on this daemon, with its capture ring. */
@@ -78,8 +92,15 @@ export function endCounters(c: EngineEndCounters | undefined, ring: EngineRing, 
       sendBusy: z.sendBusy ?? 0,
       sendError: z.sendError ?? 0,
       kernelQueue,
+      impairedLoss: z.impairedLoss ?? 0,
+      rateLimited: z.rateLimited ?? 0,
+      impairOverflow: z.impairOverflow ?? 0,
     },
     captureDrops: ring.readerDrops,
     backpressurePauses: z.pauses ?? 0,
+    impairDuplicated: z.impairDuplicated ?? 0,
+    impairCorrupted: z.impairCorrupted ?? 0,
+    impairReordered: z.impairReordered ?? 0,
+    impairHeldBytes: z.impairHeldBytes ?? 0,
   };
 }

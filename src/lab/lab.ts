@@ -9,6 +9,7 @@ import { errorFromGrpc } from '../control/service.js';
 import { NotFound } from '../errors.js';
 import { ensureTokenFile, LAB_TOKEN_FILE } from '../capture/auth.js';
 import type { PbWireStatus } from '../control/convert.js';
+import { type EndImpairments, endImpairFromPb } from '../dataplane/impair.js';
 import { pidsInNamespaces } from '../netns/ip.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import { loadTopology } from '../topology/load.js';
@@ -224,8 +225,30 @@ export interface UpResult {
   seconds: number;
 }
 
+/** Same wire (impairments aside: those change in place, see applyImpairChanges). */
 function sameLink(x: LinkModel, y: LinkModel): boolean {
-  return JSON.stringify(x) === JSON.stringify(y);
+  return JSON.stringify({ ...x, impair: undefined, impairments: undefined }) === JSON.stringify({ ...y, impair: undefined, impairments: undefined });
+}
+
+/**
+ * A kept link whose declared impairments changed gets the new ones on each
+ * end in place (SetImpair / ResetImpair): its wire keeps carrying frames.
+ */
+async function applyImpairChanges(state: LabState, clients: Clients, model: LinkModel, was: LinkModel): Promise<boolean> {
+  if (JSON.stringify(model.impair ?? {}) === JSON.stringify(was.impair ?? {})) return false;
+  for (const side of ['a', 'b'] as const) {
+    const end = model[side];
+    const node = podOf(state, carrierPod(model, side)).node;
+    const name = `${end.kind === 'host' ? 'host' : end.pod}/${end.intf}`;
+    for (const dir of ['in', 'out'] as const) {
+      const want = model.impair?.[side]?.[dir];
+      const had = was.impair?.[side]?.[dir];
+      if (JSON.stringify(want ?? null) === JSON.stringify(had ?? null)) continue;
+      if (want) await clients.get(node).setImpair(name, dir, want);
+      else await clients.get(node).resetImpair(name, dir);
+    }
+  }
+  return true;
 }
 
 /** Brings a lab up, or reconciles a running one with an edited file. */
@@ -371,6 +394,13 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
     writeLab(state);
     if (added.some((l) => l.a.kind === 'host' || l.b.kind === 'host') && !netnsList().has(hostNs(state.name))) ipq('netns', 'attach', hostNs(state.name), String(process.pid));
     await addLinks(state, clients, added, progress);
+    for (const l of state.links.filter((x) => keptUids.has(x.uid))) {
+      const m = want.get(l.uid);
+      if (m && (await applyImpairChanges(state, clients, m, l))) {
+        state.links = state.links.map((x) => (x.uid === l.uid ? m : x));
+        writeLab(state);
+      }
+    }
     progress.done();
     return { state, created: false, added: added.length, removed: removed.length, kept: keptUids.size, repaired: missing.length, seconds: (Date.now() - t0) / 1000 };
   } finally {
@@ -487,7 +517,7 @@ export interface WireReport {
   a_to_b: { frames: number; bytes: number };
   b_to_a: { frames: number; bytes: number };
   drops: Record<string, Record<string, number>>;
-  ends: Array<{ name: string; node: string; ifindex: number; rx_frames: number; rx_bytes: number; tx_frames: number; tx_bytes: number; drops: Record<string, number>; capture_drops: number }>;
+  ends: Array<{ name: string; node: string; ifindex: number; rx_frames: number; rx_bytes: number; tx_frames: number; tx_bytes: number; drops: Record<string, number>; capture_drops: number; impair: EndImpairments | null; impair_held_bytes: number }>;
 }
 
 export interface StatusReport {
@@ -566,6 +596,8 @@ export async function status(name: string): Promise<StatusReport> {
         tx_bytes: x?.e.counters.tx_bytes ?? 0,
         drops: { ...(x?.e.counters.drops ?? {}) } as unknown as Record<string, number>,
         capture_drops: x?.e.counters.capture_drops ?? 0,
+        impair: endImpairFromPb(x?.e.impair) ?? null,
+        impair_held_bytes: x?.e.counters.impair_held_bytes ?? 0,
       });
       const ra = endReport(ea, nameA, pa.node);
       const rb = endReport(eb, nameB, pb.node);

@@ -2,6 +2,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
+import type { Impairment } from '../dataplane/impair.js';
 import { PACKAGE_ROOT } from '../paths.js';
 
 export interface OpenedFd {
@@ -59,6 +60,14 @@ export interface EngineEndCounters {
   pauses: number;
   captureDrops: number;
   captureEvicted: number;
+  /** impairments (src/dataplane/impair.ts): drops by cause, what they did, bytes held now */
+  impairedLoss: number;
+  rateLimited: number;
+  impairOverflow: number;
+  impairDuplicated: number;
+  impairCorrupted: number;
+  impairReordered: number;
+  impairHeldBytes: number;
 }
 
 export interface EnginePeer {
@@ -137,6 +146,8 @@ export interface NativeEngine {
   };
   /** swaps the TLS identity new connections use (rotation); throws why not, keeping the old one */
   setTls(tls: { cert: Buffer; key: Buffer; ca: Buffer }): void;
+  /** Impairments of end `end` (0, 1 as added) of a wire in one direction; null clears them. "" or why not. */
+  setImpair(uid: number, end: number, dir: 'in' | 'out', cfg: Impairment | null): string;
   /** serialized segments (see wire/src/engine/capture_ring.h), or null for no such end */
   ringSnapshot(uid: number, end: number): Buffer | null;
   /** a live reader of one end's ring; 0 when there is no such end */

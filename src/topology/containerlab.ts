@@ -266,7 +266,16 @@ export function parseContainerlab(raw: Record<string, unknown>, file: string, en
       for (const [x, y] of [[a, b], [b, a]] as const) {
         if (x.kind === 'host') expanded.push(`${field}: ${y.pod}:${y.intf} is wired to the machine's existing interface ${x.intf} (patchwire's host endpoint; containerlab would create it as a veth)`);
       }
-      links.push({ uid: i + 1, a, b });
+      // impair: for both ends (each end's own, so each direction once), or by "pod:intf".
+      let impair: LinkModel['impair'];
+      if (ext.impair) {
+        const per = ext.impair.perEnd;
+        if (per) for (const k of per.keys()) if (k !== `${a.pod}:${a.intf}` && k !== `${b.pod}:${b.intf}`) report(`${field}.patchwire.impair.${k}`, `is not an end of this link (${a.pod}:${a.intf}, ${b.pod}:${b.intf})`);
+        const ia = per ? per.get(`${a.pod}:${a.intf}`) : ext.impair.all;
+        const ib = per ? per.get(`${b.pod}:${b.intf}`) : ext.impair.all;
+        if (ia || ib) impair = { ...(ia ? { a: ia } : {}), ...(ib ? { b: ib } : {}) };
+      }
+      links.push({ uid: i + 1, a, b, ...(impair ? { impair } : {}) });
     });
   }
   const segments: SegmentModel[] = [...segmentMembers].map(([name, s]) => ({ name, members: s.members, where: s.where }));

@@ -1,6 +1,7 @@
 // What a topology file was understood to say, for `patchwire validate`
 // (text or JSON) and `patchwire graph` (Mermaid or DOT). Pure.
 import type { LabModel, LinkEnd } from './model.js';
+import { formatImpairment } from '../dataplane/impair.js';
 
 function endText(e: LinkEnd): string {
   const attrs = [e.ip, e.ip6, e.kind !== 'veth' ? e.kind : undefined, e.mtu ? `mtu ${e.mtu}` : undefined, e.mac].filter(Boolean);
@@ -17,6 +18,12 @@ export function describeModel(m: LabModel, file: string): string {
     for (const l of m.links) {
       const imp = l.impairments ? `  [impairments: ${Object.entries(l.impairments).map(([k, v]) => `${k} ${v}`).join(', ')}]` : '';
       lines.push(`  ${l.uid}: ${endText(l.a)} <-> ${endText(l.b)}${imp}`);
+      for (const side of ['a', 'b'] as const) {
+        for (const dir of ['out', 'in'] as const) {
+          const f = formatImpairment(l.impair?.[side]?.[dir]);
+          if (f) lines.push(`     ${l[side].pod}:${l[side].intf} ${dir}: ${f}`);
+        }
+      }
     }
   }
   if (m.segments.length) {

@@ -3,8 +3,9 @@
 import { macProblem, mtuProblem } from '../netns/ip.js';
 import { rangeProblem } from '../limits.js';
 import type { LinkEnd } from './model.js';
+import { type EndImpairments, parseEndImpair } from '../dataplane/impair.js';
 
-export const LINK_EXTENSION_KEYS = ['kind', 'mtu', 'mac', 'capture_bytes'] as const;
+export const LINK_EXTENSION_KEYS = ['kind', 'mtu', 'mac', 'capture_bytes', 'impair'] as const;
 export const POD_EXTENSION_KEYS = ['node'] as const;
 
 export interface LinkExtension {
@@ -13,6 +14,12 @@ export interface LinkExtension {
   mac?: string;
   /** capture ring of this wire end, bytes */
   captureBytes?: number;
+  /**
+   * impairments: `all` for every end the block speaks for (a containerlab
+   * link's two ends, a meshnet pod's own end), `perEnd` by "pod:intf"
+   * (a containerlab link naming its ends)
+   */
+  impair?: { all?: EndImpairments; perEnd?: Map<string, EndImpairments> };
 }
 
 type Report = (field: string, message: string) => void;
@@ -44,6 +51,20 @@ export function parseLinkExtension(v: unknown, field: string, report: Report): L
     const p = rangeProblem('capture_bytes', v.capture_bytes, 'captureBytes');
     if (p) report(`${field}.capture_bytes`, p);
     else out.captureBytes = v.capture_bytes as number;
+  }
+  if (v.impair !== undefined && v.impair !== null) {
+    const imp = v.impair;
+    if (isObject(imp) && Object.keys(imp).length > 0 && Object.keys(imp).every((k) => k.includes(':'))) {
+      const perEnd = new Map<string, EndImpairments>();
+      for (const [k, x] of Object.entries(imp)) {
+        const e = parseEndImpair(x, `${field}.impair.${k}`, report);
+        if (e) perEnd.set(k, e);
+      }
+      out.impair = { perEnd };
+    } else {
+      const all = parseEndImpair(imp, `${field}.impair`, report);
+      if (all) out.impair = { all };
+    }
   }
   if (v.mac !== undefined) {
     const p = typeof v.mac === 'string' ? macProblem(v.mac) : 'MAC must be a string';

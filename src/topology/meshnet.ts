@@ -253,7 +253,9 @@ function parseNamespace(
       ...(d.ext.captureBytes !== undefined ? { captureBytes: d.ext.captureBytes } : {}),
       kind: d.ext.kind ?? 'veth',
     });
-    links.push({ uid, a: end(x), b: end(y) });
+    const ia = x.ext.impair?.all;
+    const ib = y.ext.impair?.all;
+    links.push({ uid, a: end(x), b: end(y), ...(ia || ib ? { impair: { ...(ia ? { a: ia } : {}), ...(ib ? { b: ib } : {}) } } : {}) });
   }
   return { pods, links };
 }

@@ -1,5 +1,6 @@
 // The one internal model every topology format maps onto.
 import type { EndpointKind } from '../endpoint/endpoint.js';
+import type { EndImpairments } from '../dataplane/impair.js';
 
 export interface LinkEnd {
   pod: string;
@@ -15,7 +16,7 @@ export interface LinkEnd {
   kind: EndpointKind;
 }
 
-/** Impairments a file declares on a link (netlab's tc.*); the engine does not apply them yet. */
+/** Impairments as netlab's tc.* declares them (kept for validate's output; applied through LinkModel.impair). */
 export interface Impairments {
   delayMs?: number;
   jitterMs?: number;
@@ -30,8 +31,10 @@ export interface LinkModel {
   uid: number;
   a: LinkEnd;
   b: LinkEnd;
-  /** impairments the file declares (netlab tc.*), not applied by the engine yet */
+  /** impairments as netlab's tc.* declares them (LinkModel.impair is what is applied) */
   impairments?: Impairments;
+  /** impairments of each end, by direction (from `patchwire: impair:` or netlab's tc.*) */
+  impair?: { a?: EndImpairments; b?: EndImpairments };
 }
 
 /**

@@ -8,6 +8,7 @@
 // between two routers, lan 172.16.0.0/16 in /24s with the node id as host part).
 import { cidrProblem, ifnameProblem, mtuProblem } from '../netns/ip.js';
 import { parseLinkExtension, parsePodExtension } from './extension.js';
+import { type Impairment, impairmentProblem, normalizeImpairment } from '../dataplane/impair.js';
 import { type Impairments, type LabModel, type LinkEnd, type LinkModel, POD_NAME_RE, type PodModel, type SegmentModel, type TopologyError } from './model.js';
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -303,7 +304,10 @@ export function parseNetlab(raw: Record<string, unknown>, file: string): { model
     });
     if (modelEnds.length === 2) {
       const [a, b] = modelEnds as [LinkEnd, LinkEnd];
-      links.push({ uid: index + 1, a, b, ...(impairments ? { impairments } : {}) });
+      const fromTc = impairments ? tcImpairment(impairments) : undefined;
+      const tcBad = fromTc ? impairmentProblem(fromTc) : null;
+      if (tcBad) report(`${l.where}.tc`, tcBad);
+      links.push({ uid: index + 1, a, b, ...(impairments ? { impairments } : {}), ...(fromTc ? { impair: { a: { out: fromTc }, b: { out: fromTc } } } : {}) });
     } else {
       const name = typeof attrs.name === 'string' ? attrs.name : `link ${index + 1}`;
       if (impairments) report(`${l.where}.tc`, 'impairments on a multi-access link are not supported');
@@ -339,6 +343,22 @@ function attachmentAddress(
     return undefined;
   }
   return `${intToIp(prefix.net + host)}/${prefix.prefix}`;
+}
+
+/**
+ * netlab's tc.* as patchwire applies it: like netlab's netem on both ends'
+ * egress, each end's `out`, so each direction is impaired once.
+ */
+function tcImpairment(t: Impairments): Impairment | undefined {
+  return normalizeImpairment({
+    ...(t.delayMs !== undefined ? { delayUs: Math.round(t.delayMs * 1000) } : {}),
+    ...(t.jitterMs !== undefined ? { jitterUs: Math.round(t.jitterMs * 1000) } : {}),
+    ...(t.lossPercent !== undefined ? { lossPercent: t.lossPercent } : {}),
+    ...(t.corruptPercent !== undefined ? { corruptPercent: t.corruptPercent } : {}),
+    ...(t.duplicatePercent !== undefined ? { duplicatePercent: t.duplicatePercent } : {}),
+    ...(t.reorderPercent !== undefined ? { reorderPercent: t.reorderPercent } : {}),
+    ...(t.rateKbps !== undefined ? { rateBps: Math.round(t.rateKbps * 1000) } : {}),
+  });
 }
 
 /** netlab's tc.* link impairments: delay and jitter in ms or s, percentages, rate in kbps. */

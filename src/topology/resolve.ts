@@ -53,15 +53,16 @@ export function resolveLink(link: LinkModel, ctx: ResolveContext, only?: string)
   const endpoint = ctx.endpoint;
   if (pa.node === pb.node) {
     if (only !== undefined && only !== pa.node) return [];
-    return [{ node: pa.node, spec: { uid: ctx.wireId, local: endpoint(link.a), localPeer: endpoint(link.b), ...ring(link.a) } }];
+    const impair = link.impair?.a || link.impair?.b ? { impair: { ...(link.impair.a ? { local: link.impair.a } : {}), ...(link.impair.b ? { localPeer: link.impair.b } : {}) } } : {};
+    return [{ node: pa.node, spec: { uid: ctx.wireId, local: endpoint(link.a), localPeer: endpoint(link.b), ...ring(link.a), ...impair } }];
   }
   const out: NodeWire[] = [];
-  for (const [mine, here, there] of [
-    [link.a, pa, pb],
-    [link.b, pb, pa],
+  for (const [mine, here, there, imp] of [
+    [link.a, pa, pb, link.impair?.a],
+    [link.b, pb, pa, link.impair?.b],
   ] as const) {
     if (only !== undefined && only !== here.node) continue;
-    out.push({ node: here.node, spec: { uid: ctx.wireId, local: endpoint(mine), peer: { node: there.node, address: there.address }, ...ring(mine) } });
+    out.push({ node: here.node, spec: { uid: ctx.wireId, local: endpoint(mine), peer: { node: there.node, address: there.address }, ...ring(mine), ...(imp ? { impair: { local: imp } } : {}) } });
   }
   return out;
 }
@@ -69,7 +70,10 @@ export function resolveLink(link: LinkModel, ctx: ResolveContext, only?: string)
 /** The same link with its ends in a fixed order, so it always resolves to the same specs. */
 export function canonicalLink(link: LinkModel): LinkModel {
   const key = (e: LinkEnd): string => `${e.pod}\0${e.intf}`;
-  return key(link.a) <= key(link.b) ? link : { ...link, a: link.b, b: link.a };
+  if (key(link.a) <= key(link.b)) return link;
+  const flipped: LinkModel = { ...link, a: link.b, b: link.a };
+  if (link.impair) flipped.impair = { ...(link.impair.b ? { a: link.impair.b } : {}), ...(link.impair.a ? { b: link.impair.a } : {}) };
+  return flipped;
 }
 
 /** The pod whose node carries a link end: the end's own, or for a host end the other end's. */
@@ -81,15 +85,12 @@ export function carrierPod(link: LinkModel, end: 'a' | 'b'): string {
 /**
  * What a file declares that lab mode cannot build yet, checked before
  * anything is created: shared segments (the engine carries point-to-point
- * wires only) and impairments (the engine does not apply them yet).
+ * wires only).
  */
 export function labModeProblems(model: LabModel): string[] {
   const out: string[] = [];
   for (const s of model.segments) {
     out.push(`segment ${s.name} (${s.where}) joins ${s.members.length} interfaces (${s.members.map((m) => `${m.pod}:${m.intf}`).join(', ')}): shared segments are not supported yet; only point-to-point links can be wired`);
-  }
-  for (const l of model.links) {
-    if (l.impairments) out.push(`link ${l.uid} (${l.a.pod}:${l.a.intf} <-> ${l.b.pod}:${l.b.intf}) declares impairments (${Object.keys(l.impairments).join(', ')}): the engine does not apply impairments yet; remove them to bring the lab up`);
   }
   return out;
 }

@@ -38,6 +38,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                         InstanceMethod("counters", &EngineWrap::Counters), InstanceMethod("peerUp", &EngineWrap::PeerUp),
                         InstanceMethod("peers", &EngineWrap::Peers), InstanceMethod("health", &EngineWrap::Health),
                         InstanceMethod("setTls", &EngineWrap::SetTls),
+                        InstanceMethod("setImpair", &EngineWrap::SetImpair),
                         InstanceMethod("ringSnapshot", &EngineWrap::RingSnapshot),
                         InstanceMethod("ringReaderAdd", &EngineWrap::RingReaderAdd),
                         InstanceMethod("ringReaderDrain", &EngineWrap::RingReaderDrain),
@@ -147,6 +148,67 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     Napi::Env env = info.Env();
     if (!Alive(env)) return env.Undefined();
     return Napi::Boolean::New(env, engine_->RemoveWire(static_cast<uint64_t>(info[0].ToNumber().DoubleValue())));
+  }
+
+  // setImpair(uid, end, 'in' | 'out', cfg | null): cfg in the units of
+  // src/native/wire.ts (EngineImpair). Returns "" or why not.
+  Napi::Value SetImpair(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    if (info.Length() < 4 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsString())
+      return Throw(env, "setImpair(uid, end, dir, cfg)");
+    uint64_t uid = static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue());
+    int end = info[1].As<Napi::Number>().Int32Value();
+    std::string d = info[2].As<Napi::String>().Utf8Value();
+    int dir = d == "in" ? engine::Engine::kImpairIn : d == "out" ? engine::Engine::kImpairOut : -1;
+    if (dir < 0) return Napi::String::New(env, "direction must be in or out, not '" + d.substr(0, 16) + "'");
+    if (!info[3].IsObject()) return Napi::String::New(env, engine_->SetImpair(uid, end, dir, nullptr));
+    Napi::Object o = info[3].As<Napi::Object>();
+    std::string err;
+    // Bounded before any cast: NaN, negatives and huge values are refused here.
+    auto u64 = [&](const char* k, double max) -> uint64_t {
+      double v = Num(o, k, 0);
+      if (!(v >= 0 && v <= max)) {
+        if (err.empty()) err = std::string(k) + " out of range";
+        return 0;
+      }
+      return static_cast<uint64_t>(v);
+    };
+    auto pct = [&](const Napi::Object& from, const char* k, double def) -> double {
+      double v = Num(from, k, def);
+      if (!(v >= 0 && v <= 100)) {
+        if (err.empty()) err = std::string(k) + " must be 0 to 100 (percent)";
+        return 0;
+      }
+      return v / 100.0;
+    };
+    engine::ImpairConfig cfg;
+    cfg.delayNs = u64("delayUs", 120e6) * 1000;
+    cfg.jitterNs = u64("jitterUs", 120e6) * 1000;
+    std::string dist = Str(o, "jitterDist");
+    if (dist.empty() || dist == "uniform") cfg.dist = engine::ImpairConfig::kUniform;
+    else if (dist == "normal") cfg.dist = engine::ImpairConfig::kNormal;
+    else if (dist == "pareto") cfg.dist = engine::ImpairConfig::kPareto;
+    else if (dist == "paretonormal") cfg.dist = engine::ImpairConfig::kParetoNormal;
+    else err = "jitter distribution must be uniform, normal, pareto or paretonormal";
+    cfg.loss = pct(o, "lossPercent", 0);
+    Napi::Value ge = o.Get("lossBurst");
+    if (ge.IsObject()) {
+      Napi::Object g = ge.As<Napi::Object>();
+      cfg.gilbertElliott = true;
+      cfg.geP = pct(g, "p", 0);
+      cfg.geR = pct(g, "r", 100);
+      cfg.geLossBad = pct(g, "bad", 100);
+      cfg.geLossGood = pct(g, "good", 0);
+    }
+    cfg.duplicate = pct(o, "duplicatePercent", 0);
+    cfg.reorder = pct(o, "reorderPercent", 0);
+    cfg.corrupt = pct(o, "corruptPercent", 0);
+    cfg.rateBps = u64("rateBps", 1e12);
+    cfg.burstBytes = u64("burstBytes", 1e10);
+    cfg.limitBytes = u64("limitBytes", 1e10);
+    if (!err.empty()) return Napi::String::New(env, err);
+    return Napi::String::New(env, engine_->SetImpair(uid, end, dir, &cfg));
   }
 
   Napi::Value Counters(const Napi::CallbackInfo& info) {

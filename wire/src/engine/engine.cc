@@ -13,6 +13,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,7 +23,8 @@
 namespace pw::engine {
 
 namespace {
-constexpr uint64_t kTypePort = 1ULL << 56, kTypeConn = 2ULL << 56, kTypeListen = 3ULL << 56, kTypeWake = 4ULL << 56;
+constexpr uint64_t kTypePort = 1ULL << 56, kTypeConn = 2ULL << 56, kTypeListen = 3ULL << 56, kTypeWake = 4ULL << 56,
+                   kTypeTimer = 5ULL << 56;
 constexpr uint64_t kIdMask = (1ULL << 56) - 1;
 constexpr int kMaxRoundsPerWake = 8;       // bound the time one port holds the engine
 constexpr uint32_t kWindow = 16 << 20;      // HTTP/2 stream and connection windows
@@ -43,6 +45,11 @@ uint64_t NowMs() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+uint64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
 }
 uint64_t NowUsReal() {
   timespec ts;
@@ -88,6 +95,10 @@ struct End {
   bool paused = false;
   std::vector<OutFrame> txq;
   std::vector<CaptureFrame> capq;
+  // Impairments by direction (Engine::kImpairIn / kImpairOut); null: none.
+  // clearing: reset, and the frames still waiting leave at once.
+  std::unique_ptr<Impairer> imp[2];
+  bool impClearing[2] = {false, false};
 };
 
 struct Wire {
@@ -333,6 +344,13 @@ std::string Engine::Start(int* boundPort) {
   ev.events = EPOLLIN;
   ev.data.u64 = kTypeWake;
   epoll_ctl(epfd_, EPOLL_CTL_ADD, wakeFd_, &ev);
+  // Impaired frames are due at times finer than epoll's milliseconds.
+  timerFd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (timerFd_ < 0) return Errno("timerfd");
+  ev.events = EPOLLIN;
+  ev.data.u64 = kTypeTimer;
+  epoll_ctl(epfd_, EPOLL_CTL_ADD, timerFd_, &ev);
+  impairSeed_ = NowNs();
 
   addrinfo hints{}, *res = nullptr;
   hints.ai_family = AF_UNSPEC;
@@ -387,11 +405,12 @@ void Engine::Stop() {
   for (Chunk& q : freeChunks_) free(q.p);
   freeChunks_.clear();
   freeBytes_ = 0;
+  impaired_.clear();
   wires_.clear();  // ports close their fds
   endsById_.clear();
   peers_.clear();
   readers_.clear();
-  for (int* fd : {&listenFd_, &epfd_, &wakeFd_}) {
+  for (int* fd : {&listenFd_, &epfd_, &wakeFd_, &timerFd_}) {
     if (*fd >= 0) close(*fd);
     *fd = -1;
   }
@@ -409,6 +428,7 @@ void Engine::Run() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (int i = 0; i < n; i++) HandleEvent(events[i].data.u64, events[i].events);
+      if (!impaired_.empty()) RunImpairments();
       for (Conn* c : dirty_)
         if (c->state != Conn::kClosed) Flush(c);
       dirty_.clear();
@@ -424,9 +444,9 @@ void Engine::Run() {
 
 void Engine::HandleEvent(uint64_t key, uint32_t events) {
   uint64_t type = key & ~kIdMask, id = key & kIdMask;
-  if (type == kTypeWake) {
+  if (type == kTypeWake || type == kTypeTimer) {
     uint64_t v;
-    if (read(wakeFd_, &v, 8) < 0) {
+    if (read(type == kTypeWake ? wakeFd_ : timerFd_, &v, 8) < 0) {
     }
   } else if (type == kTypeListen) {
     Accept();
@@ -449,7 +469,14 @@ void Engine::OnPortReadable(End* e) {
     capScratch_.resize(n);
     for (int i = 0; i < n; i++) capScratch_[i] = {e->port->frame(i) + hdr, e->port->len(i) - hdr};
     e->ring->Record(capScratch_.data(), n, true, NowUsReal());
-    if (e->pair) ForwardLocal(e, e->pair, n);
+    if (e->imp[kImpairOut]) {
+      outScratch_.clear();
+      for (int i = 0; i < n; i++) {
+        uint8_t* f = e->port->frame(i);
+        outScratch_.push_back({hdr ? f : nullptr, f + hdr, e->port->len(i) - hdr});
+      }
+      e->imp[kImpairOut]->Admit(outScratch_.data(), n, NowNs());
+    } else if (e->pair) ForwardLocal(e, e->pair, n);
     else ForwardToPeer(e, n);
     if (n < e->port->slots()) break;  // the socket is empty
   }
@@ -471,23 +498,36 @@ void Engine::ForwardLocal(End* from, End* to, int n) {
     to->txq.push_back({vh, f + hdr, len});
     to->capq.push_back({f + hdr, len});
   }
+  if (to->imp[kImpairIn]) {
+    to->imp[kImpairIn]->Admit(to->txq.data(), static_cast<int>(to->txq.size()), NowNs());
+    return;
+  }
   to->port->Send(to->txq.data(), static_cast<int>(to->txq.size()));
   to->ring->Record(to->capq.data(), static_cast<int>(to->capq.size()), false, NowUsReal());
 }
 
 void Engine::ForwardToPeer(End* e, int n) {
+  const int hdr = e->port->vnet() ? FramePort::kVnetHdrLen : 0;
+  outScratch_.clear();
+  for (int i = 0; i < n; i++) {
+    uint8_t* f = e->port->frame(i);
+    outScratch_.push_back({hdr ? f : nullptr, f + hdr, e->port->len(i) - hdr});
+  }
+  SendToPeer(e, outScratch_.data(), n);
+}
+
+// Frames of end e (read from its port, or released by its impairments) as
+// one batch on the stream to its peer.
+void Engine::SendToPeer(End* e, const OutFrame* frames, int n) {
   Peer* p = e->peer;
   Conn* c = p->out;
   if (c == nullptr || c->state != Conn::kOpen || !p->subscribed) {
     e->c.Add(e->c.peerDown, n);
     return;
   }
-  const int hdr = e->port->vnet() ? FramePort::kVnetHdrLen : 0;
   size_t total = 0;
-  for (int i = 0; i < n; i++) {
-    const uint8_t* f = e->port->frame(i);
-    total += EncodedFrameSize(e->uid, hdr && VnetHdrMatters(f), e->port->len(i) - hdr);
-  }
+  for (int i = 0; i < n; i++)
+    total += EncodedFrameSize(e->uid, frames[i].vnetHdr && VnetHdrMatters(frames[i].vnetHdr), frames[i].len);
   if (c->qbytes + total + kGrpcPrefix > opts_.maxQueueBytes) {
     e->c.Add(e->c.queueFull, n);
     Pause(e, p);
@@ -498,10 +538,7 @@ void Engine::ForwardToPeer(End* e, int n) {
   msg.frames = static_cast<uint32_t>(n);
   WriteGrpcPrefix(msg.p, static_cast<uint32_t>(total));
   uint8_t* pos = msg.p + kGrpcPrefix;
-  for (int i = 0; i < n; i++) {
-    const uint8_t* f = e->port->frame(i);
-    pos = EncodeFrame(pos, e->uid, hdr ? f : nullptr, f + hdr, e->port->len(i) - hdr);
-  }
+  for (int i = 0; i < n; i++) pos = EncodeFrame(pos, e->uid, frames[i].vnetHdr, frames[i].data, frames[i].len);
   c->qbytes += msg.len;
   c->q.push_back(msg);
   p->framesOut += n;
@@ -512,6 +549,112 @@ void Engine::ForwardToPeer(End* e, int n) {
   }
   dirty_.push_back(c);
   if (c->qbytes > opts_.highWaterBytes) Pause(e, p);
+}
+
+// ---- impairments ------------------------------------------------------
+// Each daemon applies its own ends' impairments: an end's `out` to what its
+// pod sends, before the frames go to the far end (a local pair's other end,
+// or the peer's stream), and its `in` to what arrives for it, before the
+// frames go into the pod. A frame between two ends so passes the sender's
+// out and the receiver's in, each exactly once, on whichever node each is.
+
+// Released frames of an out impairment for a local pair's far end (as ForwardLocal).
+void Engine::ToEnd(End* to, const OutFrame* frames, int n) {
+  to->txq.clear();
+  for (int i = 0; i < n; i++) {
+    const OutFrame& f = frames[i];
+    if (f.len > to->maxFrame && (f.vnetHdr == nullptr || f.vnetHdr[1] == 0)) {
+      to->c.Add(to->c.tooBig, 1);
+      continue;
+    }
+    to->txq.push_back(f);
+  }
+  if (to->imp[kImpairIn]) to->imp[kImpairIn]->Admit(to->txq.data(), static_cast<int>(to->txq.size()), NowNs());
+  else ToPod(to, to->txq.data(), static_cast<int>(to->txq.size()));
+  to->txq.clear();
+}
+
+void Engine::ToPod(End* e, const OutFrame* frames, int n) {
+  if (n <= 0) return;
+  e->port->Send(frames, n);
+  capScratch_.resize(n);
+  for (int i = 0; i < n; i++) capScratch_[i] = {frames[i].data, frames[i].len};
+  e->ring->Record(capScratch_.data(), n, false, NowUsReal());
+}
+
+// Sends what is due, then sets the timer for the next frame due.
+void Engine::RunImpairments() {
+  const uint64_t now = NowNs();
+  uint64_t next = UINT64_MAX;
+  constexpr size_t kBatch = 256;
+  constexpr int kRounds = 64;  // bound one pass: what is left goes on the next (the timer fires at once)
+  for (End* e : impaired_) {
+    for (int dir : {kImpairOut, kImpairIn}) {
+      Impairer* im = e->imp[dir].get();
+      if (im == nullptr) continue;
+      for (int round = 0; round < kRounds; round++) {
+        const std::vector<OutFrame>& fr = im->Release(now, kBatch, e->impClearing[dir]);
+        if (fr.empty()) break;
+        int n = static_cast<int>(fr.size());
+        if (dir == kImpairIn) ToPod(e, fr.data(), n);
+        else if (e->pair) ToEnd(e->pair, fr.data(), n);
+        else SendToPeer(e, fr.data(), n);
+        if (fr.size() < kBatch) break;
+      }
+      if (e->impClearing[dir] && im->idle()) {
+        e->imp[dir].reset();
+        e->impClearing[dir] = false;
+        continue;
+      }
+      next = std::min(next, e->impClearing[dir] && !im->idle() ? now : im->NextDueNs(now));
+    }
+  }
+  impaired_.erase(std::remove_if(impaired_.begin(), impaired_.end(),
+                                 [](End* e) { return !e->imp[kImpairIn] && !e->imp[kImpairOut]; }),
+                  impaired_.end());
+  if (next != UINT64_MAX) {
+    itimerspec its{};
+    next = std::max<uint64_t>(next, 1);
+    its.it_value.tv_sec = static_cast<time_t>(next / 1000000000ULL);
+    its.it_value.tv_nsec = static_cast<long>(next % 1000000000ULL);
+    timerfd_settime(timerFd_, TFD_TIMER_ABSTIME, &its, nullptr);
+    timerArmed_ = true;
+  } else if (timerArmed_) {
+    itimerspec its{};
+    timerfd_settime(timerFd_, 0, &its, nullptr);
+    timerArmed_ = false;
+  }
+}
+
+std::string Engine::SetImpair(uint64_t uid, int end, int dir, const ImpairConfig* cfg) {
+  if (dir != kImpairIn && dir != kImpairOut) return "direction must be in or out";
+  if (cfg != nullptr) {
+    std::string err = cfg->Check();
+    if (!err.empty()) return err;
+  }
+  ApiLock lock(this);
+  auto it = wires_.find(uid);
+  if (it == wires_.end()) return "wire " + std::to_string(uid) + " does not exist in the engine";
+  if (end < 0 || static_cast<size_t>(end) >= it->second->ends.size())
+    return "wire " + std::to_string(uid) + " has no end " + std::to_string(end) + " here";
+  End* e = it->second->ends[static_cast<size_t>(end)].get();
+  auto& slot = e->imp[dir];
+  if (cfg == nullptr || cfg->Empty()) {
+    if (!slot) return "";
+    slot->Configure(ImpairConfig{});
+    e->impClearing[dir] = true;
+  } else if (slot) {
+    slot->Configure(*cfg);
+    e->impClearing[dir] = false;
+  } else {
+    slot = std::make_unique<Impairer>(*cfg, &e->c, impairSeed_ + (uid << 2) + static_cast<uint64_t>(end * 2 + dir));
+    impairSeed_ += 0x9e3779b9;
+  }
+  if (std::find(impaired_.begin(), impaired_.end(), e) == impaired_.end()) impaired_.push_back(e);
+  uint64_t one = 1;
+  if (write(wakeFd_, &one, 8) < 0) {
+  }  // the engine's next pass sets the timer for the new parameters
+  return "";
 }
 
 // Backpressure: stop reading the port until the peer's queue drains; frames
@@ -587,6 +730,12 @@ void Engine::Deliver(Peer* p, const uint8_t* msg, size_t len) {
   }
   uint64_t ts = NowUsReal();
   for (End* e : touched_) {
+    if (e->imp[kImpairIn]) {
+      e->imp[kImpairIn]->Admit(e->txq.data(), static_cast<int>(e->txq.size()), NowNs());
+      e->txq.clear();
+      e->capq.clear();
+      continue;
+    }
     // Into the pod first, into the ring after: the ring's copy is then not part of the frame's latency.
     e->port->Send(e->txq.data(), static_cast<int>(e->txq.size()));
     e->ring->Record(e->capq.data(), static_cast<int>(e->capq.size()), false, ts);
@@ -1473,6 +1622,7 @@ bool Engine::RemoveWire(uint64_t uid) {
   for (auto& e : w->ends) {
     epoll_ctl(epfd_, EPOLL_CTL_DEL, e->port->fd(), nullptr);
     endsById_.erase(e->id);
+    impaired_.erase(std::remove(impaired_.begin(), impaired_.end(), e.get()), impaired_.end());
     for (auto r = readers_.begin(); r != readers_.end();) {
       if (r->second.first == e->ring.get()) r = readers_.erase(r);
       else ++r;
@@ -1503,7 +1653,11 @@ bool Engine::Counters(uint64_t uid, std::vector<std::map<std::string, uint64_t>>
                     {"truncated", ld(c.truncated)},       {"sendBusy", ld(c.sendBusy)},
                     {"sendError", ld(c.sendError)},       {"vlanRestored", ld(c.vlanRestored)},
                     {"pauses", ld(c.pauses)},             {"captureDrops", e->ring->readerDrops.load()},
-                    {"captureEvicted", e->ring->evicted.load()}});
+                    {"captureEvicted", e->ring->evicted.load()},
+                    {"impairedLoss", ld(c.impairedLoss)}, {"rateLimited", ld(c.rateLimited)},
+                    {"impairOverflow", ld(c.impairOverflow)}, {"impairDuplicated", ld(c.impairDuplicated)},
+                    {"impairCorrupted", ld(c.impairCorrupted)}, {"impairReordered", ld(c.impairReordered)},
+                    {"impairHeldBytes", (e->imp[0] ? e->imp[0]->heldBytes() : 0) + (e->imp[1] ? e->imp[1]->heldBytes() : 0)}});
   }
   return true;
 }

@@ -21,6 +21,7 @@
 #include "capture_ring.h"
 #include "codec.h"
 #include "frame_port.h"
+#include "impair.h"
 
 namespace pw::engine {
 
@@ -106,6 +107,12 @@ class Engine {
   // Per end of the wire, in order: false when the wire does not exist.
   bool Counters(uint64_t uid, std::vector<std::map<std::string, uint64_t>>* out);
   bool PeerUp(const std::string& node);
+  // Impairments of one end (0 or 1, as added) in one direction (kImpairIn:
+  // frames delivered to the pod; kImpairOut: frames the pod sends). cfg
+  // nullptr (or one that does nothing) clears them; frames already waiting
+  // then leave at once. "" or why not.
+  static constexpr int kImpairIn = 0, kImpairOut = 1;
+  std::string SetImpair(uint64_t uid, int end, int dir, const ImpairConfig* cfg);
   // Swaps the TLS identity for new connections (certificate rotation); live
   // connections keep theirs. "" or why not (the old identity stays).
   std::string SetTls(const std::string& certPem, const std::string& keyPem, const std::string& caPem);
@@ -123,6 +130,10 @@ class Engine {
   void OnPortReadable(End* e);
   void ForwardToPeer(End* e, int n);
   void ForwardLocal(End* from, End* to, int n);
+  void SendToPeer(End* e, const OutFrame* frames, int n);
+  void ToEnd(End* to, const OutFrame* frames, int n);
+  void ToPod(End* e, const OutFrame* frames, int n);
+  void RunImpairments();
   void Accept();
   void OnConnEvent(Conn* c, uint32_t events);
   void StartH2(Conn* c);
@@ -153,7 +164,10 @@ class Engine {
 
   EngineOptions opts_;
   std::function<void(int)> notify_;
-  int epfd_ = -1, listenFd_ = -1, wakeFd_ = -1;
+  int epfd_ = -1, listenFd_ = -1, wakeFd_ = -1, timerFd_ = -1;
+  bool timerArmed_ = false;
+  std::vector<End*> impaired_;  // ends with impairments (an empty list costs the pass nothing)
+  uint64_t impairSeed_ = 0;
   SSL_CTX* sslServer_ = nullptr;
   SSL_CTX* sslClient_ = nullptr;
   std::thread thread_;

@@ -20,6 +20,9 @@ struct EndCounters {
   std::atomic<uint64_t> rxFrames{0}, rxBytes{0}, txFrames{0}, txBytes{0};
   std::atomic<uint64_t> queueFull{0}, peerDown{0}, tooBig{0}, kernelRing{0}, truncated{0};
   std::atomic<uint64_t> sendBusy{0}, sendError{0}, vlanRestored{0}, pauses{0};
+  // Impairments (impair.h): drops by cause, and what they did to the frames they kept.
+  std::atomic<uint64_t> impairedLoss{0}, rateLimited{0}, impairOverflow{0};
+  std::atomic<uint64_t> impairDuplicated{0}, impairCorrupted{0}, impairReordered{0};
   void Add(std::atomic<uint64_t>& c, uint64_t n) { c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
 };
 
