@@ -74,7 +74,7 @@ export const HTTP_LIMITS = {
   maxRequestsPerSocket: 100,
 } as const;
 
-class HttpFailure extends Error {
+export class HttpFailure extends Error {
   constructor(
     readonly status: number,
     message: string,
