@@ -11,6 +11,7 @@ export interface PbEndpoint {
   mac: string;
   mtu: number;
   ips: string[];
+  cable?: string;
 }
 export interface PbWireSpec {
   uid: number;
@@ -18,6 +19,7 @@ export interface PbWireSpec {
   peer: { node: string; address: string } | null;
   local_peer: PbEndpoint | null;
   capture_ring_bytes: number;
+  carrier_hold_ms?: number;
 }
 export interface PbDrops {
   queue_full: number;
@@ -27,6 +29,7 @@ export interface PbDrops {
   truncated: number;
   send_busy: number;
   send_error: number;
+  cable_pulled: number;
 }
 export interface PbCounters {
   rx_frames: number;
@@ -42,13 +45,30 @@ export interface PbWireStatus {
   state: string;
   /** why a wire is not up, where the daemon knows */
   message?: string;
-  ends: Array<{ name: string; ifindex: number; vnet_hdr: boolean; counters: PbCounters; file_capture: string }>;
+  ends: Array<{ name: string; ifindex: number; vnet_hdr: boolean; counters: PbCounters; file_capture: string; carrier?: PbCarrierStatus | null }>;
+}
+export interface PbCarrierStatus {
+  on: boolean;
+  reason: string;
+  cable: string;
+  far: string;
+  hold_ms: number;
+  last_error: string;
+  changes: number;
+}
+export interface PbCarrierEvent {
+  uid: number;
+  end: string;
+  node: string;
+  timestamp_us: number;
+  carrier: boolean;
+  reason: string;
 }
 
 const KIND_TO_PB: Record<EndpointKind, string> = { veth: 'ENDPOINT_KIND_VETH', tap: 'ENDPOINT_KIND_TAP', host: 'ENDPOINT_KIND_HOST' };
 
 export function endpointToPb(e: EndpointSpec): PbEndpoint {
-  return { kind: KIND_TO_PB[e.kind], pod: e.pod, netns: e.netns, ifname: e.ifname, mac: e.mac, mtu: e.mtu, ips: e.ips };
+  return { kind: KIND_TO_PB[e.kind], pod: e.pod, netns: e.netns, ifname: e.ifname, mac: e.mac, mtu: e.mtu, ips: e.ips, ...(e.cable === 'pulled' ? { cable: 'CABLE_STATE_PULLED' } : {}) };
 }
 
 export function endpointFromPb(e: PbEndpoint): EndpointSpec {
@@ -61,6 +81,7 @@ export function endpointFromPb(e: PbEndpoint): EndpointSpec {
     mac: e.mac,
     mtu: e.mtu,
     ips: e.ips ?? [],
+    ...(e.cable === 'CABLE_STATE_PULLED' ? { cable: 'pulled' as const } : {}),
   };
 }
 
@@ -71,6 +92,7 @@ export function specToPb(s: WireSpec): PbWireSpec {
     peer: s.peer ? { node: s.peer.node, address: s.peer.address } : null,
     local_peer: s.localPeer ? endpointToPb(s.localPeer) : null,
     capture_ring_bytes: s.captureRingBytes ?? 0,
+    carrier_hold_ms: s.carrierHoldMs ?? 0,
   };
 }
 
@@ -79,6 +101,7 @@ export function specFromPb(s: PbWireSpec): WireSpec {
   if (s.peer && (s.peer.node || s.peer.address)) spec.peer = { node: s.peer.node, address: s.peer.address };
   if (s.local_peer && s.local_peer.ifname) spec.localPeer = endpointFromPb(s.local_peer);
   if (Number(s.capture_ring_bytes) > 0) spec.captureRingBytes = Number(s.capture_ring_bytes);
+  if (Number(s.carrier_hold_ms) > 0) spec.carrierHoldMs = Number(s.carrier_hold_ms);
   return spec;
 }
 
@@ -97,6 +120,7 @@ function countersToPb(c: EndCounters): PbCounters {
       truncated: d.truncated,
       send_busy: d.sendBusy,
       send_error: d.sendError,
+      cable_pulled: d.cablePulled,
     },
     capture_drops: c.captureDrops,
     backpressure_pauses: c.backpressurePauses,
@@ -108,6 +132,21 @@ export function statusToPb(w: WireStatus): PbWireStatus {
     spec: specToPb(w.spec),
     state: w.state === 'up' ? 'WIRE_STATE_UP' : w.state === 'restoring' ? 'WIRE_STATE_RESTORING' : 'WIRE_STATE_DOWN',
     message: w.message ?? '',
-    ends: w.ends.map((e) => ({ name: e.name, ifindex: e.ifindex, vnet_hdr: e.vnetHdr, counters: countersToPb(e.counters), file_capture: e.fileCapture })),
+    ends: w.ends.map((e) => ({
+      name: e.name,
+      ifindex: e.ifindex,
+      vnet_hdr: e.vnetHdr,
+      counters: countersToPb(e.counters),
+      file_capture: e.fileCapture,
+      carrier: {
+        on: e.carrier.on,
+        reason: e.carrier.reason,
+        cable: e.carrier.cable === 'pulled' ? 'CABLE_STATE_PULLED' : 'CABLE_STATE_PLUGGED',
+        far: e.carrier.far,
+        hold_ms: e.carrier.holdMs,
+        last_error: e.carrier.lastError,
+        changes: e.carrier.changes,
+      },
+    })),
   };
 }

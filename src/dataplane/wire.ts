@@ -18,6 +18,8 @@ export interface WireSpec {
   localPeer?: EndpointSpec;
   /** bytes of capture ring per wire end (0 or absent: the daemon's default) */
   captureRingBytes?: number;
+  /** how long carrier stays on while the far daemon is out of reach, ms (0 or absent: the daemon's default) */
+  carrierHoldMs?: number;
 }
 
 export interface DropCounters {
@@ -28,6 +30,8 @@ export interface DropCounters {
   truncated: number;
   sendBusy: number;
   sendError: number;
+  /** frames that met a pulled cable */
+  cablePulled: number;
 }
 
 export interface EndCounters {
@@ -75,6 +79,7 @@ export function endCounters(c: EngineEndCounters | undefined, ring: EngineRing):
       truncated: z.truncated ?? 0,
       sendBusy: z.sendBusy ?? 0,
       sendError: z.sendError ?? 0,
+      cablePulled: z.cablePulled ?? 0,
     },
     captureDrops: ring.readerDrops,
     backpressurePauses: z.pauses ?? 0,

@@ -37,12 +37,17 @@ export class VethEndpoint extends EndpointBase {
         peerMac: spec.mac,
         peerAddrs: spec.ips,
         replaceStaleHost: true,
+        // Down until the engine knows the far end is ready: the pod's end
+        // has no carrier and keeps what it sends in its own kernel.
+        hostUp: false,
       });
       this.ifindex = made.peerIndex;
     }
     try {
       const opened = wire.openPacket(this.hostName, '', { vnetHdr: true });
       this.setIo(opened.fd, 'packet', opened.vnetHdr);
+      this.carrier = { how: 'veth', ifindex: opened.ifindex };
+      this.reattached = present;
       if (present) this.ifindex = await linkIndex(spec.netns, spec.ifname);
     } catch (err) {
       this.closeFd();

@@ -389,6 +389,7 @@ struct VethSpec {
   std::vector<std::string> peerAddrs;
   bool replaceStaleHost = false;
   bool peerUp = true;
+  bool hostUp = true;  // false: the host end stays down (no carrier in the pod until the engine says)
   int hostIndex = 0, peerIndex = 0;  // out
 };
 
@@ -480,6 +481,7 @@ std::string CreateVeth(VethSpec& v) {
     up.up = 1;
     if (!(e = SetLink(ps, up, "set '" + v.peer + "' up in network namespace '" + peerLabel + "'")).empty()) return undo(e);
   }
+  if (!v.hostUp) return "";
   LinkSet up;
   up.ifindex = hli.ifindex;
   up.up = 1;
@@ -718,6 +720,7 @@ Napi::Value VethCreate(const Napi::CallbackInfo& info) {
   v->peerAddrs = GetStrs(o.Get("peerAddrs"));
   v->replaceStaleHost = o.Get("replaceStaleHost").ToBoolean();
   v->peerUp = !o.Has("peerUp") || o.Get("peerUp").ToBoolean();
+  v->hostUp = !o.Has("hostUp") || o.Get("hostUp").ToBoolean();
   if (v->peerNs.empty()) return Reject(env, "vethCreate: peerNetns is required");
   return Start(
       env, [v]() { return CreateVeth(*v); },

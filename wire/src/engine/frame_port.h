@@ -20,6 +20,7 @@ struct EndCounters {
   std::atomic<uint64_t> rxFrames{0}, rxBytes{0}, txFrames{0}, txBytes{0};
   std::atomic<uint64_t> queueFull{0}, peerDown{0}, tooBig{0}, kernelRing{0}, truncated{0};
   std::atomic<uint64_t> sendBusy{0}, sendError{0}, vlanRestored{0}, pauses{0};
+  std::atomic<uint64_t> cablePulled{0};  // frames that met a pulled cable (this end's or the far end's)
   void Add(std::atomic<uint64_t>& c, uint64_t n) { c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
 };
 
