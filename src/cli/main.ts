@@ -17,6 +17,7 @@ Commands:
   validate  check a topology file and print what it says
   graph     print a topology file as Mermaid or DOT
   ls        list labs on this machine
+  link      pull, plug or flap a lab link's cable; its carrier events
   capture   capture the frames of wire ends as pcapng (ring, then live)
   daemon    run a wire daemon (one per node; --cluster for Kubernetes)
   cni       install or uninstall the CNI plugin on a node
@@ -28,8 +29,8 @@ Run 'patchwire COMMAND --help' for the options of a command.
 `;
 
 async function fullHelp(): Promise<string> {
-  const [lab, capture, daemon, wire, cni, signer] = await Promise.all([import('./lab.js'), import('./capture.js'), import('./daemon.js'), import('./wire.js'), import('./cni.js'), import('./signer.js')]);
-  return `${HELP}\n${lab.LAB_HELP}\n${capture.CAPTURE_HELP}\n${daemon.DAEMON_HELP}\n${wire.WIRE_HELP}\n${cni.CNI_HELP}\n${signer.SIGNER_HELP}`;
+  const [lab, capture, daemon, wire, cni, signer, link] = await Promise.all([import('./lab.js'), import('./capture.js'), import('./daemon.js'), import('./wire.js'), import('./cni.js'), import('./signer.js'), import('./link.js')]);
+  return `${HELP}\n${lab.LAB_HELP}\n${link.LINK_HELP}\n${capture.CAPTURE_HELP}\n${daemon.DAEMON_HELP}\n${wire.WIRE_HELP}\n${cni.CNI_HELP}\n${signer.SIGNER_HELP}`;
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -46,6 +47,9 @@ async function main(argv: string[]): Promise<void> {
       return;
     case 'capture':
       process.exitCode = await (await import('./capture.js')).captureMain(rest);
+      return;
+    case 'link':
+      process.exitCode = await (await import('./link.js')).linkMain(rest[0], rest.slice(1));
       return;
     case 'supervise':
       return (await import('../lab/supervisor.js')).superviseMain(rest);

@@ -4,7 +4,7 @@ import { macProblem, mtuProblem } from '../netns/ip.js';
 import { rangeProblem } from '../limits.js';
 import type { LinkEnd } from './model.js';
 
-export const LINK_EXTENSION_KEYS = ['kind', 'mtu', 'mac', 'capture_bytes'] as const;
+export const LINK_EXTENSION_KEYS = ['kind', 'mtu', 'mac', 'capture_bytes', 'state', 'carrier_hold_ms'] as const;
 export const POD_EXTENSION_KEYS = ['node'] as const;
 
 export interface LinkExtension {
@@ -13,6 +13,15 @@ export interface LinkExtension {
   mac?: string;
   /** capture ring of this wire end, bytes */
   captureBytes?: number;
+  /** `state: down`: the cable is pulled (at the ends the block applies to) */
+  state?: 'up' | 'down';
+  /** how long carrier stays on while the far daemon is out of reach, ms */
+  carrierHoldMs?: number;
+}
+
+/** The LinkEnd fields a link extension sets for cable and carrier. */
+export function carrierFields(ext: LinkExtension): { cable?: 'pulled'; carrierHoldMs?: number } {
+  return { ...(ext.state === 'down' ? { cable: 'pulled' as const } : {}), ...(ext.carrierHoldMs !== undefined ? { carrierHoldMs: ext.carrierHoldMs } : {}) };
 }
 
 type Report = (field: string, message: string) => void;
@@ -44,6 +53,15 @@ export function parseLinkExtension(v: unknown, field: string, report: Report): L
     const p = rangeProblem('capture_bytes', v.capture_bytes, 'captureBytes');
     if (p) report(`${field}.capture_bytes`, p);
     else out.captureBytes = v.capture_bytes as number;
+  }
+  if (v.state !== undefined) {
+    if (v.state === 'up' || v.state === 'down') out.state = v.state;
+    else report(`${field}.state`, `'${String(v.state)}' is not a link state (up or down)`);
+  }
+  if (v.carrier_hold_ms !== undefined) {
+    const p = rangeProblem('carrier_hold_ms', v.carrier_hold_ms, 'carrierHoldMs');
+    if (p) report(`${field}.carrier_hold_ms`, p);
+    else out.carrierHoldMs = v.carrier_hold_ms as number;
   }
   if (v.mac !== undefined) {
     const p = typeof v.mac === 'string' ? macProblem(v.mac) : 'MAC must be a string';
