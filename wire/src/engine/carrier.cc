@@ -52,7 +52,10 @@ bool Carrier::ReadApplied() const {
 }
 
 void Carrier::Set(bool want, const std::string& why, uint64_t nowUs) {
-  if (want == on) return;
+  if (want == on) {
+    reason = why;  // the same state for a newer reason: no change, no event
+    return;
+  }
   std::string err;
   if (how == CarrierHow::kVethHost) {
     err = SetUp(ifindex, want);

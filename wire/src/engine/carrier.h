@@ -46,7 +46,7 @@ struct Carrier {
   std::string lastError;  // the last failure to apply ("" if none)
 
   // Applies `on` to the interface and records the change with its reason.
-  // Nothing happens when it is already so.
+  // When it is already so, only the reason is updated (no event).
   void Set(bool on, const std::string& why, uint64_t nowUs);
   // The interface's state as it is now (a restarted daemon keeps it): veth
   // host end up, tap and unowned interfaces: true.

@@ -1623,7 +1623,16 @@ void Engine::EvalCarrier(End* e, uint64_t now) {
     return;
   }
   // Off stays off until the far end is known ready; on is held for the hold time.
-  if (!c.on || now - c.uncertainSinceMs < c.holdMs) return;
+  if (!c.on) {
+    if (c.reason.empty()) c.reason = "waiting for the far end";
+    return;
+  }
+  if (now - c.uncertainSinceMs < c.holdMs) {
+    c.Set(true, (reachable ? "far end on " + p->node + " has not reported yet" : "far daemon " + p->node + " out of reach") +
+                    ": carrier held for up to " + std::to_string(c.holdMs) + " ms",
+          us);
+    return;
+  }
   const std::string hold = std::to_string(c.holdMs) + " ms (the hold time)";
   if (!reachable)
     c.Set(false, "far daemon " + p->node + " unreachable for more than " + hold +
