@@ -106,8 +106,7 @@ t.test('carrier follows the wire across two daemons', async (t) => {
       t.pass('the kernel reported NO-CARRIER on p1/eth1 and p2/eth1 (ip monitor link)');
       t.not(await ping(p1, '198.19.1.2'), 0, 'ping fails with the cable pulled');
       const [wa, wb] = [await wire(na, 1), await wire(nb, 1)];
-      t.equal(wa.state, 'WIRE_STATE_DOWN', 'the wire is down on na');
-      t.match(wa.message, /no carrier: cable pulled at this end/, 'and says why');
+      t.match(wa.message, /no carrier: cable pulled at this end/, 'the wire on na says why it carries nothing');
       t.match(wb.ends[0]!.carrier, { on: false, far: 'pulled' }, 'nb knows the far cable is out');
       t.match(wb.ends[0]!.carrier?.reason, /cable pulled at the far end/);
       const evb = await nb.client.listLinkEvents(`${p2}/eth1`);
@@ -189,7 +188,7 @@ t.test('carrier follows the wire across two daemons', async (t) => {
     try {
       await net.killDaemon(nb, 'SIGKILL');
       await net.startDaemon(nb);
-      await waitFor('the wires up again', async () => (await Promise.all([1, 2, 4].map((u) => wire(nb, u)))).every((w) => w.state === 'WIRE_STATE_UP') && (await Promise.all([1, 2, 4].map((u) => wire(na, u)))).every((w) => w.state === 'WIRE_STATE_UP'));
+      await waitFor('the wires up again', async () => (await Promise.all([1, 2, 4].map((u) => wire(nb, u)))).every((w) => w.state === 'WIRE_STATE_UP') && (await Promise.all([1, 2, 4].map((u) => wire(na, u)))).every((w) => w.state === 'WIRE_STATE_UP' && w.ends.every((e) => e.carrier?.on)));
       t.same(await changes(na), before, 'no carrier change on na');
       t.same(await changes(nb), [0, 0, 0], 'the restarted nb changed no carrier (it kept what the interfaces had)');
       t.same(await nb.client.listLinkEvents(''), [], 'and recorded no event');

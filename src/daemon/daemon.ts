@@ -568,10 +568,11 @@ export class Daemon {
     const reachable = wire.isLocalPair || this.engine.peerUp(wire.spec.peer!.node);
     const counters = this.engine.counters(wire.spec.uid) ?? [];
     const carrier = this.engine.carrier(wire.spec.uid) ?? [];
-    // Up: it carries frames, so the pods' interfaces have carrier. Down says why.
+    // Up: the streams to the far daemon are connected (carrier, in each end,
+    // says whether the pods' interfaces have it). Down says why.
     const off = carrier.find((c) => !c.on);
-    const up = reachable && carrier.length > 0 && !off;
-    const message = up ? undefined : !reachable ? `peer daemon ${wire.spec.peer!.node} is not connected` : off ? `no carrier: ${off.reason}` : undefined;
+    const up = reachable;
+    const message = !reachable ? `peer daemon ${wire.spec.peer!.node} is not connected` : off ? `no carrier: ${off.reason}` : undefined;
     return {
       spec: wire.spec,
       state: up ? 'up' : 'down',

@@ -204,7 +204,7 @@ async function waitWiresUp(state: LabState, clients: Clients, uids: Set<number>,
     const lists = await Promise.all(state.nodes.map((n) => clients.get(n.name).listWires()));
     const down = new Set<number>();
     const ready = (w: PbWireStatus): boolean =>
-      pulled.has(w.spec.uid) ? w.ends.every((e) => e.carrier?.cable === 'CABLE_STATE_PULLED' || e.carrier?.far === 'pulled') : w.state === 'WIRE_STATE_UP';
+      pulled.has(w.spec.uid) ? w.ends.every((e) => e.carrier?.cable === 'CABLE_STATE_PULLED' || e.carrier?.far === 'pulled') : w.state === 'WIRE_STATE_UP' && w.ends.every((e) => e.carrier?.on);
     for (const l of lists) for (const w of l) if (uids.has(w.spec.uid) && !ready(w)) down.add(w.spec.uid);
     if (down.size === 0) return;
     if (Date.now() > deadline) throw new LabError(`wires still down after ${timeoutMs / 1000}s: ${[...down].slice(0, 10).join(', ')}`);
@@ -627,7 +627,8 @@ export async function status(name: string): Promise<StatusReport> {
       };
       const ea = found(pa.node, nameA);
       const eb = found(pb.node, nameB);
-      const stateOf = !ea || !eb ? 'missing' : ea.w.state === 'WIRE_STATE_UP' && eb.w.state === 'WIRE_STATE_UP' ? 'up' : 'down';
+      // Up: connected, and the pods' interfaces have carrier (a pulled cable is down).
+      const stateOf = !ea || !eb ? 'missing' : ea.w.state === 'WIRE_STATE_UP' && eb.w.state === 'WIRE_STATE_UP' && ea.e.carrier?.on && eb.e.carrier?.on ? 'up' : 'down';
       const endReport = (x: typeof ea, n: string, node: string): WireReport['ends'][number] => ({
         name: n,
         node,
