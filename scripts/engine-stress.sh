@@ -15,7 +15,7 @@ case "$mode" in
   tsan) san="-fsanitize=thread" ;;
   *) echo "usage: $0 asan|tsan [cycles] [reconnects]" >&2; exit 2 ;;
 esac
-src="wire/test/engine_stress.cc wire/src/engine/engine.cc wire/src/engine/frame_port.cc wire/src/engine/capture_ring.cc wire/src/engine/codec.cc wire/src/engine/impair.cc"
+src="wire/test/engine_stress.cc wire/src/engine/engine.cc wire/src/engine/frame_port.cc wire/src/engine/capture_ring.cc wire/src/engine/carrier.cc wire/src/engine/codec.cc wire/src/engine/impair.cc"
 # The engine uses OpenSSL through Node's headers in the addon; here Debian's
 # libssl of the same 3.0 series stands in.
 # shellcheck disable=SC2086

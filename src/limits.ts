@@ -32,6 +32,8 @@ export const LIMITS = {
   /** a link's uid in a topology file (KNE numbers links from 0; lab mode makes wire ids of them) */
   linkUid: { min: 0, max: 2 ** 48 - 1, unit: '' },
   port: { min: 1, max: 65535, unit: '' },
+  /** how long carrier stays on while a wire's far daemon is out of reach (per daemon, per link) */
+  carrierHoldMs: { min: 1, max: 3_600_000, unit: 'ms' },
   rtPriority: { min: 0, max: 99, unit: '' },
   /** emulated nodes of a lab: each is a namespace with its own daemon */
   nodes: { min: 1, max: 64, unit: '' },

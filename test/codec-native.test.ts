@@ -262,7 +262,7 @@ t.test('hello and keepalive requests round-trip both ways, byte for byte', async
   nodes.forEach((n, i) => t.equal(hellos[i], encodeHelloResponse(n).toString('hex'), `hello response for '${n}' matches codec.ts`));
   const back = cli(nodes.map((n) => `batch 1 1 ${hex(encodeHelloResponse(n))}`)).map((l) => JSON.parse(l) as CBatch);
   nodes.forEach((n, i) => t.same({ ok: back[i]!.ok, node: Buffer.from(back[i]!.node, 'hex').toString(), frames: back[i]!.frames }, { ok: true, node: n, frames: [] }, `C++ reads hello '${n}'`));
-  t.same(method.responseDeserialize(Buffer.from(hellos[0]!, 'hex')), { frames: [], node: 'node-7' }, 'proto-loader reads the C++ hello');
+  t.same(method.responseDeserialize(Buffer.from(hellos[0]!, 'hex')), { frames: [], node: 'node-7', carrier: [] }, 'proto-loader reads the C++ hello');
 });
 
 /** What the TypeScript MessageReader gives for `stream` cut at `cuts`. */

@@ -96,10 +96,11 @@ t.test('reconcile: an untouched wire loses nothing while others change', async (
   const r3 = docs[2]!.replace(/    - uid: 3[\s\S]*$/, '    - uid: 4\n      peer_pod: r1\n      local_intf: eth3\n      peer_intf: eth3\n      local_ip: 192.0.2.14/30\n');
   writeFileSync(edited, [r1, docs[1], r3].join('\n---\n'));
   const before = { r2: ifindex('r2', 'eth1') };
-  // Drops on the untouched wire before the edit: a frame the pod sent at
-  // bring-up, before the peer stream was up, may count as peer_down (what
-  // carrier, #15, will remove); the reconcile itself must add none.
+  // Drops on the untouched wire before the edit: none at all, since a pod
+  // has no carrier (and so sends nothing) until the far end is ready (#15);
+  // the reconcile itself must add none either.
   const drops0 = (await statusJson(LAB)).wires[0]!.drops['r1/eth1']!;
+  t.equal(drops0.peer_down, 0, 'bring-up lost no frame as peer_down: carrier came on only once the far end was ready');
 
   // The edit itself, as the kernel saw it: link events in the pods whose
   // links change (r1, r3), with their times. A veth pair added and removed

@@ -54,6 +54,9 @@ Options:
   --capture-ring-bytes N
                        capture ring per wire end, bytes (default 4194304, at most 268435456);
                        0 turns the rings off
+  --carrier-hold-ms N  how long a wire end keeps carrier while its far daemon cannot be reached
+                       (default 3000; a daemon restarted within it flaps nothing); a link's
+                       patchwire: {carrier_hold_ms: N} overrides it
   --rt-priority N      run the daemon's threads under SCHED_RR at priority N (1-99) so busy
                        pods cannot delay frames; 0 (default) keeps normal scheduling.
                        Costs CPU: a daemon woken at once wakes for every few frames.
@@ -96,6 +99,7 @@ export async function daemonMain(argv: string[]): Promise<void> {
       health: { type: 'string', default: '' },
       'capture-token-file': { type: 'string' },
       'capture-ring-bytes': { type: 'string' },
+      'carrier-hold-ms': { type: 'string' },
       'capture-dir': { type: 'string' },
       'rt-priority': { type: 'string', default: '0' },
       'capture-file-bytes': { type: 'string', default: String(16 << 20) },
@@ -158,6 +162,10 @@ export async function daemonMain(argv: string[]): Promise<void> {
     ringBytes = parseBounded('--capture-ring-bytes', values['capture-ring-bytes'], 'captureRingBytes', usage);
   }
   const rtPriority = parseRtPriority('daemon', values['rt-priority']!);
+  let carrierHoldMs: number | undefined;
+  if (values['carrier-hold-ms'] !== undefined) {
+    carrierHoldMs = parseBounded('--carrier-hold-ms', values['carrier-hold-ms'], 'carrierHoldMs', usage);
+  }
   let captureFiles;
   if (values['capture-dir']) {
     const maxBytes = parseBounded('--capture-file-bytes', values['capture-file-bytes']!, 'captureFileBytes', usage);
@@ -196,6 +204,7 @@ export async function daemonMain(argv: string[]): Promise<void> {
     http: values.http,
     health: values.health,
     captureRingBytes: ringBytes,
+    ...(carrierHoldMs !== undefined ? { carrierHoldMs } : {}),
     node: values.node,
     lab: values.lab!,
     listen: values.listen,

@@ -46,13 +46,14 @@ function fmtStatus(s: StatusReport): string {
   out += '\n';
   const sumDrops = (d: Record<string, number>): number => Object.values(d).reduce((a, b) => a + Number(b), 0);
   out += table([
-    ['UID', 'A', 'B', 'NODES', 'STATE', 'A->B FRAMES', 'A->B BYTES', 'B->A FRAMES', 'B->A BYTES', 'DROPS'],
+    ['UID', 'A', 'B', 'NODES', 'STATE', 'CARRIER A/B', 'A->B FRAMES', 'A->B BYTES', 'B->A FRAMES', 'B->A BYTES', 'DROPS'],
     ...s.wires.map((w) => [
       String(w.uid),
       w.endpoints[0],
       w.endpoints[1],
       w.nodes[0] === w.nodes[1] ? w.nodes[0] : `${w.nodes[0]}-${w.nodes[1]}`,
       w.state,
+      w.ends.map((e) => (e.carrier.on ? 'on' : e.carrier.cable === 'pulled' ? 'off (pulled)' : 'off')).join('/'),
       String(w.a_to_b.frames),
       String(w.a_to_b.bytes),
       String(w.b_to_a.frames),
@@ -64,6 +65,12 @@ function fmtStatus(s: StatusReport): string {
   if (impaired.length) {
     out += '\nimpairments (out: what the end sends; in: what it receives)\n';
     out += table([['END', 'NODE', 'OUT', 'IN'], ...impaired.map((e) => [e.name, e.node, formatImpairment(e.impair?.out) || '-', formatImpairment(e.impair?.in) || '-'])]);
+  }
+  const off = s.wires.flatMap((w) => w.ends.filter((e) => !e.carrier.on).map((e) => `  ${e.name}: no carrier: ${e.carrier.reason}`));
+  if (off.length) out += `\n${off.join('\n')}\n`;
+  if (s.carrier_events.length) {
+    out += '\nLatest carrier events (patchwire link events LAB for all):\n';
+    out += table([['TIME', 'END', 'NODE', 'CARRIER', 'REASON'], ...s.carrier_events.slice(-10).map((e) => [e.time, e.end, e.node, e.carrier ? 'on' : 'off', e.reason])]);
   }
   return out;
 }

@@ -17,6 +17,7 @@ Commands:
   validate  check a topology file and print what it says
   graph     print a topology file as Mermaid or DOT
   ls        list labs on this machine
+  link      pull, plug or flap a lab link's cable; its carrier events
   capture   capture the frames of wire ends as pcapng (ring, then live)
   map       a lab's live link map: nodes, pods, wires, state, rates, drops
   daemon    run a wire daemon (one per node; --cluster for Kubernetes)
@@ -30,8 +31,8 @@ Run 'patchwire COMMAND --help' for the options of a command.
 `;
 
 async function fullHelp(): Promise<string> {
-  const [lab, capture, daemon, wire, cni, signer, map, impair] = await Promise.all([import('./lab.js'), import('./capture.js'), import('./daemon.js'), import('./wire.js'), import('./cni.js'), import('./signer.js'), import('./map.js'), import('./impair.js')]);
-  return `${HELP}\n${lab.LAB_HELP}\n${impair.IMPAIR_HELP}\n${capture.CAPTURE_HELP}\n${map.MAP_HELP}\n${daemon.DAEMON_HELP}\n${wire.WIRE_HELP}\n${cni.CNI_HELP}\n${signer.SIGNER_HELP}`;
+  const [lab, capture, daemon, wire, cni, signer, map, link, impair] = await Promise.all([import('./lab.js'), import('./capture.js'), import('./daemon.js'), import('./wire.js'), import('./cni.js'), import('./signer.js'), import('./map.js'), import('./link.js'), import('./impair.js')]);
+  return `${HELP}\n${lab.LAB_HELP}\n${link.LINK_HELP}\n${impair.IMPAIR_HELP}\n${capture.CAPTURE_HELP}\n${map.MAP_HELP}\n${daemon.DAEMON_HELP}\n${wire.WIRE_HELP}\n${cni.CNI_HELP}\n${signer.SIGNER_HELP}`;
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -47,16 +48,19 @@ async function main(argv: string[]): Promise<void> {
       process.exitCode = await (await import('./lab.js')).labMain(cmd, rest);
       return;
     case 'link': {
+      // One command group: cable and carrier (link.ts), impairments (impair.ts).
       const [sub, ...args] = rest;
       if (sub === 'set' || sub === 'reset') {
         process.exitCode = await (await import('./impair.js')).impairMain(sub, args);
         return;
       }
       if (sub === '--help' || sub === '-h' || sub === undefined) {
-        process.stdout.write((await import('./impair.js')).IMPAIR_HELP);
+        const [link, impair] = await Promise.all([import('./link.js'), import('./impair.js')]);
+        process.stdout.write(`${link.LINK_HELP}\n${impair.IMPAIR_HELP}`);
         return;
       }
-      throw new UsageError(`link: unknown subcommand '${sub}' (set or reset)`);
+      process.exitCode = await (await import('./link.js')).linkMain(sub, args);
+      return;
     }
     case 'capture':
       process.exitCode = await (await import('./capture.js')).captureMain(rest);

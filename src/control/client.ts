@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 
 import type { WireSpec } from '../dataplane/wire.js';
 import { controlService } from '../proto/load.js';
-import { type PbWireStatus, specToPb } from './convert.js';
+import { type PbCarrierEvent, type PbWireStatus, specToPb } from './convert.js';
 import type { MapEvent, MapSnapshot } from '../map/model.js';
 import { DIR_TO_PB, type ImpairDir, type Impairment, impairmentToPb } from '../dataplane/impair.js';
 
@@ -78,6 +78,14 @@ export class ControlClient {
 
   async listWires(): Promise<PbWireStatus[]> {
     return (await this.call<{ wires: PbWireStatus[] }>('ListWires', {})).wires;
+  }
+
+  async setLinkCable(end: string, plugged: boolean): Promise<PbWireStatus> {
+    return (await this.call<{ wire: PbWireStatus }>('SetLinkCable', { end, cable: plugged ? 'CABLE_STATE_PLUGGED' : 'CABLE_STATE_PULLED' })).wire;
+  }
+
+  async listLinkEvents(end = ''): Promise<PbCarrierEvent[]> {
+    return (await this.call<{ events: PbCarrierEvent[] }>('ListLinkEvents', { end })).events;
   }
 
   health(timeoutMs = 30000): Promise<PbHealth> {

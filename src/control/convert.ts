@@ -12,6 +12,7 @@ export interface PbEndpoint {
   mac: string;
   mtu: number;
   ips: string[];
+  cable?: string;
 }
 export interface PbWireSpec {
   uid: number;
@@ -21,6 +22,7 @@ export interface PbWireSpec {
   capture_ring_bytes: number;
   local_impair?: PbEndImpairments | null;
   local_peer_impair?: PbEndImpairments | null;
+  carrier_hold_ms?: number;
 }
 export interface PbDrops {
   queue_full: number;
@@ -34,6 +36,7 @@ export interface PbDrops {
   impaired_loss: number;
   rate_limited: number;
   impair_overflow: number;
+  cable_pulled: number;
 }
 export interface PbCounters {
   rx_frames: number;
@@ -53,13 +56,30 @@ export interface PbWireStatus {
   state: string;
   /** why a wire is not up, where the daemon knows */
   message?: string;
-  ends: Array<{ name: string; ifindex: number; vnet_hdr: boolean; counters: PbCounters; file_capture: string; impair?: PbEndImpairments | null }>;
+  ends: Array<{ name: string; ifindex: number; vnet_hdr: boolean; counters: PbCounters; file_capture: string; impair?: PbEndImpairments | null; carrier?: PbCarrierStatus | null }>;
+}
+export interface PbCarrierStatus {
+  on: boolean;
+  reason: string;
+  cable: string;
+  far: string;
+  hold_ms: number;
+  last_error: string;
+  changes: number;
+}
+export interface PbCarrierEvent {
+  uid: number;
+  end: string;
+  node: string;
+  timestamp_us: number;
+  carrier: boolean;
+  reason: string;
 }
 
 const KIND_TO_PB: Record<EndpointKind, string> = { veth: 'ENDPOINT_KIND_VETH', tap: 'ENDPOINT_KIND_TAP', host: 'ENDPOINT_KIND_HOST' };
 
 export function endpointToPb(e: EndpointSpec): PbEndpoint {
-  return { kind: KIND_TO_PB[e.kind], pod: e.pod, netns: e.netns, ifname: e.ifname, mac: e.mac, mtu: e.mtu, ips: e.ips };
+  return { kind: KIND_TO_PB[e.kind], pod: e.pod, netns: e.netns, ifname: e.ifname, mac: e.mac, mtu: e.mtu, ips: e.ips, ...(e.cable === 'pulled' ? { cable: 'CABLE_STATE_PULLED' } : {}) };
 }
 
 export function endpointFromPb(e: PbEndpoint): EndpointSpec {
@@ -72,6 +92,7 @@ export function endpointFromPb(e: PbEndpoint): EndpointSpec {
     mac: e.mac,
     mtu: e.mtu,
     ips: e.ips ?? [],
+    ...(e.cable === 'CABLE_STATE_PULLED' ? { cable: 'pulled' as const } : {}),
   };
 }
 
@@ -84,6 +105,7 @@ export function specToPb(s: WireSpec): PbWireSpec {
     capture_ring_bytes: s.captureRingBytes ?? 0,
     local_impair: endImpairToPb(s.impair?.local),
     local_peer_impair: endImpairToPb(s.impair?.localPeer),
+    carrier_hold_ms: s.carrierHoldMs ?? 0,
   };
 }
 
@@ -95,6 +117,7 @@ export function specFromPb(s: PbWireSpec): WireSpec {
   const local = endImpairFromPb(s.local_impair);
   const localPeer = endImpairFromPb(s.local_peer_impair);
   if (local || localPeer) spec.impair = { ...(local ? { local } : {}), ...(localPeer ? { localPeer } : {}) };
+  if (Number(s.carrier_hold_ms) > 0) spec.carrierHoldMs = Number(s.carrier_hold_ms);
   return spec;
 }
 
@@ -117,6 +140,7 @@ function countersToPb(c: EndCounters): PbCounters {
       impaired_loss: d.impairedLoss,
       rate_limited: d.rateLimited,
       impair_overflow: d.impairOverflow,
+      cable_pulled: d.cablePulled,
     },
     capture_drops: c.captureDrops,
     backpressure_pauses: c.backpressurePauses,
@@ -132,6 +156,22 @@ export function statusToPb(w: WireStatus): PbWireStatus {
     spec: specToPb(w.spec),
     state: w.state === 'up' ? 'WIRE_STATE_UP' : w.state === 'restoring' ? 'WIRE_STATE_RESTORING' : 'WIRE_STATE_DOWN',
     message: w.message ?? '',
-    ends: w.ends.map((e, i) => ({ name: e.name, ifindex: e.ifindex, vnet_hdr: e.vnetHdr, counters: countersToPb(e.counters), file_capture: e.fileCapture, impair: endImpairToPb(normalizeEnd(i === 0 ? w.spec.impair?.local : w.spec.impair?.localPeer)) })),
+    ends: w.ends.map((e, i) => ({
+      name: e.name,
+      ifindex: e.ifindex,
+      vnet_hdr: e.vnetHdr,
+      counters: countersToPb(e.counters),
+      file_capture: e.fileCapture,
+      impair: endImpairToPb(normalizeEnd(i === 0 ? w.spec.impair?.local : w.spec.impair?.localPeer)),
+      carrier: {
+        on: e.carrier.on,
+        reason: e.carrier.reason,
+        cable: e.carrier.cable === 'pulled' ? 'CABLE_STATE_PULLED' : 'CABLE_STATE_PLUGGED',
+        far: e.carrier.far,
+        hold_ms: e.carrier.holdMs,
+        last_error: e.carrier.lastError,
+        changes: e.carrier.changes,
+      },
+    })),
   };
 }

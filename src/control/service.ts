@@ -87,6 +87,15 @@ export function controlServiceFor(d: Daemon): [grpc.ServiceDefinition, grpc.Unty
       if (!req.end) throw new InvalidArgument('ResetImpair needs an end (pod/ifname)');
       return { wire: statusToPb(await d.setImpair(req.end, dirFromPb(req.direction), null)) };
     }),
+    // A cable pull is a lab action, not a wire change: cluster mode takes it too (it is not kept in Topology objects).
+    SetLinkCable: unary(async (req: { end: string; cable: string }) => {
+      if (!req.end) throw new InvalidArgument('SetLinkCable needs an end (pod/ifname)');
+      if (req.cable !== 'CABLE_STATE_PLUGGED' && req.cable !== 'CABLE_STATE_PULLED') throw new InvalidArgument('SetLinkCable needs cable CABLE_STATE_PLUGGED or CABLE_STATE_PULLED');
+      return { wire: statusToPb(await d.setCable(req.end, req.cable === 'CABLE_STATE_PLUGGED')) };
+    }),
+    ListLinkEvents: unary((req: { end: string }) => ({
+      events: d.linkEvents(req.end).map((e) => ({ uid: e.uid, end: e.end, node: e.node, timestamp_us: e.tsUs, carrier: e.carrier, reason: e.reason })),
+    })),
     Health: unary(() => {
       const h = d.health();
       return {

@@ -8,7 +8,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 
 import { createEndpoint, type Endpoint, endpointProblems, type EndpointSpec } from '../endpoint/index.js';
-import { type EnginePeer, type NativeEngine, wire } from '../native/wire.js';
+import { type EngineCarrier, type EnginePeer, type NativeEngine, wire } from '../native/wire.js';
 import { type DataTls, probePeer } from '../dataplane/probe.js';
 import { EngineRing } from '../dataplane/engine-ring.js';
 import { type EndImpairments, type ImpairDir, type Impairment, impairmentProblem, normalizeEnd, normalizeImpairment } from '../dataplane/impair.js';
@@ -58,7 +58,37 @@ export interface DaemonOptions {
    * (Topology objects; the control API then only reads).
    */
   wiresFrom?: 'api' | 'cluster';
+  /** how long carrier stays on while a wire's far daemon is out of reach (default 3000 ms; a wire may set its own) */
+  carrierHoldMs?: number;
   log?: (msg: string) => void;
+}
+
+/** A wire end's carrier in status (see wire/src/engine/carrier.h). */
+export interface CarrierStatus {
+  on: boolean;
+  /** why it is as it is (the reason of the last change) */
+  reason: string;
+  /** the cable at this end */
+  cable: 'plugged' | 'pulled';
+  /** the far end as its daemon last said ('unknown': not said since the stream to it opened) */
+  far: 'plugged' | 'pulled' | 'gone' | 'unknown';
+  holdMs: number;
+  /** '' or why the last change could not be applied to the interface */
+  lastError: string;
+  /** changes since the wire was added on this daemon */
+  changes: number;
+}
+
+/** One carrier change of a wire end. */
+export interface LinkEvent {
+  uid: number;
+  /** "pod/ifname" */
+  end: string;
+  node: string;
+  /** unix microseconds */
+  tsUs: number;
+  carrier: boolean;
+  reason: string;
 }
 
 /** A part of the state file owned by another module (the CNI pod registry, say). */
@@ -74,6 +104,7 @@ export interface EndStatus {
   ifindex: number;
   vnetHdr: boolean;
   counters: EndCounters;
+  carrier: CarrierStatus;
 }
 
 export interface WireStatus {
@@ -92,6 +123,19 @@ interface Restoring {
   attempts: number;
   error: string;
   timer: NodeJS.Timeout | null;
+}
+
+function carrierStatus(c: EngineCarrier | undefined): CarrierStatus {
+  if (!c) return { on: false, reason: '', cable: 'plugged', far: 'unknown', holdMs: 0, lastError: '', changes: 0 };
+  return {
+    on: c.on,
+    reason: c.reason,
+    cable: c.plugged ? 'plugged' : 'pulled',
+    far: !c.farKnown ? 'unknown' : !c.farPresent ? 'gone' : c.farPlugged ? 'plugged' : 'pulled',
+    holdMs: c.holdMs,
+    lastError: c.lastError,
+    changes: c.eventsTotal,
+  };
 }
 
 /** Retry delays of a failed restore: 1 s doubling up to 30 s. */
@@ -243,6 +287,7 @@ export class Daemon {
         listenHost: hp.host,
         listenPort: hp.port,
         ...(this.dataTls ? { tls: this.dataTls } : {}),
+        ...(this.opts.carrierHoldMs ? { carrierHoldMs: this.opts.carrierHoldMs } : {}),
         ...engineTuning(),
       },
       (reader) => this.ringReaders.get(reader)?.drain(),
@@ -389,6 +434,13 @@ export class Daemon {
       const r = rangeProblem('capture_ring_bytes', spec.captureRingBytes, 'captureRingBytes');
       if (r) out.push(r);
     }
+    if (spec.carrierHoldMs) {
+      const r = rangeProblem('carrier_hold_ms', spec.carrierHoldMs, 'carrierHoldMs');
+      if (r) out.push(r);
+    }
+    for (const e of [spec.local, spec.localPeer]) {
+      if (e?.cable !== undefined && e.cable !== 'plugged' && e.cable !== 'pulled') out.push(`cable '${String(e.cable)}' is not plugged or pulled`);
+    }
     if (!spec.local) return [...out, 'wire has no local endpoint'];
     const ends = [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])];
     for (const e of ends) out.push(...endpointProblems(e).map((p) => `${e.pod || e.netns}/${e.ifname}: ${p}`));
@@ -472,7 +524,17 @@ export class Daemon {
         uid: spec.uid,
         ringBytes,
         ...(spec.peer ? { peerNode: spec.peer.node, peerAddress: spec.peer.address } : {}),
-        ends: opened.map((ep) => ({ name: ep.name, ...ep.io!, maxFrame: ep.maxFrame })),
+        ...(spec.carrierHoldMs ? { carrierHoldMs: spec.carrierHoldMs } : {}),
+        ends: opened.map((ep) => ({
+          name: ep.name,
+          ...ep.io!,
+          maxFrame: ep.maxFrame,
+          carrier: ep.carrier.how,
+          carrierIfindex: ep.carrier.ifindex,
+          plugged: ep.spec.cable !== 'pulled',
+          // A restart re-attaching: carrier is left as the pod sees it.
+          restored: o.attach && ep.reattached,
+        })),
       });
     } catch (err) {
       for (const ep of opened) await ep.close(true);
@@ -584,19 +646,67 @@ export class Daemon {
   }
 
   private status(wire: Wire): WireStatus {
-    const up = wire.isLocalPair || this.engine.peerUp(wire.spec.peer!.node);
+    const reachable = wire.isLocalPair || this.engine.peerUp(wire.spec.peer!.node);
     const counters = this.engine.counters(wire.spec.uid) ?? [];
+    const carrier = this.engine.carrier(wire.spec.uid) ?? [];
+    // Up: the streams to the far daemon are connected (carrier, in each end,
+    // says whether the pods' interfaces have it). Down says why.
+    const off = carrier.find((c) => !c.on);
+    const up = reachable;
+    const message = !reachable ? `peer daemon ${wire.spec.peer!.node} is not connected` : off ? `no carrier: ${off.reason}` : undefined;
     return {
       spec: wire.spec,
       state: up ? 'up' : 'down',
+      ...(message ? { message } : {}),
       ends: wire.ends.map((e, i) => ({
         fileCapture: this.fileState(e),
         name: e.endpoint.name,
         ifindex: e.endpoint.ifindex,
         vnetHdr: e.endpoint.vnetHdr,
         counters: endCounters(counters[i], e.ring, e.endpoint.kernelQueueDrops()),
+        carrier: carrierStatus(carrier[i]),
       })),
     };
+  }
+
+  private endByName(name: string): { wire: Wire; index: number } {
+    for (const w of this.wires.values()) {
+      const index = w.ends.findIndex((e) => e.endpoint.name === name);
+      if (index >= 0) return { wire: w, index };
+    }
+    const r = [...this.restoring.values()].find((x) => [x.spec.local, x.spec.localPeer].some((e) => e && `${e.pod}/${e.ifname}` === name));
+    if (r) throw new FailedPrecondition(`wire end ${name} on node ${this.opts.node} is being restored (${r.error}); try again when it is`);
+    throw new NotFound(`no wire end ${name.slice(0, 100)} on node ${this.opts.node}`);
+  }
+
+  /**
+   * Pulls or plugs the cable at one wire end ("pod/ifname"): both ends lose
+   * (or get back) carrier, the far one through its daemon. Kept in the
+   * state file, so a restarted daemon keeps the cable as it was.
+   */
+  async setCable(name: string, plugged: boolean): Promise<WireStatus> {
+    if (!this.engine) throw new Unavailable('the daemon is starting');
+    const { wire, index } = this.endByName(name);
+    this.engine.setCable(wire.spec.uid, index, plugged);
+    const spec = index === 0 ? wire.spec.local : wire.spec.localPeer!;
+    if (plugged) delete spec.cable;
+    else spec.cable = 'pulled';
+    await this.persist();
+    return this.status(wire);
+  }
+
+  /** Carrier changes of every wire end (or of the one named "pod/ifname"), oldest first. */
+  linkEvents(name = ''): LinkEvent[] {
+    const out: LinkEvent[] = [];
+    const wires = name ? [this.endByName(name).wire] : [...this.wires.values()];
+    for (const w of wires) {
+      const car = this.engine.carrier(w.spec.uid) ?? [];
+      w.ends.forEach((e, i) => {
+        if (name && e.endpoint.name !== name) return;
+        for (const ev of car[i]?.events ?? []) out.push({ uid: w.spec.uid, end: e.endpoint.name, node: this.opts.node, tsUs: ev.tsUs, carrier: ev.on, reason: ev.reason });
+      });
+    }
+    return out.sort((a, b) => a.tsUs - b.tsUs);
   }
 
   /**

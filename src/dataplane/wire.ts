@@ -21,6 +21,8 @@ export interface WireSpec {
   captureRingBytes?: number;
   /** impairments of the local end and of the local peer end (absent: none) */
   impair?: { local?: EndImpairments; localPeer?: EndImpairments };
+  /** how long carrier stays on while the far daemon is out of reach, ms (0 or absent: the daemon's default) */
+  carrierHoldMs?: number;
 }
 
 export interface DropCounters {
@@ -39,6 +41,8 @@ export interface DropCounters {
   rateLimited: number;
   /** the end's impairments already held their byte limit */
   impairOverflow: number;
+  /** frames that met a pulled cable */
+  cablePulled: number;
 }
 
 export interface EndCounters {
@@ -95,6 +99,7 @@ export function endCounters(c: EngineEndCounters | undefined, ring: EngineRing, 
       impairedLoss: z.impairedLoss ?? 0,
       rateLimited: z.rateLimited ?? 0,
       impairOverflow: z.impairOverflow ?? 0,
+      cablePulled: z.cablePulled ?? 0,
     },
     captureDrops: ring.readerDrops,
     backpressurePauses: z.pauses ?? 0,

@@ -18,6 +18,15 @@ export interface EndpointSpec {
   /** 0 means the default, 1500 */
   mtu: number;
   ips: string[];
+  /** the cable at this end: 'pulled' (patchwire link down, or `state: down`) takes carrier from both ends; absent: plugged */
+  cable?: 'plugged' | 'pulled';
+}
+
+/** How a wire end's carrier is shown to its pod (see wire/src/engine/carrier.h). */
+export interface CarrierIo {
+  how: 'veth' | 'tap' | 'none';
+  /** 'veth': the host end's ifindex in the daemon's namespace */
+  ifindex: number;
 }
 
 /** The fd a wire end's frames move through, and how the engine should read it. */
@@ -41,6 +50,10 @@ export interface Endpoint {
   readonly ifindex: number;
   /** largest frame (without virtio-net header, with two VLAN tags) the endpoint can send */
   readonly maxFrame: number;
+  /** set by open() */
+  readonly carrier: CarrierIo;
+  /** open() found the interface from an earlier run and took it over (a restart: carrier is left as it is) */
+  readonly reattached: boolean;
   /**
    * Creates the interface, or, when `attach` is set and it is already there
    * from an earlier run of the daemon, takes it over without recreating it.
@@ -114,6 +127,8 @@ export abstract class EndpointBase implements Endpoint {
   protected handedOff = false;
   vnetHdr = false;
   ifindex = 0;
+  carrier: CarrierIo = { how: 'none', ifindex: 0 };
+  reattached = false;
 
   constructor(readonly spec: EndpointSpec) {
     this.name = `${spec.pod}/${spec.ifname}`;

@@ -19,6 +19,11 @@ export class HostEndpoint extends EndpointBase {
     const opened = wire.openPacket(spec.ifname, netnsPath(spec.netns), { vnetHdr: true });
     this.ifindex = opened.ifindex;
     this.setIo(opened.fd, 'packet', opened.vnetHdr, mtu);
+    // Not ours: its carrier is its owner's (a VM's tap follows its QEMU).
+    // The wire's carrier is tracked and reported, and frames meeting a
+    // pulled cable are dropped and counted, but the interface is not touched.
+    this.carrier = { how: 'none', ifindex: 0 };
+    this.reattached = true;
   }
 
   async close(): Promise<void> {

@@ -20,6 +20,8 @@ export class TapEndpoint extends EndpointBase {
     }
     const opened = wire.openTap(spec.ifname, netnsPath(spec.netns), { vnetHdr: true, persist: true });
     this.setIo(opened.fd, 'tap', opened.vnetHdr);
+    this.carrier = { how: 'tap', ifindex: 0 };
+    this.reattached = existed;
     try {
       this.ifindex = await configurePodInterface(spec, true);
       // While the engine does not read the tap (backpressure), the frames the

@@ -44,6 +44,9 @@ export class VethEndpoint extends EndpointBase {
         peerAddrs: spec.ips,
         replaceStaleHost: true,
         guardHost: true,
+        // Down until the engine knows the far end is ready: the pod's end
+        // has no carrier and keeps what it sends in its own kernel.
+        hostUp: false,
       });
       this.ifindex = made.peerIndex;
       this.hostIndex = made.hostIndex;
@@ -51,6 +54,8 @@ export class VethEndpoint extends EndpointBase {
     try {
       const opened = wire.openPacket(this.hostName, '', { vnetHdr: true });
       this.setIo(opened.fd, 'packet', opened.vnetHdr);
+      this.carrier = { how: 'veth', ifindex: opened.ifindex };
+      this.reattached = present;
       if (present) {
         this.ifindex = await linkIndex(spec.netns, spec.ifname);
         this.hostIndex = await linkIndex('', this.hostName);

@@ -189,12 +189,24 @@ async function waitHealthy(state: LabState, clients: Clients, timeoutMs = 60000)
   }
 }
 
-async function waitWiresUp(state: LabState, clients: Clients, uids: Set<number>, timeoutMs = 30000): Promise<void> {
+/** Whether a link's cable is declared pulled at either end (`state: down`). */
+function declaredDown(l: LinkModel): boolean {
+  return l.a.cable === 'pulled' || l.b.cable === 'pulled';
+}
+
+/**
+ * Waits until every wire carries: both ends have carrier, so what the pods
+ * send from now on crosses (nothing is lost to a wire still coming up).
+ * A link declared down is ready once its ends know the cable is out.
+ */
+async function waitWiresUp(state: LabState, clients: Clients, uids: Set<number>, timeoutMs = 30000, pulled = new Set<number>()): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const lists = await Promise.all(state.nodes.map((n) => clients.get(n.name).listWires()));
     const down = new Set<number>();
-    for (const l of lists) for (const w of l) if (uids.has(w.spec.uid) && w.state !== 'WIRE_STATE_UP') down.add(w.spec.uid);
+    const ready = (w: PbWireStatus): boolean =>
+      pulled.has(w.spec.uid) ? w.ends.every((e) => e.carrier?.cable === 'CABLE_STATE_PULLED' || e.carrier?.far === 'pulled') : w.state === 'WIRE_STATE_UP' && w.ends.every((e) => e.carrier?.on);
+    for (const l of lists) for (const w of l) if (uids.has(w.spec.uid) && !ready(w)) down.add(w.spec.uid);
     if (down.size === 0) return;
     if (Date.now() > deadline) throw new LabError(`wires still down after ${timeoutMs / 1000}s: ${[...down].slice(0, 10).join(', ')}`);
     await sleep(100);
@@ -225,9 +237,16 @@ export interface UpResult {
   seconds: number;
 }
 
-/** Same wire (impairments aside: those change in place, see applyImpairChanges). */
+/** The link without its declared cable state: a changed `state:` is applied to the running wire, not by re-creating it. */
+function withoutCable(l: LinkModel): LinkModel {
+  const strip = ({ cable: _c, ...e }: LinkModel['a']): LinkModel['a'] => e;
+  return { ...l, a: strip(l.a), b: strip(l.b) };
+}
+
+/** Same wire: a changed cable state or changed impairments are applied to the running wire (applyCableChanges, applyImpairChanges). */
 function sameLink(x: LinkModel, y: LinkModel): boolean {
-  return JSON.stringify({ ...x, impair: undefined, impairments: undefined }) === JSON.stringify({ ...y, impair: undefined, impairments: undefined });
+  const norm = (l: LinkModel): unknown => ({ ...withoutCable(l), impair: undefined, impairments: undefined });
+  return JSON.stringify(norm(x)) === JSON.stringify(norm(y));
 }
 
 /**
@@ -249,6 +268,29 @@ async function applyImpairChanges(state: LabState, clients: Clients, model: Link
     }
   }
   return true;
+}
+
+/**
+ * Applies a changed `state: up|down` of a kept link: pulls the cable at the
+ * ends newly declared down, plugs it at the ends no longer declared down.
+ * A cable pulled by hand stays as it is while the file does not change it.
+ */
+async function applyCableChanges(state: LabState, clients: Clients, model: LabModel, kept: Set<number>): Promise<number> {
+  let changed = 0;
+  for (const next of model.links) {
+    const prev = state.links.find((l) => l.uid === next.uid);
+    if (!prev || !kept.has(next.uid)) continue;
+    for (const which of ['a', 'b'] as const) {
+      if ((prev[which].cable === 'pulled') === (next[which].cable === 'pulled')) continue;
+      const node = podOf(state, carrierPod(next, which)).node;
+      const end = next[which].kind === 'host' ? `host/${next[which].intf}` : `${next[which].pod}/${next[which].intf}`;
+      await clients.get(node).setLinkCable(end, next[which].cable !== 'pulled');
+      changed++;
+    }
+    state.links = state.links.map((l) => (l.uid === next.uid ? next : l));
+  }
+  if (changed) writeLab(state);
+  return changed;
 }
 
 /** Brings a lab up, or reconciles a running one with an edited file. */
@@ -346,7 +388,7 @@ async function addLinks(state: LabState, clients: Clients, links: LinkModel[], p
   state.links.sort((a, b) => a.uid - b.uid);
   writeLab(state);
   progress.update(`waiting for ${links.length} wires to come up`, true);
-  await waitWiresUp(state, clients, new Set(links.map((l) => l.uid)));
+  await waitWiresUp(state, clients, new Set(links.map((l) => l.uid)), 30000, new Set(links.filter(declaredDown).map((l) => l.uid)));
 }
 
 async function reconcile(state: LabState, model: LabModel, o: UpOptions, progress: Progress, t0: number): Promise<UpResult> {
@@ -370,6 +412,10 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
     const missing = state.links.filter((l) => !removed.includes(l) && !linkHeld(state, held, l));
     const keptUids = new Set(state.links.filter((l) => !removed.includes(l) && !missing.includes(l)).map((l) => l.uid));
     const added = model.links.filter((l) => !keptUids.has(l.uid));
+    // applyCableChanges takes the file's version of every kept link; the
+    // impairments are compared with what the lab had before it.
+    const before = new Map(state.links.map((l) => [l.uid, l]));
+    await applyCableChanges(state, clients, model, keptUids);
     progress.update(`reconciling: ${added.length} links to add (${missing.length} the daemons lost), ${removed.length} to remove`, true);
     for (const l of [...removed, ...missing]) {
       await removeLink(state, clients, l);
@@ -396,7 +442,7 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
     await addLinks(state, clients, added, progress);
     for (const l of state.links.filter((x) => keptUids.has(x.uid))) {
       const m = want.get(l.uid);
-      if (m && (await applyImpairChanges(state, clients, m, l))) {
+      if (m && (await applyImpairChanges(state, clients, m, before.get(l.uid) ?? l))) {
         state.links = state.links.map((x) => (x.uid === l.uid ? m : x));
         writeLab(state);
       }
@@ -517,7 +563,32 @@ export interface WireReport {
   a_to_b: { frames: number; bytes: number };
   b_to_a: { frames: number; bytes: number };
   drops: Record<string, Record<string, number>>;
-  ends: Array<{ name: string; node: string; ifindex: number; rx_frames: number; rx_bytes: number; tx_frames: number; tx_bytes: number; drops: Record<string, number>; capture_drops: number; impair: EndImpairments | null; impair_held_bytes: number }>;
+  ends: Array<{
+    name: string;
+    node: string;
+    ifindex: number;
+    rx_frames: number;
+    rx_bytes: number;
+    tx_frames: number;
+    tx_bytes: number;
+    drops: Record<string, number>;
+    capture_drops: number;
+    impair: EndImpairments | null;
+    impair_held_bytes: number;
+    /** what the pod's interface shows, and why; the cable at this end and the far end as its daemon said */
+    carrier: { on: boolean; reason: string; cable: 'plugged' | 'pulled'; far: string; changes: number };
+  }>;
+}
+
+/** A carrier change of a wire end (see `patchwire link events`). */
+export interface CarrierEventReport {
+  time: string;
+  timestamp_us: number;
+  uid: number;
+  end: string;
+  node: string;
+  carrier: boolean;
+  reason: string;
 }
 
 export interface StatusReport {
@@ -543,6 +614,8 @@ export interface StatusReport {
   }>;
   pods: Array<{ name: string; node: string; netns: string }>;
   wires: WireReport[];
+  /** the latest carrier changes over the lab (at most 20), oldest first */
+  carrier_events: CarrierEventReport[];
 }
 
 export async function status(name: string): Promise<StatusReport> {
@@ -558,10 +631,15 @@ export async function status(name: string): Promise<StatusReport> {
   try {
     const nodes: StatusReport['nodes'] = [];
     const wiresByNode = new Map<string, PbWireStatus[]>();
+    const events: CarrierEventReport[] = [];
     await Promise.all(
       state.nodes.map(async (n) => {
         try {
-          const [h, w] = await Promise.all([clients.get(n.name).health(2000), clients.get(n.name).listWires()]);
+          const [h, w, ev] = await Promise.all([clients.get(n.name).health(2000), clients.get(n.name).listWires(), clients.get(n.name).listLinkEvents()]);
+          for (const e of ev) {
+            const us = Number(e.timestamp_us);
+            events.push({ time: new Date(us / 1000).toISOString(), timestamp_us: us, uid: Number(e.uid), end: e.end, node: e.node, carrier: e.carrier, reason: e.reason });
+          }
           nodes.push({ name: n.name, pid: h.pid, address: n.address, healthy: true, restarts: sup?.restarts[n.name] ?? 0, unknown_wire: h.unknown_wire, ...supView(n.name), state_file: h.state_file, restoring: h.restoring });
           wiresByNode.set(n.name, w);
         } catch {
@@ -585,7 +663,8 @@ export async function status(name: string): Promise<StatusReport> {
       };
       const ea = found(pa.node, nameA);
       const eb = found(pb.node, nameB);
-      const stateOf = !ea || !eb ? 'missing' : ea.w.state === 'WIRE_STATE_UP' && eb.w.state === 'WIRE_STATE_UP' ? 'up' : 'down';
+      // Up: connected, and the pods' interfaces have carrier (a pulled cable is down).
+      const stateOf = !ea || !eb ? 'missing' : ea.w.state === 'WIRE_STATE_UP' && eb.w.state === 'WIRE_STATE_UP' && ea.e.carrier?.on && eb.e.carrier?.on ? 'up' : 'down';
       const endReport = (x: typeof ea, n: string, node: string): WireReport['ends'][number] => ({
         name: n,
         node,
@@ -598,6 +677,13 @@ export async function status(name: string): Promise<StatusReport> {
         capture_drops: x?.e.counters.capture_drops ?? 0,
         impair: endImpairFromPb(x?.e.impair) ?? null,
         impair_held_bytes: x?.e.counters.impair_held_bytes ?? 0,
+        carrier: {
+          on: x?.e.carrier?.on ?? false,
+          reason: x ? (x.e.carrier?.reason ?? '') : 'wire end missing',
+          cable: x?.e.carrier?.cable === 'CABLE_STATE_PULLED' ? 'pulled' : 'plugged',
+          far: x?.e.carrier?.far ?? 'unknown',
+          changes: Number(x?.e.carrier?.changes ?? 0),
+        },
       });
       const ra = endReport(ea, nameA, pa.node);
       const rb = endReport(eb, nameB, pb.node);
@@ -613,7 +699,8 @@ export async function status(name: string): Promise<StatusReport> {
         ends: [ra, rb],
       };
     });
-    return { name, file: state.file, nodes, pods: state.pods.map((p) => ({ name: p.name, node: p.node, netns: p.ns })), wires };
+    events.sort((a, b) => a.timestamp_us - b.timestamp_us);
+    return { name, file: state.file, nodes, pods: state.pods.map((p) => ({ name: p.name, node: p.node, netns: p.ns })), wires, carrier_events: events.slice(-20) };
   } finally {
     clients.close();
   }

@@ -58,6 +58,8 @@ export interface EngineEndCounters {
   vlanRestored: number;
   /** times backpressure stopped reading the endpoint */
   pauses: number;
+  /** frames that met a pulled cable (this end's or the far end's) */
+  cablePulled: number;
   captureDrops: number;
   captureEvicted: number;
   /** impairments (src/dataplane/impair.ts): drops by cause, what they did, bytes held now */
@@ -95,6 +97,40 @@ export interface EngineEnd {
   slotSize: number;
   slots: number;
   maxFrame: number;
+  /** how carrier is shown to the pod: the veth's host end down/up, TUNSETCARRIER, or not at all (an interface patchwire does not own) */
+  carrier?: 'veth' | 'tap' | 'none';
+  /** 'veth': the host end's ifindex in the daemon's namespace */
+  carrierIfindex?: number;
+  /** the cable at this end (default true) */
+  plugged?: boolean;
+  /** re-attached by a restarted daemon: carrier stays as the interface has it for the hold time */
+  restored?: boolean;
+}
+
+/** One carrier change of a wire end. */
+export interface EngineCarrierEvent {
+  /** unix microseconds */
+  tsUs: number;
+  on: boolean;
+  reason: string;
+}
+
+/** A wire end's carrier as the engine keeps it. */
+export interface EngineCarrier {
+  on: boolean;
+  plugged: boolean;
+  /** whether the far daemon has said how its end is (since the stream that says it last opened) */
+  farKnown: boolean;
+  farPresent: boolean;
+  farPlugged: boolean;
+  holdMs: number;
+  /** why carrier is as it is */
+  reason: string;
+  /** '' or why applying the last change to the interface failed */
+  lastError: string;
+  eventsTotal: number;
+  /** the last 64 changes, oldest first */
+  events: EngineCarrierEvent[];
 }
 
 export interface EngineOptions {
@@ -114,13 +150,19 @@ export interface EngineOptions {
   connectTimeoutMs?: number;
   /** receive buffer of each AF_PACKET port (0: as opened) */
   portRcvBufBytes?: number;
+  /** how long carrier stays on while the far daemon is out of reach (default 3000 ms) */
+  carrierHoldMs?: number;
 }
 
 /** The native frame engine (wire/src/engine/): ports, peer streams, counters and capture rings on a thread of its own. */
 export interface NativeEngine {
   /** the data port it listens on */
   readonly port: number;
-  addWire(cfg: { uid: number; ringBytes: number; peerNode?: string; peerAddress?: string; ends: EngineEnd[] }): void;
+  addWire(cfg: { uid: number; ringBytes: number; peerNode?: string; peerAddress?: string; carrierHoldMs?: number; ends: EngineEnd[] }): void;
+  /** plugs or pulls the cable at one end (index as in counters); throws why not */
+  setCable(uid: number, end: number, plugged: boolean): void;
+  /** per end, or null for no such wire */
+  carrier(uid: number): EngineCarrier[] | null;
   removeWire(uid: number): boolean;
   counters(uid: number): EngineEndCounters[] | null;
   peerUp(node: string): boolean;
@@ -173,6 +215,8 @@ export interface NativeNetlink {
     peerUp?: boolean;
     /** drop every frame at the host end's ingress (tc, eBPF) before it goes up: see ingressGuard */
     guardHost?: boolean;
+    /** false: the host end stays down (the pod end has no carrier until the engine brings it up) */
+    hostUp?: boolean;
   }): Promise<{ hostIndex: number; peerIndex: number }>;
   /**
    * Keeps frames that arrive on an interface out of the IP stack of its

@@ -6,7 +6,7 @@
 import { cidrProblem, ifnameProblem, macProblem, mtuProblem } from '../netns/ip.js';
 import { aliasFor } from './aliases.js';
 import { expandEnv, type Env } from './envsubst.js';
-import { parseLinkExtension, parsePodExtension } from './extension.js';
+import { carrierFields, parseLinkExtension, parsePodExtension } from './extension.js';
 import { type LabModel, type LinkEnd, type LinkModel, POD_NAME_RE, type PodModel, type SegmentModel, type TopologyError } from './model.js';
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -245,6 +245,7 @@ export function parseContainerlab(raw: Record<string, unknown>, file: string, en
           ...(e.mac ? { mac: e.mac } : ext.mac ? { mac: ext.mac } : {}),
           ...(ext.mtu ?? mtu ? { mtu: (ext.mtu ?? mtu)! } : {}),
           ...(ext.captureBytes !== undefined ? { captureBytes: ext.captureBytes } : {}),
+          ...carrierFields(ext),
           kind: isHost ? 'host' : (ext.kind ?? 'veth'),
         };
         model.push(end);

@@ -5,7 +5,7 @@ import { rangeProblem } from '../limits.js';
 import type { LinkEnd } from './model.js';
 import { type EndImpairments, parseEndImpair } from '../dataplane/impair.js';
 
-export const LINK_EXTENSION_KEYS = ['kind', 'mtu', 'mac', 'capture_bytes', 'impair'] as const;
+export const LINK_EXTENSION_KEYS = ['kind', 'mtu', 'mac', 'capture_bytes', 'impair', 'state', 'carrier_hold_ms'] as const;
 export const POD_EXTENSION_KEYS = ['node'] as const;
 
 export interface LinkExtension {
@@ -20,6 +20,15 @@ export interface LinkExtension {
    * (a containerlab link naming its ends)
    */
   impair?: { all?: EndImpairments; perEnd?: Map<string, EndImpairments> };
+  /** `state: down`: the cable is pulled (at the ends the block applies to) */
+  state?: 'up' | 'down';
+  /** how long carrier stays on while the far daemon is out of reach, ms */
+  carrierHoldMs?: number;
+}
+
+/** The LinkEnd fields a link extension sets for cable and carrier. */
+export function carrierFields(ext: LinkExtension): { cable?: 'pulled'; carrierHoldMs?: number } {
+  return { ...(ext.state === 'down' ? { cable: 'pulled' as const } : {}), ...(ext.carrierHoldMs !== undefined ? { carrierHoldMs: ext.carrierHoldMs } : {}) };
 }
 
 type Report = (field: string, message: string) => void;
@@ -65,6 +74,15 @@ export function parseLinkExtension(v: unknown, field: string, report: Report): L
       const all = parseEndImpair(imp, `${field}.impair`, report);
       if (all) out.impair = { all };
     }
+  }
+  if (v.state !== undefined) {
+    if (v.state === 'up' || v.state === 'down') out.state = v.state;
+    else report(`${field}.state`, `'${String(v.state)}' is not a link state (up or down)`);
+  }
+  if (v.carrier_hold_ms !== undefined) {
+    const p = rangeProblem('carrier_hold_ms', v.carrier_hold_ms, 'carrierHoldMs');
+    if (p) report(`${field}.carrier_hold_ms`, p);
+    else out.carrierHoldMs = v.carrier_hold_ms as number;
   }
   if (v.mac !== undefined) {
     const p = typeof v.mac === 'string' ? macProblem(v.mac) : 'MAC must be a string';

@@ -2,7 +2,7 @@
 // pod, each link declared on both pods with the same uid.
 import { cidrProblem, ifnameProblem } from '../netns/ip.js';
 import { rangeProblem } from '../limits.js';
-import { parseLinkExtension, parsePodExtension, type LinkExtension } from './extension.js';
+import { carrierFields, parseLinkExtension, parsePodExtension, type LinkExtension } from './extension.js';
 import { type LabModel, type LinkModel, POD_NAME_RE, type PodModel, type TopologyError } from './model.js';
 
 export const MESHNET_API_VERSION = 'networkop.co.uk/v1beta1';
@@ -251,6 +251,7 @@ function parseNamespace(
       ...(d.ext.mac ? { mac: d.ext.mac } : {}),
       ...(d.ext.mtu ? { mtu: d.ext.mtu } : {}),
       ...(d.ext.captureBytes !== undefined ? { captureBytes: d.ext.captureBytes } : {}),
+      ...carrierFields(d.ext),
       kind: d.ext.kind ?? 'veth',
     });
     const ia = x.ext.impair?.all;

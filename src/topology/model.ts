@@ -13,6 +13,10 @@ export interface LinkEnd {
   mtu?: number;
   /** capture ring of this end, bytes (absent: the daemon's default) */
   captureBytes?: number;
+  /** 'pulled': declared `state: down`, the cable is out at this end (absent: plugged) */
+  cable?: 'pulled';
+  /** how long this end keeps carrier while the far daemon is out of reach, ms (absent: the daemon's default) */
+  carrierHoldMs?: number;
   kind: EndpointKind;
 }
 

@@ -7,7 +7,7 @@
 // attachment, or netlab's documented default pools (p2p 10.1.0.0/16 in /30s
 // between two routers, lan 172.16.0.0/16 in /24s with the node id as host part).
 import { cidrProblem, ifnameProblem, mtuProblem } from '../netns/ip.js';
-import { parseLinkExtension, parsePodExtension } from './extension.js';
+import { carrierFields, parseLinkExtension, parsePodExtension } from './extension.js';
 import { type Impairment, impairmentProblem, normalizeImpairment } from '../dataplane/impair.js';
 import { type Impairments, type LabModel, type LinkEnd, type LinkModel, POD_NAME_RE, type PodModel, type SegmentModel, type TopologyError } from './model.js';
 
@@ -299,6 +299,7 @@ export function parseNetlab(raw: Record<string, unknown>, file: string): { model
         ...(ext.mac ? { mac: ext.mac } : {}),
         ...(ext.mtu ?? em ?? mtu ? { mtu: (ext.mtu ?? em ?? mtu)! } : {}),
         ...(ext.captureBytes !== undefined ? { captureBytes: ext.captureBytes } : {}),
+        ...carrierFields(ext),
         kind: ext.kind ?? 'veth',
       };
     });

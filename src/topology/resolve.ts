@@ -29,12 +29,21 @@ export interface NodeWire {
 
 /** An endpoint spec from a link end, once the pod's namespace is known. */
 export function endpointFor(end: LinkEnd, pod: string, netns: string): EndpointSpec {
-  return { kind: end.kind, pod, netns, ifname: end.intf, mac: end.mac ?? '', mtu: end.mtu ?? 0, ips: [end.ip, end.ip6].filter((x): x is string => !!x) };
+  return {
+    kind: end.kind,
+    pod,
+    netns,
+    ifname: end.intf,
+    mac: end.mac ?? '',
+    mtu: end.mtu ?? 0,
+    ips: [end.ip, end.ip6].filter((x): x is string => !!x),
+    ...(end.cable ? { cable: end.cable } : {}),
+  };
 }
 
 /** A per-link ring size applies to the end that asks for it; 0 turns that end's ring off. */
 function ring(e: LinkEnd): Partial<WireSpec> {
-  return e.captureBytes !== undefined ? { captureRingBytes: e.captureBytes } : {};
+  return { ...(e.captureBytes !== undefined ? { captureRingBytes: e.captureBytes } : {}), ...(e.carrierHoldMs !== undefined ? { carrierHoldMs: e.carrierHoldMs } : {}) };
 }
 
 /**

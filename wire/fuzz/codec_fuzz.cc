@@ -1,5 +1,6 @@
 // libFuzzer target for what the engine parses from peers (wire/src/engine/codec.h):
-// the input is read both as one message (DecodeBatch, DecodeSubscribeRequest)
+// the input is read both as one message (DecodeBatch with and without carrier
+// states, DecodeSubscribeRequest)
 // and as a gRPC message stream fed to MessageReader in chunks whose sizes are
 // derived from the input, each message then decoded both ways. Besides the
 // sanitizers it checks invariants: every decoded pointer lies inside its
@@ -82,6 +83,30 @@ void CheckBatch(const uint8_t* buf, size_t len) {
   }
 }
 
+// Carrier states (field 30) decode within the limits, each with a wire, and
+// re-encoded read back the same; the frames of the same message are the ones
+// DecodeBatch returns without asking for states.
+void CheckCarrier(const uint8_t* buf, size_t len) {
+  std::vector<FrameRef> frames, plain;
+  std::vector<CarrierStateRef> states;
+  std::string err, err2;
+  const bool ok = DecodeBatch(buf, len, kLimits, frames, nullptr, &err, &states);
+  INVARIANT(ok || !err.empty());
+  INVARIANT(states.size() <= kLimits.maxFrames);
+  for (const CarrierStateRef& s : states) INVARIANT(s.wire != 0);
+  if (!ok) return;
+  // Skipped as an unknown field, the states leave the frames as they were.
+  INVARIANT(DecodeBatch(buf, len, kLimits, plain, nullptr, &err2));
+  INVARIANT(plain.size() == frames.size());
+  std::vector<uint8_t> enc = EncodeCarrierStates(states);
+  std::vector<FrameRef> none;
+  std::vector<CarrierStateRef> back;
+  INVARIANT(DecodeBatch(enc.data(), enc.size(), kLimits, none, nullptr, &err, &back));
+  INVARIANT(none.empty() && back.size() == states.size());
+  for (size_t i = 0; i < states.size(); i++)
+    INVARIANT(back[i].wire == states[i].wire && back[i].present == states[i].present && back[i].plugged == states[i].plugged);
+}
+
 void CheckRequest(const uint8_t* buf, size_t len) {
   SubscribeRequest r;
   std::string err;
@@ -104,6 +129,7 @@ bool OnMessage(void* ctx, const uint8_t* msg, size_t len) {
   INVARIANT(len <= kMaxMessage);
   auto copy = Exact(msg, len);
   CheckBatch(copy.get(), len);
+  CheckCarrier(copy.get(), len);
   CheckRequest(copy.get(), len);
   static_cast<Seen*>(ctx)->msgs.emplace_back(reinterpret_cast<const char*>(msg), len);
   return true;
@@ -150,6 +176,7 @@ Outcome ReadStream(const uint8_t* data, size_t size, uint64_t seed) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   CheckBatch(data, size);
+  CheckCarrier(data, size);
   CheckRequest(data, size);
 
   uint64_t seed = 1469598103934665603ull;  // FNV-1a of the input: the chunking replays

@@ -71,6 +71,16 @@ seeds = {
     'stream-cut-prefix': grpc(frame(1, eth(60, 13)))[:3],
     'stream-cut-body': grpc(frame(1, eth(60, 14)))[:40],
     'stream-zero-lengths': grpc(b'') * 5,
+    # carrier states (SubscribeResponse field 30): valid, at the bound, over it, without a wire, mixed with frames
+    'carrier-one': field(30, 2, field(1, 0, varint(7)) + field(2, 0, b'\x01') + field(3, 0, b'\x01')),
+    'carrier-pulled-gone': field(30, 2, field(1, 0, varint(2**48)) + field(2, 0, b'\x00') + field(3, 0, b'\x00')),
+    'carrier-16': b''.join(field(30, 2, field(1, 0, varint(i + 1)) + field(2, 0, b'\x01') + field(3, 0, varint(i % 2))) for i in range(16)),
+    'carrier-17': b''.join(field(30, 2, field(1, 0, varint(i + 1)) + field(2, 0, b'\x01')) for i in range(17)),
+    'carrier-no-wire': field(30, 2, field(2, 0, b'\x01')),
+    'carrier-unknown-field': field(30, 2, field(1, 0, varint(3)) + field(9, 2, b'xy') + field(2, 0, varint(2**63))),
+    'carrier-past-end': b'\xf2\x01\x10\x08\x01',
+    'carrier-with-frames': frame(1, eth(60, 15)) + field(30, 2, field(1, 0, varint(1)) + field(3, 0, b'\x01')),
+    'stream-carrier': grpc(field(2, 2, b'peer')) + grpc(field(30, 2, field(1, 0, varint(5)) + field(2, 0, b'\x01') + field(3, 0, b'\x00'))),
 }
 
 os.makedirs(OUT, exist_ok=True)

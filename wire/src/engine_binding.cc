@@ -36,6 +36,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     return DefineClass(env, "Engine",
                        {InstanceMethod("addWire", &EngineWrap::AddWire), InstanceMethod("removeWire", &EngineWrap::RemoveWire),
                         InstanceMethod("counters", &EngineWrap::Counters), InstanceMethod("peerUp", &EngineWrap::PeerUp),
+                        InstanceMethod("setCable", &EngineWrap::SetCable), InstanceMethod("carrier", &EngineWrap::CarrierOf),
                         InstanceMethod("peers", &EngineWrap::Peers), InstanceMethod("health", &EngineWrap::Health),
                         InstanceMethod("setTls", &EngineWrap::SetTls),
                         InstanceMethod("setImpair", &EngineWrap::SetImpair),
@@ -67,6 +68,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     eo.portRcvBufBytes = static_cast<int>(Num(o, "portRcvBufBytes", eo.portRcvBufBytes));
     eo.maxPendingPerHost = static_cast<int>(Num(o, "maxPendingPerHost", eo.maxPendingPerHost));
     eo.maxConns = static_cast<int>(Num(o, "maxConnections", eo.maxConns));
+    eo.carrierHoldMs = static_cast<uint32_t>(Num(o, "carrierHoldMs", eo.carrierHoldMs));
     if (o.Get("tls").IsObject()) {
       auto t = o.Get("tls").As<Napi::Object>();
       eo.tls = true;
@@ -119,6 +121,9 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     cfg.ringBytes = static_cast<size_t>(ring);
     cfg.peerNode = Str(o, "peerNode");
     cfg.peerAddress = Str(o, "peerAddress");
+    double hold = Num(o, "carrierHoldMs", 0);
+    if (hold < 0 || hold > 3600000) return Throw(env, "addWire: carrierHoldMs must be 0 to 3600000");
+    cfg.carrierHoldMs = static_cast<uint32_t>(hold);
     if (!o.Get("ends").IsArray()) return Throw(env, "addWire: ends must be an array");
     auto ends = o.Get("ends").As<Napi::Array>();
     for (uint32_t i = 0; i < ends.Length(); i++) {
@@ -134,6 +139,14 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       ec.slotSize = static_cast<int>(Num(e, "slotSize", 0));
       ec.slots = static_cast<int>(Num(e, "slots", 64));
       ec.maxFrame = static_cast<uint32_t>(Num(e, "maxFrame", 1522));
+      // carrier: 'veth' (host end ifindex carrierIfindex), 'tap', or 'none'
+      std::string car = Str(e, "carrier");
+      ec.carrier = car == "veth" ? engine::CarrierHow::kVethHost : car == "tap" ? engine::CarrierHow::kTap : engine::CarrierHow::kNone;
+      ec.carrierIfindex = static_cast<int>(Num(e, "carrierIfindex", 0));
+      if (ec.carrier == engine::CarrierHow::kVethHost && ec.carrierIfindex <= 0) return Throw(env, "addWire: a veth end needs carrierIfindex");
+      if (ec.carrier == engine::CarrierHow::kTap && !ec.tap) return Throw(env, "addWire: tap carrier on a non-tap end");
+      ec.plugged = !e.Has("plugged") || e.Get("plugged").ToBoolean();
+      ec.restored = e.Get("restored").ToBoolean();
       if (ec.fd < 0) return Throw(env, "addWire: end fd must be an open file descriptor");
       if (ec.slotSize < 256 || ec.slotSize > (1 << 20) || ec.slots < 1 || ec.slots > 1024)
         return Throw(env, "addWire: slotSize must be 256 B to 1 MiB and slots 1 to 1024");
@@ -220,6 +233,51 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     for (size_t i = 0; i < out.size(); i++) {
       auto o = Napi::Object::New(env);
       for (auto& [k, v] : out[i]) o.Set(k, Napi::Number::New(env, static_cast<double>(v)));
+      arr.Set(static_cast<uint32_t>(i), o);
+    }
+    return arr;
+  }
+
+  // setCable(uid, end, plugged): throws why not
+  Napi::Value SetCable(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    if (info.Length() < 3) return Throw(env, "setCable(uid, end, plugged)");
+    std::string err = engine_->SetCable(static_cast<uint64_t>(info[0].ToNumber().DoubleValue()),
+                                        static_cast<int>(info[1].ToNumber().Int32Value()), info[2].ToBoolean());
+    if (!err.empty()) return Throw(env, err);
+    return env.Undefined();
+  }
+
+  // carrier(uid): per end {on, plugged, farKnown, farPresent, farPlugged, holdMs, reason, lastError,
+  // eventsTotal, events: [{tsUs, on, reason}]}, or null
+  Napi::Value CarrierOf(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    std::vector<engine::CarrierInfo> out;
+    if (!engine_->CarrierOf(static_cast<uint64_t>(info[0].ToNumber().DoubleValue()), &out)) return env.Null();
+    auto arr = Napi::Array::New(env, out.size());
+    for (size_t i = 0; i < out.size(); i++) {
+      const auto& c = out[i];
+      auto o = Napi::Object::New(env);
+      o.Set("on", c.on);
+      o.Set("plugged", c.plugged);
+      o.Set("farKnown", c.farKnown);
+      o.Set("farPresent", c.farPresent);
+      o.Set("farPlugged", c.farPlugged);
+      o.Set("holdMs", static_cast<double>(c.holdMs));
+      o.Set("reason", c.reason);
+      o.Set("lastError", c.lastError);
+      o.Set("eventsTotal", static_cast<double>(c.eventsTotal));
+      auto ev = Napi::Array::New(env, c.events.size());
+      for (size_t k = 0; k < c.events.size(); k++) {
+        auto x = Napi::Object::New(env);
+        x.Set("tsUs", static_cast<double>(c.events[k].tsUs));
+        x.Set("on", c.events[k].on);
+        x.Set("reason", c.events[k].reason);
+        ev.Set(static_cast<uint32_t>(k), x);
+      }
+      o.Set("events", ev);
       arr.Set(static_cast<uint32_t>(i), o);
     }
     return arr;

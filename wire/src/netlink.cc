@@ -514,6 +514,7 @@ struct VethSpec {
   bool replaceStaleHost = false;
   bool peerUp = true;
   bool guardHost = false;  // the host end gets the ingress guard before it goes up
+  bool hostUp = true;  // false: the host end stays down (no carrier in the pod until the engine says)
   int hostIndex = 0, peerIndex = 0;  // out
 };
 
@@ -610,6 +611,7 @@ std::string CreateVeth(VethSpec& v) {
     up.up = 1;
     if (!(e = SetLink(ps, up, "set '" + v.peer + "' up in network namespace '" + peerLabel + "'")).empty()) return undo(e);
   }
+  if (!v.hostUp) return "";
   LinkSet up;
   up.ifindex = hli.ifindex;
   up.up = 1;
@@ -849,6 +851,7 @@ Napi::Value VethCreate(const Napi::CallbackInfo& info) {
   v->replaceStaleHost = o.Get("replaceStaleHost").ToBoolean();
   v->peerUp = !o.Has("peerUp") || o.Get("peerUp").ToBoolean();
   v->guardHost = o.Get("guardHost").ToBoolean();
+  v->hostUp = !o.Has("hostUp") || o.Get("hostUp").ToBoolean();
   if (v->peerNs.empty()) return Reject(env, "vethCreate: peerNetns is required");
   return Start(
       env, [v]() { return CreateVeth(*v); },

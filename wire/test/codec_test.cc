@@ -402,7 +402,35 @@ static void TestPercent() {
   CHECK(PercentDecode("%00x") == std::string("\0x", 2), "NUL decodes");
 }
 
+// Carrier states (SubscribeResponse field 30): encoded, decoded beside frames,
+// bounded like frames, refused without a wire, and skipped when not asked for.
+static void TestCarrierStates() {
+  std::vector<CarrierStateRef> in = {{1, true, true}, {300000, true, false}, {(1ULL << 48) - 1, false, false}};
+  Bytes enc = EncodeCarrierStates(in);
+  const Bytes f = EncodeOne(9, nullptr, Pattern(60, 3));
+  Bytes both = Cat({f, enc});
+  std::vector<FrameRef> frames;
+  std::vector<CarrierStateRef> got;
+  std::string err;
+  CHECK(DecodeBatch(both.data(), both.size(), kLimits, frames, nullptr, &err, &got) && frames.size() == 1 && got.size() == 3,
+        "carrier states decode beside a frame");
+  bool same = got.size() == in.size();
+  for (size_t i = 0; same && i < in.size(); i++) same = got[i].wire == in[i].wire && got[i].present == in[i].present && got[i].plugged == in[i].plugged;
+  CHECK(same, "each state reads back as written");
+  CHECK(DecodeBatch(both.data(), both.size(), kLimits, frames, nullptr, &err) && frames.size() == 1, "without a states vector they are skipped");
+  std::vector<CarrierStateRef> many(kLimits.maxFrames + 1, CarrierStateRef{1, true, true});
+  Bytes over = EncodeCarrierStates(many);
+  CHECK(!DecodeBatch(over.data(), over.size(), kLimits, frames, nullptr, &err, &got) && err.find("carrier states") != std::string::npos,
+        "more states than the frame bound are refused");
+  Bytes noWire = Field(30, 2, Field(2, 0, {1}));
+  CHECK(!DecodeBatch(noWire.data(), noWire.size(), kLimits, frames, nullptr, &err, &got) && err.find("without a wire") != std::string::npos,
+        "a state without a wire is refused");
+  Bytes cut(enc.begin(), enc.end() - 1);
+  CHECK(!DecodeBatch(cut.data(), cut.size(), kLimits, frames, nullptr, &err, &got), "a state cut short is refused");
+}
+
 int main() {
+  TestCarrierStates();
   TestFrameEncoding();
   TestBatchDecoding();
   TestBatchErrors();

@@ -243,9 +243,10 @@ void MessageReader::ShrinkIfIdle(size_t keepBytes) {
 // ---- SubscribeResponse ----
 
 bool DecodeBatch(const uint8_t* buf, size_t len, const DecodeLimits& limits, std::vector<FrameRef>& out, std::string* node,
-                 std::string* err) {
+                 std::string* err, std::vector<CarrierStateRef>* states) {
   out.clear();
   if (node) node->clear();
+  if (states) states->clear();
   const uint8_t* p = buf;
   const uint8_t* const end = buf + len;
   while (p < end) {
@@ -290,6 +291,28 @@ bool DecodeBatch(const uint8_t* buf, size_t len, const DecodeLimits& limits, std
       if (!ReadLength(p, end, &l, "batch ends inside a field", err)) return false;
       if (node) node->assign(reinterpret_cast<const char*>(p), l);
       p += l;
+    } else if (field == 30 && wt == 2 && states != nullptr) {
+      uint64_t slen;
+      if (!ReadLength(p, end, &slen, "carrier state runs past the batch", err)) return false;
+      const uint8_t* const send = p + slen;
+      if (states->size() >= limits.maxFrames)
+        return Fail(err, "more than " + std::to_string(limits.maxFrames) + " carrier states in a batch");
+      CarrierStateRef s{0, false, false};
+      while (p < send) {
+        uint32_t sf, swt;
+        if (!ReadTag(p, send, &sf, &swt, err)) return false;
+        uint64_t v;
+        if (sf >= 1 && sf <= 3 && swt == 0) {
+          if (!ReadVarint(p, send, &v, err)) return false;
+          if (sf == 1) s.wire = v;
+          else if (sf == 2) s.present = v != 0;
+          else s.plugged = v != 0;
+        } else if (!SkipField(p, send, swt, "field runs past the carrier state", err)) {
+          return false;
+        }
+      }
+      if (s.wire == 0) return Fail(err, "carrier state without a wire");
+      states->push_back(s);
     } else if (!SkipField(p, end, wt, "batch ends inside a field", err)) {
       // Any field a newer peer adds is skipped.
       return false;
@@ -336,6 +359,28 @@ void WriteGrpcPrefix(uint8_t* dst, uint32_t len) {
 std::vector<uint8_t> EncodeHelloResponse(const std::string& node) {
   std::vector<uint8_t> out;
   AppendString(out, kTagNode, node);
+  return out;
+}
+
+std::vector<uint8_t> EncodeCarrierStates(const std::vector<CarrierStateRef>& states) {
+  std::vector<uint8_t> out;
+  uint8_t tmp[40];
+  for (const CarrierStateRef& s : states) {
+    uint8_t* p = tmp;
+    *p++ = (1 << 3) | 0;
+    p = WriteVarint(p, s.wire);
+    *p++ = (2 << 3) | 0;
+    *p++ = s.present ? 1 : 0;
+    *p++ = (3 << 3) | 0;
+    *p++ = s.plugged ? 1 : 0;
+    const size_t inner = static_cast<size_t>(p - tmp);
+    out.push_back(static_cast<uint8_t>((30 << 3) | 2) | 0x80);  // tag 30, wire type 2: two varint bytes
+    out.push_back(static_cast<uint8_t>((30 << 3) >> 7));
+    uint8_t lb[10];
+    uint8_t* le = WriteVarint(lb, inner);
+    out.insert(out.end(), lb, le);
+    out.insert(out.end(), tmp, p);
+  }
   return out;
 }
 

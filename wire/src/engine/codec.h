@@ -68,13 +68,27 @@ struct DecodeLimits {
   uint32_t maxFrameLen;  // bytes of one frame's data
 };
 
+// One end's state as its daemon tells the far daemon (SubscribeResponse
+// field 30, CarrierState in dataplane.proto): whether that end exists and
+// whether its cable is plugged. Carrier at the far end follows it.
+struct CarrierStateRef {
+  uint64_t wire;
+  bool present;
+  bool plugged;
+};
+
 // Decodes a SubscribeResponse into `out` (cleared first). Unknown fields are
 // skipped (a newer peer may add some); the node field (hello) is returned in
 // *node when node != nullptr. Returns false and sets *err on anything malformed
 // or over the limits; `out` then holds the frames decoded before the error
 // (callers count the whole batch as malformed by its frame count so far + 1).
+// Carrier states (field 30) go to *states when states != nullptr (cleared
+// first; at most limits.maxFrames of them, each with a non-zero wire), and
+// are skipped as unknown fields otherwise.
 bool DecodeBatch(const uint8_t* buf, size_t len, const DecodeLimits& limits, std::vector<FrameRef>& out,
-                 std::string* node, std::string* err);
+                 std::string* node, std::string* err, std::vector<CarrierStateRef>* states = nullptr);
+// A SubscribeResponse carrying only carrier states.
+std::vector<uint8_t> EncodeCarrierStates(const std::vector<CarrierStateRef>& states);
 
 // Size of one encoded Frame entry (field 1 of SubscribeResponse, tag + length + body).
 size_t EncodedFrameSize(uint64_t wire, bool withVnetHdr, uint32_t dataLen);

@@ -99,6 +99,7 @@ struct End {
   // clearing: reset, and the frames still waiting leave at once.
   std::unique_ptr<Impairer> imp[2];
   bool impClearing[2] = {false, false};
+  Carrier car;
 };
 
 struct Wire {
@@ -119,6 +120,7 @@ struct Peer {
   uint32_t backoffMs = 100;
   uint64_t nextAttemptMs = 0;
   std::vector<End*> paused;
+  int holding = 0;  // ends whose carrier is held on while this peer is out of reach
 };
 
 struct Conn {
@@ -469,6 +471,11 @@ void Engine::OnPortReadable(End* e) {
     capScratch_.resize(n);
     for (int i = 0; i < n; i++) capScratch_[i] = {e->port->frame(i) + hdr, e->port->len(i) - hdr};
     e->ring->Record(capScratch_.data(), n, true, NowUsReal());
+    if (CablePulled(e)) {
+      // Sent by the pod as the cable came out (or by a pod that sends without carrier).
+      e->c.Add(e->c.cablePulled, n);
+      continue;
+    }
     if (e->imp[kImpairOut]) {
       outScratch_.clear();
       for (int i = 0; i < n; i++) {
@@ -695,11 +702,12 @@ void Engine::ResumePaused(Peer* p) {
 void Engine::Deliver(Peer* p, const uint8_t* msg, size_t len) {
   std::string err;
   DecodeLimits limits{kMaxFramesPerBatch, kMaxFrameLen};
-  if (!DecodeBatch(msg, len, limits, decoded_, nullptr, &err)) {
+  if (!DecodeBatch(msg, len, limits, decoded_, nullptr, &err, &states_)) {
     malformed_++;
     malformedFrames_ += decoded_.size() + 1;
     return;
   }
+  if (!states_.empty()) FarStates(p);
   p->batchesIn++;
   p->framesIn += decoded_.size();
   uint64_t lastUid = 0;
@@ -722,6 +730,11 @@ void Engine::Deliver(Peer* p, const uint8_t* msg, size_t len) {
     }
     if (f.len > end->maxFrame && (f.vnetHdr == nullptr || f.vnetHdr[1] == 0)) {
       end->c.Add(end->c.tooBig, 1);
+      continue;
+    }
+    if (CablePulled(end)) {
+      // In flight when the cable came out.
+      end->c.Add(end->c.cablePulled, 1);
       continue;
     }
     if (end->txq.empty()) end->capq.clear();
@@ -853,7 +866,9 @@ void Engine::Connect(Peer* p, uint64_t nowMs) {
     p->lastError = why;
     p->reconnects++;
     p->nextAttemptMs = nowMs + p->backoffMs;
-    p->backoffMs = std::min<uint32_t>(p->backoffMs * 2, 2000);
+    // While carrier is held for this peer, try often: a restarted daemon
+    // must be found again within the hold time.
+    p->backoffMs = std::min<uint32_t>(p->backoffMs * 2, p->holding ? 250 : 2000);
   };
   if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0 || res == nullptr) {
     retry("peer address '" + p->address + "' is not a numeric host:port");
@@ -1233,11 +1248,13 @@ void Engine::FailConn(Conn* c, const std::string& why) {
       p->reconnects++;
       if (p->wires > 0) {
         p->nextAttemptMs = NowMs() + p->backoffMs;
-        p->backoffMs = std::min<uint32_t>(p->backoffMs * 2, 2000);
+        p->backoffMs = std::min<uint32_t>(p->backoffMs * 2, p->holding ? 250 : 2000);
       }
+      FarUnknown(p);
     } else if (!c->client && p->out == c) {
       Unsubscribed(p);
     }
+    carrierDirty_ = true;
   }
   closed_.push_back(c->id);
 }
@@ -1245,6 +1262,7 @@ void Engine::FailConn(Conn* c, const std::string& why) {
 // The peer's subscription to us ended: paused senders resume and count peer_down.
 void Engine::Unsubscribed(Peer* p) {
   p->out = nullptr;
+  carrierDirty_ = true;
   ResumePaused(p);
 }
 
@@ -1301,6 +1319,14 @@ uint64_t Engine::Tick(uint64_t now) {
     Flush(c);
     due(now + opts_.keepaliveMs);
   }
+  if (carrierDirty_ || (carrierDueMs_ != 0 && now >= carrierDueMs_)) {
+    carrierDirty_ = false;
+    carrierDueMs_ = EvalAllCarrier(now);
+    for (Conn* c : dirty_)
+      if (c->state != Conn::kClosed) Flush(c);
+    dirty_.clear();
+  }
+  if (carrierDueMs_ != 0) due(carrierDueMs_);
   return next - now;
 }
 
@@ -1406,6 +1432,7 @@ void Engine::OnMessage(Conn* c, const uint8_t* msg, size_t len) {
       p->subscribed = true;
       p->backoffMs = 100;
       p->lastError.clear();
+      carrierDirty_ = true;
       return;
     }
     Deliver(p, msg, len);
@@ -1464,6 +1491,9 @@ void Engine::OnMessage(Conn* c, const uint8_t* msg, size_t len) {
   c->deadlineMs = 0;
   std::vector<uint8_t> hello = EncodeHelloResponse(opts_.node);
   QueueMessage(c, hello.data(), hello.size(), false);
+  // Then how each of our ends of wires with this peer is: its ends follow them.
+  SendAllCarrier(p);
+  carrierDirty_ = true;
 }
 
 int H2::OnDataChunk(nghttp2_session*, uint8_t, int32_t sid, const uint8_t* data, size_t len, void* user) {
@@ -1571,6 +1601,10 @@ std::string Engine::AddWire(const WireConfig& cfg) {
       e->index = static_cast<int>(i);
       e->name = ec.name;
       e->maxFrame = ec.maxFrame;
+      e->car.how = ec.carrier;
+      e->car.ifindex = ec.carrierIfindex;
+      e->car.plugged = ec.plugged;
+      e->car.holdMs = cfg.carrierHoldMs ? cfg.carrierHoldMs : opts_.carrierHoldMs;
       e->ring = std::make_unique<CaptureRing>(cfg.ringBytes);
       w->ends.push_back(std::move(e));
     }
@@ -1590,6 +1624,8 @@ std::string Engine::AddWire(const WireConfig& cfg) {
         setsockopt(ec.fd, SOL_SOCKET, SO_RCVBUF, &b, sizeof(b));
     }
     e->ring->onReadableCtx = this;
+    if (ec.tap) e->car.fd = ec.fd;
+    e->car.on = e->car.ReadApplied();
   }
   if (w->ends.size() == 2) {
     w->ends[0]->pair = w->ends[1].get();
@@ -1607,7 +1643,22 @@ std::string Engine::AddWire(const WireConfig& cfg) {
     ev.data.u64 = kTypePort | e->id;
     epoll_ctl(epfd_, EPOLL_CTL_ADD, e->port->fd(), &ev);
   }
+  Wire* wp = w.get();
   wires_[cfg.uid] = std::move(w);
+  uint64_t nowMs = NowMs(), nowUs = NowUsReal();
+  for (size_t i = 0; i < wp->ends.size(); i++) {
+    End* e = wp->ends[i].get();
+    if (e->peer && cfg.ends[i].restored) {
+      // A restarted daemon: carrier stays as it is until the far end says
+      // otherwise or the hold time runs out.
+      e->car.uncertainSinceMs = nowMs;
+    } else if (e->peer) {
+      e->car.Set(false, "new wire: waiting for the far end", nowUs);
+    }
+  }
+  for (auto& e : wp->ends) EvalCarrier(e.get(), nowMs);
+  if (wp->ends.size() == 1) SendCarrier(wp->ends[0]->peer, {{cfg.uid, true, wp->ends[0]->car.plugged}});
+  carrierDirty_ = true;
   uint64_t one = 1;
   if (write(wakeFd_, &one, 8) < 0) {
   }  // a new peer is connected to on the engine's next pass
@@ -1619,6 +1670,8 @@ bool Engine::RemoveWire(uint64_t uid) {
   auto it = wires_.find(uid);
   if (it == wires_.end()) return false;
   Wire* w = it->second.get();
+  // The far end loses carrier: this end is gone.
+  if (w->ends.size() == 1) SendCarrier(w->ends[0]->peer, {{uid, false, false}});
   for (auto& e : w->ends) {
     epoll_ctl(epfd_, EPOLL_CTL_DEL, e->port->fd(), nullptr);
     endsById_.erase(e->id);
@@ -1635,6 +1688,9 @@ bool Engine::RemoveWire(uint64_t uid) {
   }
   wires_.erase(it);
   Reap();
+  uint64_t one = 1;
+  if (write(wakeFd_, &one, 8) < 0) {
+  }  // what was queued for the peer goes out on the engine's next pass
   return true;
 }
 
@@ -1652,7 +1708,8 @@ bool Engine::Counters(uint64_t uid, std::vector<std::map<std::string, uint64_t>>
                     {"tooBig", ld(c.tooBig)},             {"kernelRing", ld(c.kernelRing)},
                     {"truncated", ld(c.truncated)},       {"sendBusy", ld(c.sendBusy)},
                     {"sendError", ld(c.sendError)},       {"vlanRestored", ld(c.vlanRestored)},
-                    {"pauses", ld(c.pauses)},             {"captureDrops", e->ring->readerDrops.load()},
+                    {"pauses", ld(c.pauses)},             {"cablePulled", ld(c.cablePulled)},
+                    {"captureDrops", e->ring->readerDrops.load()},
                     {"captureEvicted", e->ring->evicted.load()},
                     {"impairedLoss", ld(c.impairedLoss)}, {"rateLimited", ld(c.rateLimited)},
                     {"impairOverflow", ld(c.impairOverflow)}, {"impairDuplicated", ld(c.impairDuplicated)},
@@ -1684,6 +1741,159 @@ EngineHealth Engine::Health() {
   return {unknownWire_.load(), malformed_.load(), malformedFrames_.load(), refusedStreams_.load(), accepted_.load(),
           tlsRefused_.load(), identityRefused_.load(), refusedConns_.load(), tlsRotations_.load(), lastTlsRefusal_,
           lastConnRefusal_, cert_};
+}
+
+// ---- carrier ----------------------------------------------------------------
+
+bool Engine::CablePulled(const End* e) const {
+  if (!e->car.plugged) return true;
+  if (e->pair) return !e->pair->car.plugged;
+  return e->car.farKnown && e->car.farPresent && !e->car.farPlugged;
+}
+
+// One end's carrier from what is known now (see carrier.h).
+void Engine::EvalCarrier(End* e, uint64_t now) {
+  Carrier& c = e->car;
+  const uint64_t us = NowUsReal();
+  if (e->pair) {
+    if (!c.plugged) c.Set(false, "cable pulled at this end", us);
+    else if (!e->pair->car.plugged) c.Set(false, "cable pulled at the far end (" + e->pair->name + ")", us);
+    else c.Set(true, "wire whole", us);
+    return;
+  }
+  Peer* p = e->peer;
+  const bool reachable = p->subscribed && p->sub != nullptr && p->out != nullptr && p->out->state == Conn::kOpen;
+  if (reachable && c.farKnown) {
+    c.uncertainSinceMs = 0;
+    if (!c.plugged) c.Set(false, "cable pulled at this end", us);
+    else if (!c.farPresent) c.Set(false, "far end gone (its wire was removed on " + p->node + ")", us);
+    else if (!c.farPlugged) c.Set(false, "cable pulled at the far end (on " + p->node + ")", us);
+    else c.Set(true, "far end ready (on " + p->node + ")", us);
+    return;
+  }
+  if (c.uncertainSinceMs == 0) c.uncertainSinceMs = now;
+  if (!c.plugged) {
+    c.Set(false, "cable pulled at this end", us);
+    return;
+  }
+  // Off stays off until the far end is known ready; on is held for the hold time.
+  if (!c.on) {
+    if (c.reason.empty()) c.reason = "waiting for the far end";
+    return;
+  }
+  if (now - c.uncertainSinceMs < c.holdMs) {
+    c.Set(true, (reachable ? "far end on " + p->node + " has not reported yet" : "far daemon " + p->node + " out of reach") +
+                    ": carrier held for up to " + std::to_string(c.holdMs) + " ms",
+          us);
+    return;
+  }
+  const std::string hold = std::to_string(c.holdMs) + " ms (the hold time)";
+  if (!reachable)
+    c.Set(false, "far daemon " + p->node + " unreachable for more than " + hold +
+                     (p->lastError.empty() ? "" : ": " + p->lastError), us);
+  else
+    c.Set(false, "far end on " + p->node + " did not report within " + hold, us);
+}
+
+uint64_t Engine::EvalAllCarrier(uint64_t now) {
+  uint64_t due = 0;
+  for (auto& [node, p] : peers_) p->holding = 0;
+  for (auto& [uid, w] : wires_) {
+    for (auto& e : w->ends) {
+      EvalCarrier(e.get(), now);
+      const Carrier& c = e->car;
+      if (e->peer && c.on && c.uncertainSinceMs != 0) {
+        e->peer->holding++;
+        uint64_t at = c.uncertainSinceMs + c.holdMs;
+        if (due == 0 || at < due) due = at;
+      }
+    }
+  }
+  return due;
+}
+
+void Engine::SendCarrier(Peer* p, const std::vector<CarrierStateRef>& states) {
+  if (p == nullptr || p->out == nullptr || p->out->state != Conn::kOpen || states.empty()) return;
+  std::vector<uint8_t> msg = EncodeCarrierStates(states);
+  QueueMessage(p->out, msg.data(), msg.size(), false);
+}
+
+void Engine::SendAllCarrier(Peer* p) {
+  std::vector<CarrierStateRef> states;
+  for (auto& [uid, w] : wires_) {
+    if (w->ends.size() != 1 || w->peerNode != p->node) continue;
+    states.push_back({uid, true, w->ends[0]->car.plugged});
+    if (states.size() == kMaxFramesPerBatch) {  // the far decoder's bound per message
+      SendCarrier(p, states);
+      states.clear();
+    }
+  }
+  SendCarrier(p, states);
+}
+
+// What peer p said of its ends (states_): our ends of those wires follow.
+void Engine::FarStates(Peer* p) {
+  std::vector<CarrierStateRef> reply;
+  for (const CarrierStateRef& s : states_) {
+    auto it = wires_.find(s.wire);
+    // Only the daemon that holds a wire's far end speaks for it.
+    if (it == wires_.end() || it->second->ends.size() != 1 || it->second->peerNode != p->node) continue;
+    Carrier& c = it->second->ends[0]->car;
+    // News of an end we did not know (its wire was added after ours, or it
+    // came back): it may not know ours either, so tell it.
+    const bool news = s.present && !(c.farKnown && c.farPresent);
+    c.farKnown = true;
+    c.farPresent = s.present;
+    c.farPlugged = s.plugged;
+    if (news) reply.push_back({s.wire, true, c.plugged});
+  }
+  SendCarrier(p, reply);
+  carrierDirty_ = true;
+}
+
+// The stream that tells us how p's ends are ended: what it said may be stale.
+void Engine::FarUnknown(Peer* p) {
+  for (auto& [uid, w] : wires_)
+    if (w->ends.size() == 1 && w->ends[0]->peer == p) w->ends[0]->car.farKnown = false;
+}
+
+std::string Engine::SetCable(uint64_t uid, int end, bool plugged) {
+  ApiLock lock(this);
+  auto it = wires_.find(uid);
+  if (it == wires_.end()) return "wire " + std::to_string(uid) + " does not exist in the engine";
+  Wire* w = it->second.get();
+  if (end < 0 || end >= static_cast<int>(w->ends.size())) return "wire " + std::to_string(uid) + " has no end " + std::to_string(end);
+  End* e = w->ends[end].get();
+  if (e->car.plugged == plugged) return "";
+  e->car.plugged = plugged;
+  uint64_t now = NowMs();
+  // Both ends at once: this one here, the far one through its daemon.
+  EvalCarrier(e, now);
+  if (e->pair) EvalCarrier(e->pair, now);
+  else SendCarrier(e->peer, {{uid, true, plugged}});
+  carrierDirty_ = true;
+  uint64_t one = 1;
+  if (write(wakeFd_, &one, 8) < 0) {
+  }
+  return "";
+}
+
+bool Engine::CarrierOf(uint64_t uid, std::vector<CarrierInfo>* out) {
+  ApiLock lock(this);
+  auto it = wires_.find(uid);
+  if (it == wires_.end()) return false;
+  for (auto& e : it->second->ends) {
+    const Carrier& c = e->car;
+    CarrierInfo ci{c.on, c.plugged, c.farKnown, c.farPresent, c.farPlugged, c.holdMs, c.reason, c.lastError,
+                   c.eventsTotal, {c.events.begin(), c.events.end()}};
+    if (e->pair) {
+      ci.farKnown = true;
+      ci.farPresent = true;
+      ci.farPlugged = e->pair->car.plugged;
+    }
+    out->push_back(std::move(ci));
+  }
+  return true;
 }
 
 bool Engine::RingSnapshot(uint64_t uid, int end, std::vector<uint8_t>* out) {

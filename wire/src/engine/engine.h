@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "capture_ring.h"
+#include "carrier.h"
 #include "codec.h"
 #include "frame_port.h"
 #include "impair.h"
@@ -45,6 +46,9 @@ struct EngineOptions {
   int portRcvBufBytes = 0;
   uint32_t keepaliveMs = 5000;
   uint32_t connectTimeoutMs = 5000;
+  // How long carrier stays on while the far daemon cannot be reached (or has
+  // not said how its end is), for wires that do not set their own.
+  uint32_t carrierHoldMs = kDefaultHoldMs;
 };
 
 struct EndConfig {
@@ -55,6 +59,13 @@ struct EndConfig {
   int slotSize;
   int slots;
   uint32_t maxFrame;  // largest frame (no virtio-net header) the endpoint can send
+  CarrierHow carrier = CarrierHow::kNone;
+  int carrierIfindex = 0;  // kVethHost: the host end's index in the engine's namespace
+  bool plugged = true;     // the cable at this end
+  // Re-attached by a restarted daemon: carrier stays as the interface has it
+  // (for the hold time, until the far end says how it is). A new end starts
+  // without carrier, which comes on when the far end is ready.
+  bool restored = false;
 };
 
 struct WireConfig {
@@ -62,6 +73,16 @@ struct WireConfig {
   std::vector<EndConfig> ends;  // 1 (far end on a peer) or 2 (both here)
   size_t ringBytes;
   std::string peerNode, peerAddress;
+  uint32_t carrierHoldMs = 0;  // 0: the engine's default
+};
+
+// One wire end's carrier as status and the control API show it.
+struct CarrierInfo {
+  bool on, plugged, farKnown, farPresent, farPlugged;
+  uint32_t holdMs;
+  std::string reason, lastError;
+  uint64_t eventsTotal;
+  std::vector<CarrierEvent> events;  // oldest first, at most kCarrierEventsKept
 };
 
 struct PeerInfo {
@@ -113,6 +134,11 @@ class Engine {
   // then leave at once. "" or why not.
   static constexpr int kImpairIn = 0, kImpairOut = 1;
   std::string SetImpair(uint64_t uid, int end, int dir, const ImpairConfig* cfg);
+  // Plugs or pulls the cable at one end of a wire (end: index as in
+  // Counters). "" or why not.
+  std::string SetCable(uint64_t uid, int end, bool plugged);
+  // Per end of the wire, in order: false when the wire does not exist.
+  bool CarrierOf(uint64_t uid, std::vector<CarrierInfo>* out);
   // Swaps the TLS identity for new connections (certificate rotation); live
   // connections keep theirs. "" or why not (the old identity stays).
   std::string SetTls(const std::string& certPem, const std::string& keyPem, const std::string& caPem);
@@ -155,6 +181,15 @@ class Engine {
   void Pause(End* e, Peer* p);
   void UpdateEpoll(Conn* c);
   Peer* PeerFor(const std::string& node);
+  // Carrier (engine.cc): decide each end's carrier from what is known and
+  // apply it; tell peers how our ends are.
+  void EvalCarrier(End* e, uint64_t nowMs);
+  uint64_t EvalAllCarrier(uint64_t nowMs);  // returns when a hold time next runs out (0: none)
+  void SendCarrier(Peer* p, const std::vector<CarrierStateRef>& states);
+  void SendAllCarrier(Peer* p);
+  void FarStates(Peer* p);
+  void FarUnknown(Peer* p);
+  bool CablePulled(const End* e) const;
   void RetainPeers();
   std::string SetupTls();
   std::string BuildTls(const std::string& certPem, const std::string& keyPem, const std::string& caPem,
@@ -199,6 +234,9 @@ class Engine {
 
   // scratch for one delivery
   std::vector<FrameRef> decoded_;
+  std::vector<CarrierStateRef> states_;
+  bool carrierDirty_ = false;   // something carrier depends on changed: evaluate at the end of the pass
+  uint64_t carrierDueMs_ = 0;   // a hold time runs out then (0: none)
   std::vector<End*> touched_;
   std::vector<uint8_t> readBuf_;
   std::vector<OutFrame> outScratch_;

@@ -23,6 +23,7 @@ struct EndCounters {
   // Impairments (impair.h): drops by cause, and what they did to the frames they kept.
   std::atomic<uint64_t> impairedLoss{0}, rateLimited{0}, impairOverflow{0};
   std::atomic<uint64_t> impairDuplicated{0}, impairCorrupted{0}, impairReordered{0};
+  std::atomic<uint64_t> cablePulled{0};  // frames that met a pulled cable (this end's or the far end's)
   void Add(std::atomic<uint64_t>& c, uint64_t n) { c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
 };
 
