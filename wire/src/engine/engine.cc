@@ -121,6 +121,10 @@ struct Peer {
   uint64_t nextAttemptMs = 0;
   std::vector<End*> paused;
   int holding = 0;  // ends whose carrier is held on while this peer is out of reach
+  // Carrier states not sent because the queue to the peer was full (a peer
+  // that does not read could otherwise grow it without bound): all are sent
+  // again once it drains.
+  bool carrierResend = false;
 };
 
 struct Conn {
@@ -603,6 +607,12 @@ void Engine::RunImpairments() {
         const std::vector<OutFrame>& fr = im->Release(now, kBatch, e->impClearing[dir]);
         if (fr.empty()) break;
         int n = static_cast<int>(fr.size());
+        if (CablePulled(e)) {
+          // Held by the impairment while the cable came out: they meet the pulled cable now.
+          e->c.Add(e->c.cablePulled, n);
+          if (fr.size() < kBatch) break;
+          continue;
+        }
         if (dir == kImpairIn) ToPod(e, fr.data(), n);
         else if (e->pair) ToEnd(e->pair, fr.data(), n);
         else SendToPeer(e, fr.data(), n);
@@ -1319,6 +1329,14 @@ uint64_t Engine::Tick(uint64_t now) {
     Flush(c);
     due(now + opts_.keepaliveMs);
   }
+  // Carrier states held back while a queue was full go once it has drained
+  // (here, not in Drained: that runs inside nghttp2's send).
+  for (auto& [node, p] : peers_) {
+    if (!p->carrierResend || p->out == nullptr || p->out->state != Conn::kOpen || p->out->qbytes > opts_.highWaterBytes / 2) continue;
+    p->carrierResend = false;
+    SendAllCarrier(p.get());
+    Flush(p->out);
+  }
   if (carrierDirty_ || (carrierDueMs_ != 0 && now >= carrierDueMs_)) {
     carrierDirty_ = false;
     carrierDueMs_ = EvalAllCarrier(now);
@@ -1814,6 +1832,10 @@ uint64_t Engine::EvalAllCarrier(uint64_t now) {
 
 void Engine::SendCarrier(Peer* p, const std::vector<CarrierStateRef>& states) {
   if (p == nullptr || p->out == nullptr || p->out->state != Conn::kOpen || states.empty()) return;
+  if (p->out->qbytes > opts_.highWaterBytes) {
+    p->carrierResend = true;
+    return;
+  }
   std::vector<uint8_t> msg = EncodeCarrierStates(states);
   QueueMessage(p->out, msg.data(), msg.size(), false);
 }
@@ -1845,7 +1867,9 @@ void Engine::FarStates(Peer* p) {
     c.farKnown = true;
     c.farPresent = s.present;
     c.farPlugged = s.plugged;
-    if (news) reply.push_back({s.wire, true, c.plugged});
+    // One answer per wire, however often a batch repeats it.
+    if (news && std::none_of(reply.begin(), reply.end(), [&](const CarrierStateRef& r) { return r.wire == s.wire; }))
+      reply.push_back({s.wire, true, c.plugged});
   }
   SendCarrier(p, reply);
   carrierDirty_ = true;
