@@ -64,9 +64,14 @@ void Carrier::Set(bool want, const std::string& why, uint64_t nowUs) {
     if (ioctl(fd, TUNSETCARRIER, &v) != 0) err = std::string("TUNSETCARRIER: ") + strerror(errno);
   }
   lastError = err;
+  if (!err.empty()) {
+    // Not applied: report the interface as it is; the next evaluation tries again.
+    reason = why + " (carrier " + (want ? "on" : "off") + " not applied: " + err + ")";
+    return;
+  }
   on = want;
   reason = why;
-  events.push_back({nowUs, want, err.empty() ? why : why + " (applying it failed: " + err + ")"});
+  events.push_back({nowUs, want, why});
   eventsTotal++;
   while (events.size() > kCarrierEventsKept) events.pop_front();
 }
