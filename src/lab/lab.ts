@@ -287,7 +287,11 @@ async function applyCableChanges(state: LabState, clients: Clients, model: LabMo
       await clients.get(node).setLinkCable(end, next[which].cable !== 'pulled');
       changed++;
     }
-    state.links = state.links.map((l) => (l.uid === next.uid ? next : l));
+    // Only the cable state is taken from the file here; impairments are
+    // recorded once applied (applyImpairChanges), so a failure there is retried.
+    const cableOf = (e: LinkModel['a']): Pick<LinkModel['a'], 'cable'> => (e.cable ? { cable: e.cable } : {});
+    const strip = ({ cable: _c, ...e }: LinkModel['a']): LinkModel['a'] => e;
+    state.links = state.links.map((l) => (l.uid === next.uid ? { ...l, a: { ...strip(l.a), ...cableOf(next.a) }, b: { ...strip(l.b), ...cableOf(next.b) } } : l));
   }
   if (changed) writeLab(state);
   return changed;
@@ -412,9 +416,6 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
     const missing = state.links.filter((l) => !removed.includes(l) && !linkHeld(state, held, l));
     const keptUids = new Set(state.links.filter((l) => !removed.includes(l) && !missing.includes(l)).map((l) => l.uid));
     const added = model.links.filter((l) => !keptUids.has(l.uid));
-    // applyCableChanges takes the file's version of every kept link; the
-    // impairments are compared with what the lab had before it.
-    const before = new Map(state.links.map((l) => [l.uid, l]));
     await applyCableChanges(state, clients, model, keptUids);
     progress.update(`reconciling: ${added.length} links to add (${missing.length} the daemons lost), ${removed.length} to remove`, true);
     for (const l of [...removed, ...missing]) {
@@ -442,7 +443,7 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
     await addLinks(state, clients, added, progress);
     for (const l of state.links.filter((x) => keptUids.has(x.uid))) {
       const m = want.get(l.uid);
-      if (m && (await applyImpairChanges(state, clients, m, before.get(l.uid) ?? l))) {
+      if (m && (await applyImpairChanges(state, clients, m, l))) {
         state.links = state.links.map((x) => (x.uid === l.uid ? m : x));
         writeLab(state);
       }
