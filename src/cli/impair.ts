@@ -6,6 +6,7 @@ import { ControlClient } from '../control/client.js';
 import type { PbWireStatus } from '../control/convert.js';
 import { endImpairFromPb, formatImpairment, type ImpairDir, type Impairment, impairmentEmpty, impairmentProblem, JITTER_DISTS, type JitterDist, parseLossBurst, parsePercent, parseRate, parseSize, parseTime } from '../dataplane/impair.js';
 import { readLab } from '../lab/state.js';
+import { carrierPod } from '../topology/resolve.js';
 import { UsageError } from './usage.js';
 
 export const IMPAIR_HELP = `Link impairments (applied by the daemons' engines, per wire end and direction):
@@ -70,20 +71,25 @@ function parseDir(d: string | undefined): ImpairDir {
   return fail(`--dir '${d}' must be in, out or both`);
 }
 
-/** The daemon holding POD/INTF in the lab, and the end's name as the daemon knows it. */
+/**
+ * The daemon holding POD/INTF in the lab, and the end's name as the daemon
+ * knows it. A host end (host/INTF) is held by its carrier pod's daemon.
+ */
 function locate(labName: string, endArg: string): { control: string; end: string; node: string } {
   const state = readLab(labName);
   if (!state) fail(`no lab named '${labName}' (see 'patchwire ls')`);
   const m = /^([^/]+)\/([^/]+)$/.exec(endArg);
   if (!m) fail(`'${endArg}' is not POD/INTF`);
   const [, pod, intf] = m;
-  const p = state.pods.find((x) => x.name === pod);
-  if (!p) fail(`lab ${labName} has no pod '${pod}' (pods: ${state.pods.map((x) => x.name).join(', ')})`);
-  if (!state.links.some((l) => (l.a.pod === pod && l.a.intf === intf) || (l.b.pod === pod && l.b.intf === intf))) {
+  const link = state.links.find((l) => (l.a.pod === pod && l.a.intf === intf) || (l.b.pod === pod && l.b.intf === intf));
+  if (!link) {
+    if (pod !== 'host' && !state.pods.some((x) => x.name === pod)) fail(`lab ${labName} has no pod '${pod}' (pods: ${state.pods.map((x) => x.name).join(', ')})`);
     fail(`lab ${labName} has no link on ${pod}/${intf}`);
   }
-  const node = state.nodes.find((n) => n.name === p.node);
-  if (!node) fail(`lab ${labName} has no node ${p.node}`);
+  const side = link.a.pod === pod && link.a.intf === intf ? 'a' : 'b';
+  const p = state.pods.find((x) => x.name === carrierPod(link, side));
+  const node = state.nodes.find((n) => n.name === p?.node);
+  if (!node) fail(`lab ${labName} has no node for ${pod}/${intf}`);
   return { control: node.control, end: `${pod}/${intf}`, node: node.name };
 }
 

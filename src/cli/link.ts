@@ -143,6 +143,6 @@ export async function linkMain(sub: string | undefined, argv: string[]): Promise
       return 0;
     }
     default:
-      throw new UsageError(`link: unknown subcommand '${sub}' (down, up, flap, events)`);
+      throw new UsageError(`link: unknown subcommand '${sub}' (down, up, flap, events, set, reset)`);
   }
 }

@@ -17,13 +17,12 @@ Commands:
   validate  check a topology file and print what it says
   graph     print a topology file as Mermaid or DOT
   ls        list labs on this machine
-  link      pull, plug or flap a lab link's cable; its carrier events
+  link      a lab link: pull, plug or flap its cable, carrier events; set or reset impairments
   capture   capture the frames of wire ends as pcapng (ring, then live)
   map       a lab's live link map: nodes, pods, wires, state, rates, drops
   daemon    run a wire daemon (one per node; --cluster for Kubernetes)
   cni       install or uninstall the CNI plugin on a node
   wire      add, remove or list the wires of a daemon
-  link      set or reset a lab link end's impairments (delay, loss, rate, ...)
   health    show a daemon's health and peers
   help      this text
 
