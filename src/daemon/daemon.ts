@@ -537,7 +537,7 @@ export class Daemon {
         })),
       });
     } catch (err) {
-      for (const ep of opened) await ep.close(true);
+      for (const ep of opened) await ep.close(!o.keepOnFailure);
       this.busy.delete(spec.uid);
       throw new ResourceExhausted(`wire ${spec.uid}: ${(err as Error).message}`);
     }
@@ -547,7 +547,8 @@ export class Daemon {
     const impairErr = this.applyImpair(spec);
     if (impairErr) {
       this.engine.removeWire(spec.uid);
-      for (const ep of opened) await ep.close(true);
+      // On a restore the pods keep their interfaces (see keepOnFailure).
+      for (const ep of opened) await ep.close(!o.keepOnFailure);
       this.busy.delete(spec.uid);
       throw new InvalidArgument(`wire ${spec.uid}: ${impairErr}`);
     }
