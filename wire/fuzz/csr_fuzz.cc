@@ -29,6 +29,8 @@ void Parse(const std::string& pem) {
     return;
   }
   Check(f.dns_names.size() <= pw::kMaxDnsNames, "at most kMaxDnsNames names");
+  Check(f.common_name.size() <= pw::kMaxDnsNameBytes, "common name length within bounds");
+  for (unsigned char c : f.common_name) Check(c > 0x20 && c < 0x7f, "the common name is printable ASCII");
   for (const auto& n : f.dns_names) {
     Check(!n.empty() && n.size() <= pw::kMaxDnsNameBytes, "name length within bounds");
     for (unsigned char c : n) Check(c > 0x20 && c < 0x7f, "names are printable ASCII");

@@ -94,6 +94,10 @@ bool ParseCsrPem(const char* data, size_t len, CsrFields* out, std::string* err)
   }
   ERR_clear_error();
   out->common_name = CommonName(X509_REQ_get_subject_name(req.get()));
+  // Like a DNS name: the signer compares it with a node's name and quotes it in its answers.
+  if (out->common_name.size() > kMaxDnsNameBytes ||
+      !PrintableName(reinterpret_cast<const unsigned char*>(out->common_name.data()), out->common_name.size()))
+    out->common_name.clear();
   return true;
 }
 

@@ -16,6 +16,8 @@ constexpr size_t kMaxDnsNames = 64;       // more is not a node identity; the re
 constexpr size_t kMaxDnsNameBytes = 253;  // RFC 1035's limit for a name
 
 struct CsrFields {
+  // the subject's CN, "" when absent, longer than kMaxDnsNameBytes or not
+  // printable ASCII (as for dns_names)
   std::string common_name;
   // subjectAltName DNS entries of 1 to kMaxDnsNameBytes bytes, at most
   // kMaxDnsNames; an entry holding a NUL or a byte outside printable ASCII is
