@@ -14,7 +14,7 @@ export interface ListedWire {
   spec: WireSpec;
   state: string;
   message?: string;
-  ends: Array<{ name: string; ifindex: number; counters: EndCounters }>;
+  ends: Array<{ name: string; ifindex: number; counters: EndCounters; carrier?: { on: boolean; cable: 'plugged' | 'pulled' } }>;
 }
 
 /** What the hub reads of a daemon. */

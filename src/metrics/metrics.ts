@@ -66,9 +66,8 @@ export class DaemonMetrics {
       pauses: new Counter({ name: 'patchwire_wire_backpressure_pauses_total', help: 'Times reading a wire end stopped because the queue to the peer daemon passed its high-water mark.', labelNames: end, registers: r }),
       up: new Gauge({ name: 'patchwire_wire_up', help: '1 when the wire of this end can carry frames (local pair, or the peer daemon streams are up), else 0.', labelNames: end, registers: r }),
       info: new Gauge({ name: 'patchwire_wire_info', help: 'Always 1: a wire end with its wire id, endpoint kind and the far end\'s node ("" for a wire within this node).', labelNames: [...end, 'uid', 'kind', 'peer_node'], registers: r }),
-      // Issue #15 hooks: per-end carrier (patchwire_wire_carrier), cable
-      // (patchwire_wire_cable_plugged) and impairment settings
-      // (patchwire_wire_impair_*) go here, with the same END_LABELS.
+      carrier: new Gauge({ name: 'patchwire_wire_carrier', help: "1 while the pod's interface of this wire end has carrier (the wire is whole and the cable plugged at both ends), else 0.", labelNames: end, registers: r }),
+      cable: new Gauge({ name: 'patchwire_wire_cable_plugged', help: '1 while the cable is plugged at this wire end, 0 while it is pulled (patchwire link down).', labelNames: end, registers: r }),
       wires: new Gauge({ name: 'patchwire_wires', help: 'Wires of this daemon by state (up, down, restoring).', labelNames: ['state'], registers: r }),
       peerConnected: new Gauge({ name: 'patchwire_peer_connected', help: 'Streams with a peer daemon: inbound (our subscription, we receive), outbound (theirs, we send); 1 up, 0 down.', labelNames: ['peer', 'direction'], registers: r }),
       peerReconnects: new Counter({ name: 'patchwire_peer_reconnects_total', help: 'Times our subscription to a peer daemon was set up again.', labelNames: ['peer'], registers: r }),
@@ -127,6 +126,10 @@ export class DaemonMetrics {
         for (const [cause, n] of Object.entries(k.drops)) c.drops.inc({ ...l, cause: snake(cause) }, n);
         c.captureDrops.inc(l, k.captureDrops);
         c.pauses.inc(l, k.backpressurePauses);
+        if (st.carrier) {
+          c.carrier.set(l, st.carrier.on ? 1 : 0);
+          c.cable.set(l, st.carrier.cable === 'plugged' ? 1 : 0);
+        }
       });
     }
     for (const [state, n] of Object.entries(byState)) c.wires.set({ state }, n);
