@@ -2,8 +2,8 @@
 // Lab mode: two real labs (`patchwire up`); each lab's token (mode 0600 in the
 // lab's directory) opens its own daemons' capture port and no other's; errors
 // never list another lab's wires; a wire end named many times is captured
-// once; `patchwire capture` sends the token over the control socket and a
-// wrong one is refused.
+// once; a caller's fifth session at once is refused; `patchwire capture`
+// sends the token over the control socket and a wrong one is refused.
 // Cluster mode: real daemons against the STAND-IN API server
 // (test/helpers/apiserver.ts), which answers TokenReview and
 // SubjectAccessReview over their real HTTP protocol from its tokens and RBAC:
@@ -118,6 +118,25 @@ t.test('lab mode: the lab token opens its own lab only', async (t) => {
   t.equal(sizes[1], sizes[0], `wire=a1/eth1 50 times: the same size as once (${sizes.join(' / ')} bytes)`);
   t.equal(folded!.interfaces.length, 1, 'one interface in the capture');
   t.equal(count(folded!, 'PWHAUTH'), frames.length, 'each frame once');
+
+  // Per caller at most 4 sessions at once: four live (follow) captures are
+  // held open, a fifth request is refused with 429 and the reason, and once
+  // one of the four ends the next is served again.
+  const live = Array.from({ length: 4 }, () => net.spawnIn(node1, 'curl', ['-s', '-N', '-o', '/dev/null', '-H', `Authorization: Bearer ${token1}`, url('/capture?wire=a1/eth1&follow=1')]));
+  try {
+    let fifth: { code: number; body: Buffer } = { code: 0, body: Buffer.alloc(0) };
+    const refused = await waitUntil(async () => {
+      fifth = await curl(node1, url('/capture?wire=a1/eth1'), token1);
+      return fifth.code === 429;
+    });
+    t.ok(refused, `with 4 live captures open, a fifth request gets 429 (got ${fifth.code})`);
+    t.match(fifth.body.toString(), /at most 4 capture sessions per caller/, 'saying why');
+    live[0]!.kill('SIGKILL');
+    const servedAgain = await waitUntil(async () => (await curl(node1, url('/capture?wire=a1/eth1'), token1)).code === 200);
+    t.ok(servedAgain, 'one live capture ended: the next request is served');
+  } finally {
+    for (const c of live) c.kill('SIGKILL');
+  }
 
   // The CLI reads the token and sends it over the control socket.
   const out = path.join(net.dir, 'cli.pcapng');

@@ -93,7 +93,7 @@ t.test('subscribe requests round-trip and match proto-loader', async (t) => {
 
 t.test('the hello response is a SubscribeResponse with the node name and no frames', async (t) => {
   const hello = encodeHelloResponse('node-7');
-  t.same(method.responseDeserialize(hello), { frames: [], node: 'node-7' });
+  t.same(method.responseDeserialize(hello), { frames: [], node: 'node-7', carrier: [] });
   const d = new DecodedBatch();
   decodeBatch(hello, d);
   t.equal(d.count, 0, 'our decoder skips the node field');
