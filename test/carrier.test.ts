@@ -10,7 +10,7 @@ import t from 'tap';
 
 import type { PbWireStatus } from '../src/control/convert.js';
 import { sendFrames } from './helpers/frames.js';
-import { TestNet, type TestNode, sh, waitFor } from './helpers/testnet.js';
+import { TestNet, type TestNode, sh, sleep, waitFor } from './helpers/testnet.js';
 
 const net = new TestNet('pwpa');
 t.teardown(() => net.cleanup());
@@ -118,6 +118,26 @@ t.test('carrier follows the wire across two daemons', async (t) => {
     } finally {
       for (const m of mons) m.stop();
     }
+  });
+
+  await t.test('frames an impairment holds when the cable comes out are counted as cable_pulled', async (t) => {
+    // nb holds what it delivers to p2 for a second; the cable comes out meanwhile.
+    await nb.client.setImpair(`${p2}/eth1`, 'in', { delayUs: 1_000_000 });
+    const before = (await wire(nb, 1)).ends[0]!.counters;
+    const pinging = net.exec(p1, 'ping', ['-c', '3', '-i', '0.2', '-W', '1', '198.19.1.2']);
+    await sleep(700);
+    await nb.client.setLinkCable(`${p2}/eth1`, false);
+    await pinging;
+    const after = await waitFor('the held frames released and counted', async () => {
+      const c = (await wire(nb, 1)).ends[0]!.counters;
+      return c.drops.cable_pulled - before.drops.cable_pulled >= 3 ? c : undefined;
+    }, 5000, 100);
+    t.ok(after.drops.cable_pulled - before.drops.cable_pulled >= 3, `the 3 echo requests held by the delay met the pulled cable (${after.drops.cable_pulled - before.drops.cable_pulled} counted)`);
+    t.equal(after.drops.send_error - before.drops.send_error, 0, 'none was sent into the downed interface (send_error)');
+    t.equal(after.tx_frames - before.tx_frames, 0, 'and none reached p2');
+    await nb.client.resetImpair(`${p2}/eth1`, 'in');
+    await nb.client.setLinkCable(`${p2}/eth1`, true);
+    await waitFor('carrier back at both ends', () => hasCarrier(p1, 'eth1') && hasCarrier(p2, 'eth1'));
   });
 
   await t.test('frames that meet a pulled cable are counted as cable_pulled', async (t) => {

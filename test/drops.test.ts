@@ -196,7 +196,7 @@ t.test('every drop cause, triggered and counted exactly', async (t) => {
     // The peer is a grpc-js server in this process, reached from na's namespace through a relay.
     const def = protoLoader.loadSync('patchwire/v1/dataplane.proto', { includeDirs: [path.join(ROOT, 'proto')], keepCase: true, longs: Number, defaults: true });
     const svc = def['patchwire.v1.DataplaneService'] as unknown as { Subscribe: grpc.MethodDefinition<unknown, unknown> };
-    const encode = svc.Subscribe.responseSerialize as (r: { frames: Array<{ wire: number; vnet_hdr: Buffer; data: Buffer }>; node: string }) => Buffer;
+    const encode = svc.Subscribe.responseSerialize as (r: { frames: Array<{ wire: number; vnet_hdr: Buffer; data: Buffer }>; node: string; carrier?: Array<{ wire: number; present: boolean; plugged: boolean }> }) => Buffer;
     // Responses go out as given, so a batch that is not protobuf can be sent too.
     const raw: grpc.ServiceDefinition = { Subscribe: { ...svc.Subscribe, responseSerialize: (b: Buffer) => b } };
     let call: grpc.ServerDuplexStream<{ node: string; lab: string }, Buffer> | null = null;
@@ -204,7 +204,10 @@ t.test('every drop cause, triggered and counted exactly', async (t) => {
     server.addService(raw, {
       Subscribe: (c: grpc.ServerDuplexStream<{ node: string; lab: string }, Buffer>) => {
         c.once('data', () => {
+          // The hello, then (as a daemon does, after it) the state of its end
+          // of wire 9: present and plugged, so na's end gets carrier.
           c.write(encode({ frames: [], node: 'gjs' }));
+          c.write(encode({ frames: [], node: '', carrier: [{ wire: 9, present: true, plugged: true }] }));
           call = c;
         });
         c.on('error', () => undefined);
@@ -224,6 +227,24 @@ t.test('every drop cause, triggered and counted exactly', async (t) => {
     const pod = quietPod('g9');
     await na.client.addWire({ uid: 9, local: net.endpoint('veth', pod, 'eth1'), peer: { node: 'gjs', address: '127.0.0.1:7101' } });
     await waitFor('na subscribed to the grpc-js peer', async () => call !== null && (await na.client.health()).peers.some((p) => p.node === 'gjs' && p.inbound));
+    // A wire end has carrier only while the path to its far daemon is whole
+    // both ways: gjs also subscribes to na, as a daemon would.
+    const dataSock = path.join(net.dir, 'na-data.sock');
+    const back = spawn('ip', ['netns', 'exec', na.ns, process.execPath, RELAY, `unix:${dataSock}`, na.address], { stdio: ['ignore', 'pipe', 'inherit'] });
+    relays.push(back);
+    await new Promise<void>((resolve, reject) => {
+      back.stdout!.once('data', () => resolve());
+      back.once('exit', (c) => reject(new Error(`relay exited with ${c}`)));
+    });
+    const Client = grpc.makeGenericClientConstructor(svc as unknown as grpc.ServiceDefinition, 'DataplaneService');
+    const sub = new Client(`unix://${dataSock}`, grpc.credentials.createInsecure()) as unknown as grpc.Client & { Subscribe(): grpc.ClientDuplexStream<{ node: string; lab: string }, unknown> };
+    t.teardown(() => sub.close());
+    const subCall = sub.Subscribe();
+    subCall.on('data', () => undefined);
+    subCall.on('error', () => undefined);
+    subCall.write({ node: 'gjs', lab: 'test' });
+    t.teardown(() => subCall.cancel());
+    await waitFor("carrier on na's end of wire 9", async () => (await na.client.listWires()).find((w) => w.spec.uid === 9)?.ends[0]?.carrier?.on === true);
     const h0 = await na.client.health();
     const c0 = await counters(na, 9);
     const w1 = await counters(na, 1);

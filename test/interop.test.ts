@@ -28,6 +28,7 @@ interface Frame {
 interface Response {
   frames: Frame[];
   node: string;
+  carrier?: Array<{ wire: number; present: boolean; plugged: boolean }>;
 }
 const def = protoLoader.loadSync('patchwire/v1/dataplane.proto', { includeDirs: [path.join(ROOT, 'proto')], keepCase: true, longs: Number, defaults: true });
 const pkg = grpc.loadPackageDefinition(def) as unknown as {
@@ -67,7 +68,10 @@ t.test('gRPC interop of the Subscribe stream', async (t) => {
       let timer: NodeJS.Timeout | null = null;
       call.once('data', (hello: { node: string; lab: string }) => {
         seen.push(hello);
+        // The hello, then (as a daemon does, after it) the state of its end
+        // of the wire, so the daemon's end gets carrier.
         call.write({ frames: [], node: GJS_NODE });
+        call.write({ frames: [], node: '', carrier: [{ wire: WIRE, present: true, plugged: true }] });
         timer = setInterval(() => call.write({ frames: [{ wire: WIRE, vnet_hdr: Buffer.alloc(0), data: FRAME }], node: '' }), 100);
       });
       const stop = (): void => {
