@@ -80,7 +80,7 @@ t.test('each validation error names file, object and field', async (t) => {
     ['name not valid', topo('r1', link(1, 'r1', 'eth 1', 'eth2')), /spec.links\[0\].local_intf: interface name 'eth 1' is not a valid Linux name/],
     ['bad CIDR', topo('r1', link(1, 'r1', 'eth1', 'eth2', '      local_ip: 10.0.0.1/33\n')), /spec.links\[0\].local_ip: address '10.0.0.1\/33' has a prefix length over 32/],
     ['link to itself', topo('r1', link(1, 'r1', 'eth1', 'eth1')), /Topology r1: spec.links\[0\]: links interface r1:eth1 to itself/],
-    ['unknown extension key', topo('r1', link(1, 'r1', 'eth1', 'eth2', '      patchwire:\n        speed: 10G\n')), /spec.links\[0\].patchwire.speed: unknown key 'speed' \(known: kind, mtu, mac, capture_bytes\)/],
+    ['unknown extension key', topo('r1', link(1, 'r1', 'eth1', 'eth2', '      patchwire:\n        speed: 10G\n')), /spec.links\[0\].patchwire.speed: unknown key 'speed' \(known: kind, mtu, mac, capture_bytes, impair, state, carrier_hold_ms\)/],
     ['bad capture size', topo('r1', link(1, 'r1', 'eth1', 'eth2', '      patchwire:\n        capture_bytes: -5\n')), /patchwire.capture_bytes: capture_bytes -5 is out of range: a whole number from 1 to 268435456 \(256 MiB\)/],
     ['bad extension kind', topo('r1', link(1, 'r1', 'eth1', 'eth2', '      patchwire:\n        kind: vxlan\n')), /patchwire.kind: 'vxlan' is not an endpoint kind/],
     ['unknown pod extension key', topo('r1', link(1, 'r1', 'eth1', 'eth2'), '\n  patchwire:\n    zone: a'), /spec.patchwire.zone: unknown key 'zone'/],
