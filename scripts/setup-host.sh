@@ -19,6 +19,8 @@ have openssl || need+=(openssl)
 # test/metrics.test.ts scrapes lab daemons with a real Prometheus (and promtool).
 # It runs its own prometheus process; the package's service must not run.
 have promtool || need+=(prometheus)
+# test/frr-bfd.test.ts runs FRR's daemons in pods; the package's own service must not run.
+[ -x /usr/lib/frr/ospfd ] || need+=(frr)
 [ -x /usr/bin/python3 ] || need+=(python3)
 # The native engine links nghttp2; the fuzz targets need clang with libFuzzer and
 # the sanitizer runtimes, the request reader's the system's OpenSSL (npm run fuzz,
@@ -33,9 +35,11 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  if [[ " ${need[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
-    systemctl disable --now prometheus >/dev/null 2>&1 || true
-  fi
+  for svc in prometheus frr; do
+    if [[ " ${need[*]} " == *" $svc "* ]] && command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+  done
 fi
 if [ ! -f wire/build/Release/patchwire_wire.node ] || [ ! -f dist/src/cli/main.js ]; then
   echo "setup: building" >&2
