@@ -8,6 +8,7 @@ import path from 'node:path';
 import { PACKAGE_ROOT } from '../paths.js';
 import { ensureTokenFile, LAB_TOKEN_FILE } from '../capture/auth.js';
 import { labDir, type LabNode, readLab, type SupervisorState, writeSupervisor } from './state.js';
+import { TapHolder } from './tap-holder.js';
 
 const CLI = `${PACKAGE_ROOT}/bin/patchwire.js`;
 /**
@@ -78,10 +79,14 @@ export async function superviseMain(argv: string[]): Promise<void> {
     });
   };
   for (const node of state.nodes) start(node);
+  // Taps keep their carrier while their daemon restarts (see tap-holder.ts).
+  const taps = new TapHolder(lab, (m) => process.stderr.write(`supervise: ${m}\n`));
+  taps.start();
 
   const stop = (): void => {
     if (stopping) return;
     stopping = true;
+    taps.stop();
     const pending = [...children.values()].filter((c) => c.exitCode === null && c.signalCode === null);
     let left = pending.length;
     if (left === 0) process.exit(0);
