@@ -20,6 +20,8 @@ have openssl || need+=(openssl)
 # It runs its own prometheus process; the package's service must not run.
 have promtool || need+=(prometheus)
 [ -x /usr/bin/python3 ] || need+=(python3)
+# test/ui.test.ts drives Debian's Chromium with playwright-core (never a downloaded browser).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 # The native engine links nghttp2; the fuzz targets need clang with libFuzzer and
 # the sanitizer runtimes, the request reader's the system's OpenSSL (npm run fuzz,
 # test/fuzz.test.ts).
@@ -37,7 +39,7 @@ if [ ${#need[@]} -gt 0 ]; then
     systemctl disable --now prometheus >/dev/null 2>&1 || true
   fi
 fi
-if [ ! -f wire/build/Release/patchwire_wire.node ] || [ ! -f dist/src/cli/main.js ]; then
+if [ ! -f wire/build/Release/patchwire_wire.node ] || [ ! -f dist/src/cli/main.js ] || [ ! -f dist/ui/cytoscape.esm.min.mjs ]; then
   echo "setup: building" >&2
   npm run build --silent
 fi
