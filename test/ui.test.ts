@@ -55,8 +55,16 @@ t.test('the browser view of a lab', async (t) => {
   const file = path.join(dir, 'lab.yaml');
   writeFileSync(file, readFileSync(path.join(ROOT, 'examples', 'triangle.yaml'), 'utf8'));
   await pwOk('up', '-f', file, '--name', LAB);
-  const lab = JSON.parse(readFileSync(`/run/patchwire/labs/${LAB}/lab.json`, 'utf8')) as { links: Array<{ uid: number }> };
+  const lab = JSON.parse(readFileSync(`/run/patchwire/labs/${LAB}/lab.json`, 'utf8')) as { links: Array<{ uid: number }>; nodes: Array<{ name: string; ns: string; http: string }> };
   const token = readFileSync(`/run/patchwire/labs/${LAB}/capture.token`, 'utf8').trim();
+  /** The daemons' open map streams (patchwire_map_watchers), node by node. */
+  const watchers = async (): Promise<number[]> =>
+    Promise.all(
+      lab.nodes.map(async (n) => {
+        const r = await run('ip', ['netns', 'exec', n.ns, 'curl', '-s', '-H', `Authorization: Bearer ${token}`, `http://${n.http}/metrics`]);
+        return Number(/^patchwire_map_watchers\{[^}]*\} (\d+)/m.exec(r.stdout)?.[1] ?? -1);
+      }),
+    );
   const ui = await startUi();
   t.match(ui.url, /^http:\/\/127\.0\.0\.1:\d+\/#token=/, 'the URL carries the token in its fragment');
   const api = (p: string, init: RequestInit = {}, auth = true): Promise<Response> => fetch(new URL(p, ui.base), { ...init, headers: { ...(auth ? { authorization: `Bearer ${token}` } : {}), ...((init.headers as Record<string, string>) ?? {}) } });
@@ -98,6 +106,16 @@ t.test('the browser view of a lab', async (t) => {
     const capNone = await api('/api/capture?end=r1/eth9');
     t.equal(capNone.status, 404, 'capture of an unknown end: 404');
     t.equal((await api('/api/capture?wire=r1/eth1')).status, 400, 'capture with an unknown parameter: 400');
+    // Streams: bounded, and one map stream per daemon however many pages watch.
+    const ctl = new AbortController();
+    const open = await Promise.all(Array.from({ length: 16 }, () => api('/api/events', { signal: ctl.signal })));
+    t.ok(open.every((r) => r.status === 200), '16 event streams open');
+    const more = await api('/api/events');
+    t.equal(more.status, 429, 'the 17th: 429');
+    t.match(((await more.json()) as { error: string }).error, /at most 16 open streams/);
+    t.same(await waitFor('one map stream per daemon', async () => ((await watchers()).every((n) => n === 1) ? watchers() : undefined)), lab.nodes.map(() => 1), 'each daemon streams its map once, for all 16');
+    ctl.abort();
+    t.same(await waitFor('the map streams end', async () => ((await watchers()).every((n) => n === 0) ? watchers() : undefined)), lab.nodes.map(() => 0), 'the pages gone, the map streams end on the daemons');
     const view = await api('/api/view');
     t.equal(view.status, 200, 'the server still answers');
     const v = (await view.json()) as { wires: Array<{ uid: number; state: string; ends: Array<{ carrier: string; cable: string }> }> };
@@ -238,8 +256,10 @@ t.test('the browser view of a lab', async (t) => {
   });
 
   t.same(pageErrors, [], 'no errors in the page');
+  t.same(await watchers(), lab.nodes.map(() => 1), 'while the page is open, one map stream per daemon');
   await browser.close();
   browser = null;
+  t.same(await waitFor('the map streams end', async () => ((await watchers()).every((n) => n === 0) ? watchers() : undefined)), lab.nodes.map(() => 0), 'the browser closed, the daemons stream no map');
   ui.proc.kill('SIGTERM');
   const code = await new Promise<number | null>((r) => (ui.proc.exitCode !== null ? r(ui.proc.exitCode) : ui.proc.once('exit', (c) => r(c))));
   t.equal(code, 0, 'patchwire ui stops cleanly');
