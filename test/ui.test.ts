@@ -73,7 +73,7 @@ t.test('the browser view of a lab', async (t) => {
   await t.test('the API refuses bad requests with clear errors', async (t) => {
     const page = await fetch(ui.base);
     t.equal(page.status, 200, 'the page itself needs no token');
-    t.match(await page.text(), /<script type="module" src="\/assets\/app.js">/);
+    t.match(await page.text(), /<script type="module" src="assets\/app.js">/);
     const cy = await fetch(new URL('/assets/cytoscape.esm.min.mjs', ui.base));
     t.equal(cy.status, 200, 'cytoscape is served by patchwire');
     t.ok((await cy.text()).length > 100000, 'the whole library');
@@ -106,6 +106,8 @@ t.test('the browser view of a lab', async (t) => {
     const capNone = await api('/api/capture?end=r1/eth9');
     t.equal(capNone.status, 404, 'capture of an unknown end: 404');
     t.equal((await api('/api/capture?wire=r1/eth1')).status, 400, 'capture with an unknown parameter: 400');
+    t.equal((await api('/api/packets?end=r1/eth1&follow=1')).status, 400, 'the packet list takes only end=: 400');
+    t.equal((await api('/api/view?x=1')).status, 400, 'the view takes no parameters: 400');
     // Streams: bounded, and one map stream per daemon however many pages watch.
     const ctl = new AbortController();
     const open = await Promise.all(Array.from({ length: 16 }, () => api('/api/events', { signal: ctl.signal })));
@@ -135,6 +137,8 @@ t.test('the browser view of a lab', async (t) => {
   const page: Page = browser.pages()[0] ?? (await browser.newPage());
   const pageErrors: string[] = [];
   page.on('pageerror', (e) => pageErrors.push(e.message));
+  page.on('crash', () => pageErrors.push('the page crashed'));
+  page.on('close', () => browser && pageErrors.push('the page closed'));
   page.on('console', (m) => m.type() === 'error' && pageErrors.push(`${m.text()} (${m.location().url})`));
   await page.goto(ui.url);
   t.equal(new URL(page.url()).hash, '', 'the page takes the token out of the address bar');

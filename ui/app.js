@@ -227,13 +227,13 @@ function drawCapture() {
   $('#copy-live').disabled = n === 0;
   const v = state.view;
   $('#live-command').value = n && v
-    ? `curl -sN -H "Authorization: Bearer $(sudo cat ${v.token_file})" '${location.origin}/api/capture?${captureQuery()}&follow=1' | wireshark -k -i -\n# or: sudo patchwire capture ${v.lab} ${[...state.selectedEnds].join(' ')} --follow | wireshark -k -i -`
+    ? `curl -sN -H "Authorization: Bearer $(sudo cat ${v.token_file})" '${new URL(`api/capture?${captureQuery()}&follow=1`, document.baseURI)}' | wireshark -k -i -\n# or: sudo patchwire capture ${v.lab} ${[...state.selectedEnds].join(' ')} --follow | wireshark -k -i -`
     : '';
 }
 
 $('#download').addEventListener('click', async () => {
   try {
-    const res = await api(`/api/capture?${captureQuery()}`);
+    const res = await api(`api/capture?${captureQuery()}`);
     const blob = await res.blob();
     const name = /filename="([^"]+)"/.exec(res.headers.get('content-disposition') || '')?.[1] || 'capture.pcapng';
     const a = document.createElement('a');
@@ -315,7 +315,7 @@ async function cable(end, plug) {
   const ok = await confirmAction(plug ? `Plug the cable of ${end}'s link back in? Both ends get carrier again.` : `Pull the cable at ${end}? Both ends of the link lose carrier; frames in flight are dropped as cable_pulled.`);
   if (!ok) return;
   try {
-    await post('/api/cable', { end, plugged: plug });
+    await post('api/cable', { end, plugged: plug });
     toast(plug ? `cable of ${end} plugged in` : `cable pulled at ${end}`);
   } catch (err) {
     toast(`${plug ? 'plug' : 'pull'} failed: ${err.message}`, true);
@@ -331,7 +331,7 @@ $('#impair-form').addEventListener('submit', async (ev) => {
   const what = Object.entries(set).map(([k, v]) => `${k} ${v}`).join(', ') || 'nothing';
   if (!(await confirmAction(`Set impairments on ${end} (${dir}): ${what}? This replaces what is set there now.`))) return;
   try {
-    const r = await post('/api/impair', { end, dir, set });
+    const r = await post('api/impair', { end, dir, set });
     toast(`${end}: in ${r.impair_in || 'none'}; out ${r.impair_out || 'none'}`);
   } catch (err) {
     toast(`impairments not set: ${err.message}`, true);
@@ -343,7 +343,7 @@ $('#impair-reset').addEventListener('click', async () => {
   const dir = $('#impair-dir').value;
   if (!(await confirmAction(`Remove the impairments of ${end} (${dir})?`))) return;
   try {
-    await post('/api/impair', { end, dir, reset: true });
+    await post('api/impair', { end, dir, reset: true });
     toast(`${end}: impairments removed`);
   } catch (err) {
     toast(`reset failed: ${err.message}`, true);
@@ -384,7 +384,7 @@ function followPackets() {
   const ctl = new AbortController();
   state.packetStream = ctl;
   const q = w.ends.map((e) => `end=${encodeURIComponent(e.name)}`).join('&');
-  sse(`/api/packets?${q}`, (event, data) => {
+  sse(`api/packets?${q}`, (event, data) => {
     if (event === 'frames') addPackets(data.frames);
     else if (event === 'error') toast(data.error, true);
   }, ctl.signal).catch((err) => {
@@ -407,16 +407,21 @@ function render(v) {
   $('#status').className = down.length ? 'status bad' : 'status live';
 }
 
-let following = false;
+// A browser opens at most six HTTP/1.1 connections to one server, and each
+// open tab holds two streams: a hidden tab lets go of its streams and takes
+// them up again when shown.
+let viewStream = null;
 async function followView() {
-  if (following) return;
-  following = true;
+  if (viewStream || document.hidden) return;
+  const ctl = new AbortController();
+  viewStream = ctl;
   try {
-    for (;;) {
+    while (!ctl.signal.aborted) {
       try {
-        await sse('/api/events', (event, data) => event === 'view' && render(data));
+        await sse('api/events', (event, data) => event === 'view' && render(data), ctl.signal);
         $('#status').textContent = 'stream ended; reconnecting…';
       } catch (err) {
+        if (ctl.signal.aborted) return;
         $('#status').textContent = `${err.message}; retrying…`;
         $('#status').className = 'status bad';
         if (!token || /token/.test(err.message)) {
@@ -427,9 +432,22 @@ async function followView() {
       await new Promise((r) => setTimeout(r, 2000));
     }
   } finally {
-    following = false;
+    if (viewStream === ctl) viewStream = null;
   }
 }
+
+document.addEventListener('visibilitychange', () => {
+  if (document.hidden) {
+    viewStream?.abort();
+    viewStream = null;
+    state.packetStream?.abort();
+    state.packetStream = null;
+    $('#status').textContent = 'paused while the tab is hidden';
+  } else if (token) {
+    followView();
+    if (state.wire !== null) followPackets();
+  }
+});
 
 if (token) followView();
 else showLogin();

@@ -401,6 +401,7 @@ export class UiServer {
       throw new HttpFailure(401, `${(err as Error).message} (the lab's token is in ${this.tokenFile})`, { 'www-authenticate': 'Bearer realm="patchwire"' });
     }
     if (want === 'GET' && (Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined)) throw new HttpFailure(413, 'GET requests here have no body', { connection: 'close' });
+    if ((p === '/api/view' || p === '/api/events' || want === 'POST') && [...query.keys()].length > 0) throw new InvalidArgument(`${p} takes no query parameters`);
     switch (p) {
       case '/api/view':
         return sendJson(res, 200, await this.view());
@@ -440,8 +441,8 @@ export class UiServer {
   }
 
   /** The ends named by ?end= (deduplicated), checked against the lab's links. */
-  private endsOf(q: URLSearchParams): Array<{ name: string; node: string; control: string }> {
-    for (const k of q.keys()) if (!['end', 'follow', 'count', 'duration', 'format'].includes(k)) throw new InvalidArgument(`unknown parameter ${JSON.stringify(k.slice(0, 50))} (end, follow, count, duration, format)`);
+  private endsOf(q: URLSearchParams, params = ['end']): Array<{ name: string; node: string; control: string }> {
+    for (const k of q.keys()) if (!params.includes(k)) throw new InvalidArgument(`unknown parameter ${JSON.stringify(k.slice(0, 50))} (${params.join(', ')})`);
     const names = [...new Set(q.getAll('end'))];
     if (names.length === 0) throw new InvalidArgument('name at least one wire end: ?end=POD/INTF');
     if (names.length > UI_LIMITS.maxEnds) throw new InvalidArgument(`at most ${UI_LIMITS.maxEnds} ends at once`);
@@ -476,7 +477,7 @@ export class UiServer {
   }
 
   private capture(q: URLSearchParams, req: http.IncomingMessage, res: http.ServerResponse): void {
-    const ends = this.endsOf(q);
+    const ends = this.endsOf(q, ['end', 'follow', 'count', 'duration', 'format']);
     const format = q.get('format') ?? 'pcapng';
     if (format !== 'pcapng' && format !== 'pcap') throw new InvalidArgument(`format ${JSON.stringify(format.slice(0, 20))} is not pcapng or pcap`);
     const num = (k: string): number => {
