@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import fc from 'fast-check';
 import t from 'tap';
 
 import { pw, pwOk } from './helpers/labcli.js';
@@ -108,6 +109,23 @@ t.test('the browser view of a lab', async (t) => {
     t.equal((await api('/api/capture?wire=r1/eth1')).status, 400, 'capture with an unknown parameter: 400');
     t.equal((await api('/api/packets?end=r1/eth1&follow=1')).status, 400, 'the packet list takes only end=: 400');
     t.equal((await api('/api/view?x=1')).status, 400, 'the view takes no parameters: 400');
+    // Whatever arrives gets an answer, and the server stays up.
+    const paths = ['/api/cable', '/api/impair', '/api/view?x=%zz', '/api/capture?end=', '/api/packets?end=%ff', '/assets/../lab.json', '/assets/%2e%2e%2fserver.js', '/api/impair?x=1'];
+    const bodies = fc.sample(fc.oneof(fc.json(), fc.string(), fc.constant('{"end":"r1/eth1","set":{"delay":"1ms","loss":[]}}'), fc.constant('{"end":"r1/eth1","dir":"sideways","reset":true}'), fc.constant('{"end":null,"plugged":true}')), { numRuns: 120, seed: 18 });
+    const statuses = new Set<number>();
+    const accepted: string[] = [];
+    for (const [i, body] of bodies.entries()) {
+      const r = await api(paths[i % paths.length]!, { method: i % 3 === 0 ? 'GET' : 'POST', headers: { 'content-type': 'application/json' }, ...(i % 3 === 0 ? {} : { body }) });
+      statuses.add(r.status);
+      if (r.status < 400) accepted.push(`${i % 3 === 0 ? 'GET' : 'POST'} ${paths[i % paths.length]} ${i % 3 === 0 ? '' : body}`);
+      await r.arrayBuffer();
+    }
+    t.same(accepted, [], `120 odd requests all refused (${[...statuses].sort().join(', ')})`);
+    t.ok([...statuses].every((c) => c >= 400 && c < 500), 'with 4xx');
+    const raw = await run('bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${new URL(ui.base).port}; printf 'NOT HTTP AT ALL\r\n\r\n' >&3; head -c 12 <&3`]);
+    t.match(raw.stdout, /^HTTP\/1\.1 400/, 'bytes that are not HTTP: 400');
+    t.equal(await carrier('r1', 'eth1'), '1', 'none of them pulled a cable');
+
     // Streams: bounded, and one map stream per daemon however many pages watch.
     const ctl = new AbortController();
     const open = await Promise.all(Array.from({ length: 16 }, () => api('/api/events', { signal: ctl.signal })));
