@@ -101,6 +101,8 @@ t.test('the browser view of a lab', async (t) => {
     t.equal(notBool.status, 400, '"plugged" not a boolean: 400');
     const big = await post('/api/cable', JSON.stringify({ end: 'r1/eth1', pad: 'x'.repeat(20000) }));
     t.equal(big.status, 413, 'a body over 16 KiB: 413');
+    const chunked = await api('/api/cable', { method: 'POST', body: new Blob([JSON.stringify({ end: 'r1/eth1', pad: 'x'.repeat(40000) })]).stream(), duplex: 'half', headers: { 'content-type': 'application/json' } } as RequestInit);
+    t.equal(chunked.status, 413, 'the same sent chunked (no length given): 413');
     const badImpair = await post('/api/impair', JSON.stringify({ end: 'r1/eth1', set: { delay: 'soon' } }));
     t.equal(badImpair.status, 400, 'an impairment that does not parse: 400');
     t.match(((await badImpair.json()) as { error: string }).error, /--delay/);

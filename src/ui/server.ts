@@ -163,16 +163,21 @@ function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
+      if (size > UI_LIMITS.maxBodyBytes) return;
       size += c.length;
       if (size > UI_LIMITS.maxBodyBytes) {
+        // Answered at once; the rest is not kept, and the connection closes after the answer.
+        chunks.length = 0;
         reject(new HttpFailure(413, `the body is over ${UI_LIMITS.maxBodyBytes} bytes`, { connection: 'close' }));
-        req.destroy();
         return;
       }
       chunks.push(c);
     });
     req.on('error', reject);
+    // A client that goes mid-body leaves nothing waiting.
+    req.on('close', () => reject(new InvalidArgument('the request ended before its body')));
     req.on('end', () => {
+      if (size > UI_LIMITS.maxBodyBytes) return;
       let v: unknown;
       try {
         v = JSON.parse(Buffer.concat(chunks).toString('utf8'));
@@ -252,8 +257,15 @@ class LiveView {
     if (this.pending || !this.running) return;
     this.pending = setTimeout(() => {
       this.pending = null;
-      const state = this.ui.state();
-      const json = JSON.stringify(buildView(state, mergeMaps(state.name, [...this.maps.values()]), this.ends, this.ui.tokenFile));
+      let json: string;
+      try {
+        const state = this.ui.state();
+        json = JSON.stringify(buildView(state, mergeMaps(state.name, [...this.maps.values()]), this.ends, this.ui.tokenFile));
+      } catch (err) {
+        // The lab went away (or its file cannot be read): the pages keep their last view.
+        this.ui.note(`view: ${(err as Error).message}`);
+        return;
+      }
       this.last = json;
       for (const w of this.watchers) w(json);
     }, 100);
@@ -309,6 +321,10 @@ export class UiServer {
         throw new Error(`the page's file ${a} is missing from ${assetsDir} (run 'npm run build'): ${(err as Error).message}`);
       }
     }
+  }
+
+  note(msg: string): void {
+    this.log(msg);
   }
 
   state(): LabState {
@@ -540,10 +556,19 @@ export class UiServer {
           ringPending--;
         }
       });
+      // A stream that ends or fails before its ring is done must not hold back the others.
+      const over = (): void => {
+        if (!ringDone) {
+          ringDone = true;
+          ringPending--;
+        }
+      };
       call.on('error', (err: unknown) => {
+        over();
         const e = errorFromGrpc(err);
         if (e.code !== 'CANCELLED') res.write(`event: error\ndata: ${JSON.stringify({ error: `node ${s.node}: ${e.message}` })}\n\n`);
       });
+      call.on('end', over);
       return call;
     });
     let sentBacklog = false;
