@@ -22,6 +22,8 @@ have promtool || need+=(prometheus)
 # test/frr-bfd.test.ts runs FRR's daemons in pods; the package's own service must not run.
 [ -x /usr/lib/frr/ospfd ] || need+=(frr)
 [ -x /usr/bin/python3 ] || need+=(python3)
+# test/ui.test.ts drives Debian's Chromium with playwright-core (never a downloaded browser).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 # The native engine links nghttp2; the fuzz targets need clang with libFuzzer and
 # the sanitizer runtimes, the request reader's the system's OpenSSL (npm run fuzz,
 # test/fuzz.test.ts).
@@ -41,7 +43,7 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
   done
 fi
-if [ ! -f wire/build/Release/patchwire_wire.node ] || [ ! -f dist/src/cli/main.js ]; then
+if [ ! -f wire/build/Release/patchwire_wire.node ] || [ ! -f dist/src/cli/main.js ] || [ ! -f dist/ui/cytoscape.esm.min.mjs ]; then
   echo "setup: building" >&2
   npm run build --silent
 fi
