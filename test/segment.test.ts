@@ -192,6 +192,21 @@ t.test('a three-member segment over two nodes', async (t) => {
     t.equal((await pw('exec', LAB, 'h3', '--', 'ping', '-c', '2', '-i', '0.2', '-W', '2', IP.h2!)).code, 0, 'h3 reaches h2 again');
   });
 
+  t.test("a daemon killed and restarted by the supervisor re-creates its members from its state file", async (t) => {
+    const before = JSON.parse(await pwOk('status', LAB, '--json')) as { nodes: Array<{ name: string; pid: number }> };
+    const old = before.nodes.find((n) => n.name === 'node2')!.pid;
+    process.kill(old, 'SIGKILL');
+    t.ok(
+      await waitUntil(async () => {
+        const st = JSON.parse(await pwOk('status', LAB, '--json')) as SegStatus & { nodes: Array<{ name: string; pid: number; healthy: boolean }> };
+        const n2 = st.nodes.find((n) => n.name === 'node2')!;
+        return n2.healthy && n2.pid !== old && st.segments[0]!.state === 'up';
+      }, 30000),
+      'node2 runs again and the segment is up',
+    );
+    t.equal((await pw('exec', LAB, 'h2', '--', 'ping', '-c', '2', '-i', '0.2', '-W', '2', IP.h3!)).code, 0, 'h2 (node2) reaches h3 (node1) again');
+  });
+
   t.test('a second up re-creates the segment and it carries frames', async (t) => {
     await pwOk('up', '-f', file);
     t.equal((await segStatus()).segments[0]!.state, 'up');
