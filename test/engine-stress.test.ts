@@ -1,6 +1,7 @@
 // The frame engine under the sanitizers, outside Node.js: two engines joined
 // over loopback through wire add/remove cycles and restarts of one engine
-// while frames cross and another thread reads counters, peers and rings
+// while frames cross and another thread reads counters, peers and rings, and
+// shared segments added and removed while frames fan out over them
 // (wire/test/engine_stress.cc). AddressSanitizer with LeakSanitizer and UBSan,
 // then ThreadSanitizer; any finding or a frame that stops crossing fails.
 // `npm run test:stress` runs the full 1000 cycles and 100 reconnects.
@@ -22,6 +23,7 @@ function stress(mode: 'asan' | 'tsan', cycles: number, reconnects: number): { co
 t.test('ASan + LeakSanitizer + UBSan: wire cycles and reconnects', async (t) => {
   const r = stress('asan', 300, 30);
   t.match(r.out, /300 wire add\/remove cycles done/, 'every add/remove cycle ran with frames crossing the long-lived wire');
+  t.match(r.out, /31 segment add\/remove cycles done/, 'segments came and went, each checked frame reaching every other member once');
   t.match(r.out, /30 reconnects done/, 'frames crossed again after every restart of the far engine');
   t.notMatch(r.out, /ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:/, 'no sanitizer finding');
   t.equal(r.code, 0, r.code === 0 ? 'exit 0' : r.out.slice(-3000));

@@ -1,8 +1,9 @@
 // One sample of each topology format comes up with `patchwire up` and passes
 // traffic: interface names, addresses, MTU and MAC from the file are on the
 // pods' interfaces, containerlab's exec ran after the links were up, a host
-// link reaches an existing interface of the machine, and a file with a shared
-// segment is refused before anything is created.
+// link reaches an existing interface of the machine, a netlab multi-access
+// link comes up as a shared segment, and a segment with a member lab mode
+// cannot place (a host interface) is refused before anything is created.
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -88,11 +89,13 @@ t.test("containerlab host link: a pod wired to an existing interface of the mach
   t.same(labTraces('pwoahost'), { namespaces: [], processes: [], dir: false }, 'and everything else of the lab');
 });
 
-t.test('a shared segment is refused before anything is created', async (t) => {
+t.test('a segment with a host interface as a member is refused before anything is created', async (t) => {
   const before = listNetns();
-  const r = await pw('up', '-f', path.join(ROOT, 'test/fixtures/containerlab/bridge-host.clab.yml'), '--name', 'pwoaseg');
+  const file = path.join(net.dir, 'seg-host.clab.yml');
+  writeFileSync(file, 'name: pwoaseg\ntopology:\n  nodes:\n    br: {kind: bridge}\n    h1: {kind: linux}\n    h2: {kind: linux}\n  links:\n    - endpoints: ["h1:eth1", "br:p1"]\n    - endpoints: ["h2:eth1", "br:p2"]\n    - endpoints: ["host:pwoanone", "br:p3"]\n');
+  const r = await pw('up', '-f', file);
   t.equal(r.code, 1);
-  t.match(r.stderr, /segment br-access \(topology\.links\[0\]\) joins 3 interfaces \(h1:eth1, h2:eth1, h3:eth1\): shared segments are not supported yet/);
+  t.match(r.stderr, /segment br \(.*\): host interface pwoanone cannot be a segment member/);
   t.same(labTraces('pwoaseg'), { namespaces: [], processes: [], dir: false }, 'no namespace, process or file');
   t.same(listNetns().sort(), before.sort(), 'no namespace at all');
 });
@@ -119,11 +122,16 @@ t.test('netlab: interface names and addresses from the default pools', async (t)
   await pwOk('down', 'pwoanet');
 });
 
-t.test('netlab: a multi-access link is refused before anything is created (its tc.* impairments are not)', async (t) => {
-  const r = await pw('up', '-f', path.join(ROOT, 'test/fixtures/netlab/frr-triangle.yml'), '--name', 'pwoanet');
-  t.equal(r.code, 1);
-  t.match(r.stderr, /segment shared \(links\[4\]\) joins 3 interfaces \(r1:eth3, r2:eth3, h1:eth2\): shared segments are not supported yet/);
-  t.notMatch(r.stderr, /impairments/, 'the engine applies tc.* impairments: they are no reason to refuse the file');
+t.test('netlab: a multi-access link comes up as a shared segment (beside tc.* impairments)', async (t) => {
+  await pwOk('up', '-f', path.join(ROOT, 'test/fixtures/netlab/frr-triangle.yml'), '--name', 'pwoanet');
+  // r1 on node1, r2 and h1 on node2: the segment spans both daemons.
+  t.equal(await ping('pwoanet', 'r1', '172.16.1.2'), 0, 'r1 -> r2 over the segment');
+  t.equal(await ping('pwoanet', 'r1', '172.16.1.3'), 0, 'r1 -> h1 over the segment');
+  t.equal(await ping('pwoanet', 'h1', '172.16.1.2'), 0, 'h1 -> r2 over the segment (same node)');
+  const s = (await statusJson('pwoanet')) as unknown as { segments: Array<{ name: string; state: string; members: Array<{ name: string; rx_frames: number; tx_frames: number }> }> };
+  t.same(s.segments.map((g) => [g.name, g.state, g.members.map((m) => m.name)]), [['shared', 'up', ['r1/eth3', 'r2/eth3', 'h1/eth2']]], 'status shows the segment up with its members');
+  t.ok(s.segments[0]!.members.every((m) => m.rx_frames >= 2 && m.tx_frames >= 2), 'and counted frames in and out of each member');
+  await pwOk('down', 'pwoanet');
   t.same(labTraces('pwoanet'), { namespaces: [], processes: [], dir: false });
 });
 

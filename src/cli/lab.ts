@@ -61,12 +61,21 @@ function fmtStatus(s: StatusReport): string {
       String(sumDrops(w.ends[0]!.drops) + sumDrops(w.ends[1]!.drops)),
     ]),
   ]);
+  if (s.segments.length) {
+    out += '\nsegments (every frame a member sends reaches every other member)\n';
+    out += table([
+      ['UID', 'SEGMENT', 'MEMBER', 'NODE', 'STATE', 'CARRIER', 'SENT FRAMES', 'RECEIVED FRAMES', 'DROPS'],
+      ...s.segments.flatMap((g) =>
+        g.members.map((m, i) => [i === 0 ? String(g.uid) : '', i === 0 ? g.name : '', m.name, m.node, i === 0 ? g.state : '', m.carrier.on ? 'on' : m.carrier.cable === 'pulled' ? 'off (pulled)' : 'off', String(m.rx_frames), String(m.tx_frames), String(sumDrops(m.drops))]),
+      ),
+    ]);
+  }
   const impaired = s.wires.flatMap((w) => w.ends.filter((e) => e.impair));
   if (impaired.length) {
     out += '\nimpairments (out: what the end sends; in: what it receives)\n';
     out += table([['END', 'NODE', 'OUT', 'IN'], ...impaired.map((e) => [e.name, e.node, formatImpairment(e.impair?.out) || '-', formatImpairment(e.impair?.in) || '-'])]);
   }
-  const off = s.wires.flatMap((w) => w.ends.filter((e) => !e.carrier.on).map((e) => `  ${e.name}: no carrier: ${e.carrier.reason}`));
+  const off = [...s.wires.flatMap((w) => w.ends), ...s.segments.flatMap((g) => g.members)].filter((e) => !e.carrier.on).map((e) => `  ${e.name}: no carrier: ${e.carrier.reason}`);
   if (off.length) out += `\n${off.join('\n')}\n`;
   if (s.carrier_events.length) {
     out += '\nLatest carrier events (patchwire link events LAB for all):\n';

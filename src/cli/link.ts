@@ -33,9 +33,22 @@ interface LinkEnd {
   control: string;
 }
 
+/** A segment member: its own end, and every member (link events show the segment's). */
+function findSegmentMember(state: LabState, end: string): { own: LinkEnd; all: LinkEnd[] } | null {
+  const seg = (state.segments ?? []).find((s) => s.members.some((m) => `${m.pod}/${m.intf}` === end));
+  if (!seg) return null;
+  const all = seg.members.map((m): LinkEnd => {
+    const node = state.nodes.find((n) => n.name === state.pods.find((p) => p.name === m.pod)?.node);
+    if (!node) throw new Error(`lab ${state.name}: no node for ${m.pod}`);
+    return { name: `${m.pod}/${m.intf}`, node: node.name, control: node.control };
+  });
+  return { own: all.find((e) => e.name === end)!, all };
+}
+
 function findLink(state: LabState, end: string): { link: LinkModel; ends: [LinkEnd, LinkEnd] } {
   const link = state.links.find((l) => `${l.a.pod}/${l.a.intf}` === end || `${l.b.pod}/${l.b.intf}` === end);
-  if (!link) throw new UsageError(`lab ${state.name} has no link end ${end} (ends: ${state.links.flatMap((l) => [`${l.a.pod}/${l.a.intf}`, `${l.b.pod}/${l.b.intf}`]).join(', ') || 'none'})`);
+  const segEnds = (state.segments ?? []).flatMap((s) => s.members.map((m) => `${m.pod}/${m.intf}`));
+  if (!link) throw new UsageError(`lab ${state.name} has no link end ${end} (ends: ${[...state.links.flatMap((l) => [`${l.a.pod}/${l.a.intf}`, `${l.b.pod}/${l.b.intf}`]), ...segEnds].join(', ') || 'none'})`);
   const endOf = (which: 'a' | 'b'): LinkEnd => {
     const pod = state.pods.find((p) => p.name === carrierPod(link, which));
     const node = state.nodes.find((n) => n.name === pod?.node);
@@ -72,6 +85,9 @@ async function setCable(end: LinkEnd, plugged: boolean): Promise<void> {
 export async function linkCable(lab: string, end: string, plugged: boolean): Promise<void> {
   const state = readLab(lab);
   if (!state) throw new UsageError(`no lab named '${lab}' (see 'patchwire ls')`);
+  // A segment member's cable is its own: up plugs it alone (the other members keep theirs).
+  const member = findSegmentMember(state, end);
+  if (member) return setCable(member.own, plugged);
   const { ends } = findLink(state, end);
   if (!plugged) return setCable(ends.find((e) => e.name === end)!, false);
   await Promise.all(ends.map((e) => setCable(e, true)));
@@ -80,7 +96,8 @@ export async function linkCable(lab: string, end: string, plugged: boolean): Pro
 export async function linkEvents(lab: string, end?: string): Promise<PbCarrierEvent[]> {
   const state = readLab(lab);
   if (!state) throw new UsageError(`no lab named '${lab}' (see 'patchwire ls')`);
-  const wanted = end ? new Set(findLink(state, end).ends.map((e) => e.name)) : null;
+  const member = end ? findSegmentMember(state, end) : null;
+  const wanted = end ? new Set((member ? member.all : findLink(state, end).ends).map((e) => e.name)) : null;
   const all = await Promise.all(state.nodes.map((n) => withClient(n.control, (c) => c.listLinkEvents())));
   return all
     .flat()

@@ -23,6 +23,7 @@ export interface PbWireSpec {
   local_impair?: PbEndImpairments | null;
   local_peer_impair?: PbEndImpairments | null;
   carrier_hold_ms?: number;
+  segment?: { more_local: PbEndpoint[]; peers: Array<{ node: string; address: string }> } | null;
 }
 export type PbDrops = Record<PbDropCause, number>;
 export interface PbCounters {
@@ -93,6 +94,7 @@ export function specToPb(s: WireSpec): PbWireSpec {
     local_impair: endImpairToPb(s.impair?.local),
     local_peer_impair: endImpairToPb(s.impair?.localPeer),
     carrier_hold_ms: s.carrierHoldMs ?? 0,
+    segment: s.segment ? { more_local: s.segment.moreLocal.map(endpointToPb), peers: s.segment.peers.map((p) => ({ node: p.node, address: p.address })) } : null,
   };
 }
 
@@ -105,6 +107,7 @@ export function specFromPb(s: PbWireSpec): WireSpec {
   const localPeer = endImpairFromPb(s.local_peer_impair);
   if (local || localPeer) spec.impair = { ...(local ? { local } : {}), ...(localPeer ? { localPeer } : {}) };
   if (Number(s.carrier_hold_ms) > 0) spec.carrierHoldMs = Number(s.carrier_hold_ms);
+  if (s.segment) spec.segment = { moreLocal: (s.segment.more_local ?? []).map(endpointFromPb), peers: (s.segment.peers ?? []).map((p) => ({ node: p.node, address: p.address })) };
   return spec;
 }
 

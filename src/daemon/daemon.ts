@@ -12,7 +12,7 @@ import { type EngineCarrier, type EnginePeer, type NativeEngine, wire } from '..
 import { type DataTls, probePeer } from '../dataplane/probe.js';
 import { EngineRing } from '../dataplane/engine-ring.js';
 import { type EndImpairments, type ImpairDir, type Impairment, impairmentProblem, normalizeEnd, normalizeImpairment } from '../dataplane/impair.js';
-import { type EndCounters, endCounters, Wire, type WireEnd, type WireSpec } from '../dataplane/wire.js';
+import { type EndCounters, endCounters, localEnds, SEGMENT_LIMITS, Wire, type WireEnd, type WireSpec } from '../dataplane/wire.js';
 import { DEFAULT_RING_BYTES } from '../capture/ring.js';
 import type { CaptureInterface } from '../capture/format.js';
 import type { CaptureSource } from '../capture/session.js';
@@ -440,12 +440,13 @@ export class Daemon {
       const r = rangeProblem('carrier_hold_ms', spec.carrierHoldMs, 'carrierHoldMs');
       if (r) out.push(r);
     }
-    for (const e of [spec.local, spec.localPeer]) {
+    for (const e of [spec.local, spec.localPeer, ...(spec.segment?.moreLocal ?? [])]) {
       if (e?.cable !== undefined && e.cable !== 'plugged' && e.cable !== 'pulled') out.push(`cable '${String(e.cable)}' is not plugged or pulled`);
     }
     if (!spec.local) return [...out, 'wire has no local endpoint'];
-    const ends = [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])];
+    const ends = localEnds(spec);
     for (const e of ends) out.push(...endpointProblems(e).map((p) => `${e.pod || e.netns}/${e.ifname}: ${p}`));
+    if (spec.segment) return [...out, ...this.segmentProblems(spec)];
     if (!!spec.peer === !!spec.localPeer) out.push('a wire needs exactly one of peer (another daemon) or local_peer (this daemon)');
     if (spec.peer) {
       if (!spec.peer.node) out.push('peer node name is empty');
@@ -461,6 +462,31 @@ export class Daemon {
         if (p) out.push(`${which} end, ${dir}: ${p}`);
       }
     }
+    return out;
+  }
+
+  /** A segment: members here and peer daemons within the engine's bounds, no wire fields, no impairments (not supported on segments yet). */
+  private segmentProblems(spec: WireSpec): string[] {
+    const out: string[] = [];
+    const seg = spec.segment!;
+    if (spec.peer || spec.localPeer) out.push(`segment ${spec.uid}: peer and local_peer are for wires; a segment names its daemons in segment.peers and its members here in local and segment.more_local`);
+    if (seg.moreLocal.length + 1 > SEGMENT_LIMITS.membersPerDaemon) out.push(`segment ${spec.uid} has ${seg.moreLocal.length + 1} members on node ${this.opts.node}; at most ${SEGMENT_LIMITS.membersPerDaemon} per daemon`);
+    if (seg.peers.length > SEGMENT_LIMITS.peers) out.push(`segment ${spec.uid} spans ${seg.peers.length} other daemons; at most ${SEGMENT_LIMITS.peers}`);
+    const seen = new Set<string>();
+    for (const p of seg.peers) {
+      if (!p.node) out.push(`segment ${spec.uid}: a peer has no node name`);
+      else if (p.node === this.opts.node) out.push(`segment ${spec.uid}: peer ${p.node} is this daemon`);
+      else if (seen.has(p.node)) out.push(`segment ${spec.uid}: peer ${p.node} is named twice`);
+      seen.add(p.node);
+      if (!parseHostPort(p.address)?.host) out.push(`segment ${spec.uid}: peer address '${p.address}' is not host:port`);
+    }
+    const names = new Set<string>();
+    for (const e of localEnds(spec)) {
+      const k = `${e.netns}/${e.ifname}`;
+      if (names.has(k)) out.push(`segment ${spec.uid} names ${k} twice`);
+      names.add(k);
+    }
+    if (spec.impair) out.push(`segment ${spec.uid}: impairments on segment members are not supported`);
     return out;
   }
 
@@ -496,7 +522,7 @@ export class Daemon {
     }
     const pending = this.restoring.get(spec.uid);
     if (pending && !o.restoring) throw new AlreadyExists(`wire ${spec.uid} is being restored on node ${this.opts.node} (attempt ${pending.attempts}: ${pending.error}); remove it first to replace it`);
-    for (const e of [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])]) {
+    for (const e of localEnds(spec)) {
       const other = this.endpointInUse(e);
       if (other !== undefined) throw new AlreadyExists(`${e.netns}/${e.ifname} is already the end of wire ${other}`);
     }
@@ -504,7 +530,8 @@ export class Daemon {
     const opened: Endpoint[] = [];
     try {
       if (spec.peer && o.checkPeer && !this.subscribedTo(spec.peer)) await this.waitForPeer(spec.peer.address, spec.peer.node);
-      for (const e of [spec.local, ...(spec.localPeer ? [spec.localPeer] : [])]) {
+      for (const p of spec.segment?.peers ?? []) if (o.checkPeer && !this.subscribedTo(p)) await this.waitForPeer(p.address, p.node);
+      for (const e of localEnds(spec)) {
         const ep = createEndpoint(e);
         try {
           await ep.open(o.attach);
@@ -527,6 +554,7 @@ export class Daemon {
         ringBytes,
         ...(spec.peer ? { peerNode: spec.peer.node, peerAddress: spec.peer.address } : {}),
         ...(spec.carrierHoldMs ? { carrierHoldMs: spec.carrierHoldMs } : {}),
+        ...(spec.segment ? { segment: true, segmentPeers: spec.segment.peers.map((p) => ({ node: p.node, address: p.address })) } : {}),
         ends: opened.map((ep) => ({
           name: ep.name,
           ...ep.io!,
@@ -625,6 +653,7 @@ export class Daemon {
     for (const w of this.wires.values()) {
       const i = w.ends.findIndex((e) => e.endpoint.name === end);
       if (i < 0) continue;
+      if (w.isSegment) throw new FailedPrecondition(`${end} is a member of segment ${w.spec.uid}: impairments on segment members are not supported`);
       const key = i === 0 ? 'local' : 'localPeer';
       const next: EndImpairments = { ...(w.spec.impair?.[key] ?? {}) };
       for (const d of dir === 'both' ? (['in', 'out'] as const) : [dir]) {
@@ -649,14 +678,17 @@ export class Daemon {
   }
 
   private status(wire: Wire): WireStatus {
-    const reachable = wire.isLocalPair || this.engine.peerUp(wire.spec.peer!.node);
+    // A segment is up when every daemon holding its other members is connected.
+    const segDown = wire.spec.segment?.peers.filter((p) => !this.engine.peerUp(p.node)).map((p) => p.node) ?? [];
+    const reachable = wire.isSegment ? segDown.length === 0 : wire.isLocalPair || this.engine.peerUp(wire.spec.peer!.node);
     const counters = this.engine.counters(wire.spec.uid) ?? [];
     const carrier = this.engine.carrier(wire.spec.uid) ?? [];
     // Up: the streams to the far daemon are connected (carrier, in each end,
     // says whether the pods' interfaces have it). Down says why.
     const off = carrier.find((c) => !c.on);
     const up = reachable;
-    const message = !reachable ? `peer daemon ${wire.spec.peer!.node} is not connected` : off ? `no carrier: ${off.reason}` : undefined;
+    const unreachable = wire.isSegment ? `peer daemon(s) ${segDown.join(', ')} not connected` : `peer daemon ${wire.spec.peer?.node} is not connected`;
+    const message = !reachable ? unreachable : off ? `no carrier: ${off.reason}` : undefined;
     return {
       spec: wire.spec,
       state: up ? 'up' : 'down',
@@ -697,7 +729,7 @@ export class Daemon {
 
   private pluckCable(wire: Wire, index: number, plugged: boolean): void {
     this.engine.setCable(wire.spec.uid, index, plugged);
-    const spec = index === 0 ? wire.spec.local : wire.spec.localPeer!;
+    const spec = localEnds(wire.spec)[index]!;
     if (plugged) delete spec.cable;
     else spec.cable = 'pulled';
     this.map.changed();

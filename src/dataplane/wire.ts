@@ -23,6 +23,25 @@ export interface WireSpec {
   impair?: { local?: EndImpairments; localPeer?: EndImpairments };
   /** how long carrier stays on while the far daemon is out of reach, ms (0 or absent: the daemon's default) */
   carrierHoldMs?: number;
+  /**
+   * A shared segment (a link with more than two members): `local` is this
+   * daemon's first member, `moreLocal` its others, `peers` the daemons that
+   * hold the rest. Every frame one member sends reaches every other member.
+   */
+  segment?: SegmentSpec;
+}
+
+/** Members per segment on one daemon, and daemons per segment (the engine's kMaxSegmentEnds / kMaxSegmentPeers). */
+export const SEGMENT_LIMITS = { membersPerDaemon: 64, peers: 64 };
+
+export interface SegmentSpec {
+  moreLocal: EndpointSpec[];
+  peers: PeerRef[];
+}
+
+/** The endpoints a spec puts on this daemon, in engine end order. */
+export function localEnds(spec: WireSpec): EndpointSpec[] {
+  return [spec.local, ...(spec.localPeer ? [spec.localPeer] : []), ...(spec.segment?.moreLocal ?? [])];
 }
 
 /**
@@ -81,7 +100,11 @@ export class Wire {
   ) {}
 
   get isLocalPair(): boolean {
-    return this.ends.length === 2;
+    return !this.spec.segment && this.ends.length === 2;
+  }
+
+  get isSegment(): boolean {
+    return !!this.spec.segment;
   }
 }
 

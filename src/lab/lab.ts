@@ -13,8 +13,8 @@ import { type EndImpairments, endImpairFromPb } from '../dataplane/impair.js';
 import { pidsInNamespaces } from '../netns/ip.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import { loadTopology } from '../topology/load.js';
-import type { LabModel, LinkModel } from '../topology/model.js';
-import { carrierPod, endpointFor, labModeProblems, resolveLink } from '../topology/resolve.js';
+import type { LabModel, LinkModel, SegmentModel } from '../topology/model.js';
+import { carrierPod, endpointFor, labModeProblems, resolveLink, resolveSegment, segmentUid } from '../topology/resolve.js';
 import { makeLabIdentities } from '../tls/identity.js';
 import { buildUnderlay, createNamespaces, deleteNamespaces, netnsList } from './plumb.js';
 import { pool, Progress } from './progress.js';
@@ -109,6 +109,56 @@ function podOf(state: LabState, name: string): LabPod {
  */
 function hostNs(lab: string): string {
   return `pwh-${lab}`;
+}
+
+/** A shared segment's member ends on each node holding some (a node's first one added, then its peers'). */
+async function addSegment(state: LabState, clients: Clients, seg: SegmentModel & { uid: number }): Promise<void> {
+  const wires = resolveSegment(seg, {
+    wireId: seg.uid,
+    place: (pod) => {
+      const node = clients.node(podOf(state, pod).node);
+      return { node: node.name, address: node.address };
+    },
+    endpoint: (end) => {
+      const p = podOf(state, end.pod);
+      return endpointFor(end, p.name, p.ns);
+    },
+  });
+  const added: string[] = [];
+  try {
+    for (const w of wires) {
+      await clients.get(w.node).addWire(w.spec);
+      added.push(w.node);
+    }
+  } catch (err) {
+    for (const n of added) await clients.get(n).removeWire(seg.uid).catch(() => undefined);
+    throw new LabError(`segment ${seg.name} (${seg.where}): ${(err as Error).message}`);
+  }
+}
+
+/** The model's segments with their wire ids. */
+function segmentsOf(model: LabModel): Array<SegmentModel & { uid: number }> {
+  return model.segments.map((s, i) => ({ ...s, uid: segmentUid(i) }));
+}
+
+/**
+ * Adds every segment of the model and waits until each is up. Re-running
+ * `up` on a running lab re-creates them (the reconcile removes every wire
+ * id it does not keep), so a changed membership is always taken whole.
+ */
+async function addSegments(state: LabState, clients: Clients, model: LabModel, progress: Progress): Promise<void> {
+  const segs = segmentsOf(model);
+  if (segs.length === 0) return;
+  state.segments = [];
+  for (const s of segs) {
+    progress.update(`segment ${s.name}: ${s.members.map((m) => `${m.pod}:${m.intf}`).join(', ')}`);
+    await addSegment(state, clients, s);
+    state.segments.push(s);
+    writeLab(state);
+  }
+  progress.update(`waiting for ${segs.length} segments to come up`, true);
+  const pulled = new Set(segs.filter((s) => s.members.some((m) => m.cable === 'pulled')).map((s) => s.uid));
+  await waitWiresUp(state, clients, new Set(segs.map((s) => s.uid).filter((u) => !pulled.has(u))), 30000);
 }
 
 async function addLink(state: LabState, clients: Clients, link: LinkModel): Promise<void> {
@@ -345,6 +395,7 @@ export async function up(o: UpOptions): Promise<UpResult> {
     await Promise.all([createNamespaces(pods.map((p) => p.ns)), waitHealthy(state, clients)]);
     if (model.links.some((l) => l.a.kind === 'host' || l.b.kind === 'host')) ipq('netns', 'attach', hostNs(name), String(process.pid));
     await addLinks(state, clients, model.links, progress);
+    await addSegments(state, clients, model, progress);
     runExecs(state, model, progress);
     progress.done();
     return { state, created: true, added: model.links.length, removed: 0, kept: 0, repaired: 0, seconds: (Date.now() - t0) / 1000 };
@@ -441,6 +492,10 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
     writeLab(state);
     if (added.some((l) => l.a.kind === 'host' || l.b.kind === 'host') && !netnsList().has(hostNs(state.name))) ipq('netns', 'attach', hostNs(state.name), String(process.pid));
     await addLinks(state, clients, added, progress);
+    // Segments were removed with the wire ids not kept above: made again from the file.
+    delete state.segments;
+    await addSegments(state, clients, model, progress);
+    writeLab(state);
     for (const l of state.links.filter((x) => keptUids.has(x.uid))) {
       const m = want.get(l.uid);
       if (m && (await applyImpairChanges(state, clients, m, l))) {
@@ -592,6 +647,25 @@ export interface CarrierEventReport {
   reason: string;
 }
 
+/** A shared segment in status: each member's counters and carrier. */
+export interface SegmentReport {
+  uid: number;
+  name: string;
+  /** up: every member present, its daemon connected to the others, its interface with carrier */
+  state: 'up' | 'down' | 'missing';
+  members: Array<{
+    name: string;
+    node: string;
+    /** frames the member sent into the segment, and frames the segment delivered to it */
+    rx_frames: number;
+    rx_bytes: number;
+    tx_frames: number;
+    tx_bytes: number;
+    drops: Record<string, number>;
+    carrier: { on: boolean; reason: string; cable: 'plugged' | 'pulled' };
+  }>;
+}
+
 export interface StatusReport {
   name: string;
   file: string;
@@ -615,6 +689,8 @@ export interface StatusReport {
   }>;
   pods: Array<{ name: string; node: string; netns: string }>;
   wires: WireReport[];
+  /** shared segments (links with more than two members) */
+  segments: SegmentReport[];
   /** the latest carrier changes over the lab (at most 20), oldest first */
   carrier_events: CarrierEventReport[];
 }
@@ -700,8 +776,30 @@ export async function status(name: string): Promise<StatusReport> {
         ends: [ra, rb],
       };
     });
+    const segments: SegmentReport[] = (state.segments ?? []).map((s) => {
+      const members = s.members.map((m): SegmentReport['members'][number] & { found: boolean; up: boolean } => {
+        const node = podOf(state, m.pod).node;
+        const name = `${m.pod}/${m.intf}`;
+        const w = (wiresByNode.get(node) ?? []).find((x) => Number(x.spec.uid) === s.uid);
+        const e = w?.ends.find((x) => x.name === name);
+        return {
+          name,
+          node,
+          rx_frames: Number(e?.counters.rx_frames ?? 0),
+          rx_bytes: Number(e?.counters.rx_bytes ?? 0),
+          tx_frames: Number(e?.counters.tx_frames ?? 0),
+          tx_bytes: Number(e?.counters.tx_bytes ?? 0),
+          drops: { ...(e?.counters.drops ?? {}) } as unknown as Record<string, number>,
+          carrier: { on: e?.carrier?.on ?? false, reason: e ? (e.carrier?.reason ?? '') : 'segment member missing', cable: e?.carrier?.cable === 'CABLE_STATE_PULLED' ? 'pulled' : 'plugged' },
+          found: !!e,
+          up: w?.state === 'WIRE_STATE_UP' && !!e?.carrier?.on,
+        };
+      });
+      const segState = members.some((m) => !m.found) ? 'missing' : members.every((m) => m.up) ? 'up' : 'down';
+      return { uid: s.uid, name: s.name, state: segState, members: members.map(({ found: _f, up: _u, ...m }) => m) };
+    });
     events.sort((a, b) => a.timestamp_us - b.timestamp_us);
-    return { name, file: state.file, nodes, pods: state.pods.map((p) => ({ name: p.name, node: p.node, netns: p.ns })), wires, carrier_events: events.slice(-20) };
+    return { name, file: state.file, nodes, pods: state.pods.map((p) => ({ name: p.name, node: p.node, netns: p.ns })), wires, segments, carrier_events: events.slice(-20) };
   } finally {
     clients.close();
   }

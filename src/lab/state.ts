@@ -2,7 +2,7 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 
-import type { LinkModel } from '../topology/model.js';
+import type { LinkModel, SegmentModel } from '../topology/model.js';
 
 export const LABS_DIR = process.env.PATCHWIRE_LABS_DIR ?? '/run/patchwire/labs';
 export const DATA_PORT = 7000;
@@ -38,6 +38,8 @@ export interface LabState {
   nodes: LabNode[];
   pods: LabPod[];
   links: LinkModel[];
+  /** shared segments, each with its wire id on the daemons (absent in labs made before segments) */
+  segments?: Array<SegmentModel & { uid: number }>;
   /** passed to every daemon as --capture-ring-bytes (absent: the daemon's default) */
   captureRingBytes?: number;
   /** passed to every daemon as --rt-priority (absent: normal scheduling) */

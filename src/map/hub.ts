@@ -6,7 +6,7 @@
 // once it has drained: it never makes the daemon queue without bound.
 import { ResourceExhausted } from '../errors.js';
 import type { EnginePeer } from '../native/wire.js';
-import type { EndCounters, WireSpec } from '../dataplane/wire.js';
+import { type EndCounters, localEnds, type WireSpec } from '../dataplane/wire.js';
 import { diffMaps, fullEvent, MAP_VERSION, type MapEvent, type MapPeer, type MapSnapshot, type MapWire, type MapWireEnd, sortMap, splitEndName } from './model.js';
 
 /** A wire as the daemon lists it (its WireStatus; declared here so the map does not import the daemon). */
@@ -135,7 +135,7 @@ export class MapHub {
     const rate = (cur: number, prev: number | undefined): number => (window > 0 && prev !== undefined && cur >= prev ? Math.round(((cur - prev) * 1000) / window * 100) / 100 : 0);
     const pods = new Map<string, { namespace: string; name: string; node: string }>();
     const mapWires: MapWire[] = wires.map((w) => {
-      const specs = [w.spec.local, ...(w.spec.localPeer ? [w.spec.localPeer] : [])];
+      const specs = localEnds(w.spec); // a segment: every member here
       const ends: MapWireEnd[] = specs.map((spec, i) => {
         const st = w.ends[i];
         const name = st?.name ?? `${spec.pod}/${spec.ifname}`;

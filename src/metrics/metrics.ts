@@ -9,6 +9,7 @@ import { Counter, Gauge, Registry } from 'prom-client';
 
 import type { ListedWire } from '../map/hub.js';
 import { splitEndName } from '../map/model.js';
+import { localEnds } from '../dataplane/wire.js';
 import type { EnginePeer } from '../native/wire.js';
 
 /** The parts of the daemon's health a scrape reads (declared here so metrics do not import the daemon). */
@@ -110,7 +111,7 @@ export class DaemonMetrics {
     const byState: Record<string, number> = { up: 0, down: 0, restoring: 0 };
     for (const w of wires) {
       byState[w.state] = (byState[w.state] ?? 0) + 1;
-      const specs = [w.spec.local, ...(w.spec.localPeer ? [w.spec.localPeer] : [])];
+      const specs = localEnds(w.spec); // a segment: every member here
       specs.forEach((spec, i) => {
         const st = w.ends[i];
         const id = splitEndName(st?.name ?? `${spec.pod}/${spec.ifname}`);

@@ -158,7 +158,7 @@ export interface EngineOptions {
 export interface NativeEngine {
   /** the data port it listens on */
   readonly port: number;
-  addWire(cfg: { uid: number; ringBytes: number; peerNode?: string; peerAddress?: string; carrierHoldMs?: number; ends: EngineEnd[] }): void;
+  addWire(cfg: { uid: number; ringBytes: number; peerNode?: string; peerAddress?: string; carrierHoldMs?: number; segment?: boolean; segmentPeers?: Array<{ node: string; address: string }>; ends: EngineEnd[] }): void;
   /** plugs or pulls the cable at one end (index as in counters); throws why not */
   setCable(uid: number, end: number, plugged: boolean): void;
   /** per end, or null for no such wire */

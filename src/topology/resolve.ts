@@ -3,7 +3,8 @@
 // namespace is come in through a Placement, so callers do the I/O.
 import type { WireSpec } from '../dataplane/wire.js';
 import type { EndpointSpec } from '../endpoint/endpoint.js';
-import type { LabModel, LinkEnd, LinkModel } from './model.js';
+import type { LabModel, LinkEnd, LinkModel, SegmentModel } from './model.js';
+import { SEGMENT_LIMITS } from '../dataplane/wire.js';
 
 /** Where one pod of a link runs. */
 export interface PodPlace {
@@ -91,15 +92,50 @@ export function carrierPod(link: LinkModel, end: 'a' | 'b'): string {
   return e.kind === 'host' ? link[end === 'a' ? 'b' : 'a'].pod : e.pod;
 }
 
+/** Segment uids start here, above any link uid a file uses, so the two never meet on a daemon. */
+export const SEGMENT_UID_BASE = 2 ** 47;
+
+/** The wire id of a model's n-th segment (lab mode). */
+export function segmentUid(index: number): number {
+  return SEGMENT_UID_BASE + index + 1;
+}
+
 /**
- * What a file declares that lab mode cannot build yet, checked before
- * anything is created: shared segments (the engine carries point-to-point
- * wires only).
+ * The specs a shared segment needs: one per node holding members, each with
+ * that node's members (local, then segment.moreLocal) and the other nodes
+ * as segment.peers. `only`: that node's spec alone.
+ */
+export function resolveSegment(seg: SegmentModel, ctx: ResolveContext, only?: string): NodeWire[] {
+  const byNode = new Map<string, { place: PodPlace; ends: LinkEnd[] }>();
+  for (const m of seg.members) {
+    const place = ctx.place(m.pod);
+    const slot = byNode.get(place.node) ?? { place, ends: [] };
+    slot.ends.push(m);
+    byNode.set(place.node, slot);
+  }
+  const out: NodeWire[] = [];
+  for (const [node, { ends }] of byNode) {
+    if (only !== undefined && only !== node) continue;
+    const [first, ...rest] = ends.map((e) => ctx.endpoint(e));
+    const peers = [...byNode.values()].filter((o) => o.place.node !== node).map((o) => ({ node: o.place.node, address: o.place.address }));
+    const ring = first && seg.members[0]?.captureBytes !== undefined ? { captureRingBytes: seg.members[0].captureBytes } : {};
+    out.push({ node, spec: { uid: ctx.wireId, local: first!, segment: { moreLocal: rest, peers }, ...ring } });
+  }
+  return out;
+}
+
+/**
+ * What a file declares that lab mode cannot build, checked before anything
+ * is created: segments beyond the engine's bounds or with members it cannot
+ * place (a host interface belongs to no pod's node).
  */
 export function labModeProblems(model: LabModel): string[] {
   const out: string[] = [];
+  for (const l of model.links) if (l.uid >= SEGMENT_UID_BASE) out.push(`link ${l.uid}: uids from ${SEGMENT_UID_BASE} up are kept for segments`);
   for (const s of model.segments) {
-    out.push(`segment ${s.name} (${s.where}) joins ${s.members.length} interfaces (${s.members.map((m) => `${m.pod}:${m.intf}`).join(', ')}): shared segments are not supported yet; only point-to-point links can be wired`);
+    const host = s.members.filter((m) => m.kind === 'host');
+    if (host.length) out.push(`segment ${s.name} (${s.where}): host interface ${host.map((m) => m.intf).join(', ')} cannot be a segment member (only pod interfaces can)`);
+    if (s.members.length > SEGMENT_LIMITS.membersPerDaemon) out.push(`segment ${s.name} (${s.where}) has ${s.members.length} members; lab mode takes at most ${SEGMENT_LIMITS.membersPerDaemon}`);
   }
   return out;
 }

@@ -2,8 +2,8 @@
 // checked without root (no daemons, no namespaces).
 import t from 'tap';
 
-import type { LinkModel } from '../../src/topology/model.js';
-import { canonicalLink, endpointFor, resolveLink, type ResolveContext } from '../../src/topology/resolve.js';
+import type { LabModel, LinkModel, SegmentModel } from '../../src/topology/model.js';
+import { canonicalLink, endpointFor, labModeProblems, resolveLink, resolveSegment, type ResolveContext, SEGMENT_UID_BASE, segmentUid } from '../../src/topology/resolve.js';
 
 const link: LinkModel = {
   uid: 7,
@@ -62,4 +62,41 @@ t.test('canonical order does not depend on how the file lists the ends', async (
   t.equal(canonicalLink(link).a.pod, 'r1');
   const nodes = { r1: 'node1', r2: 'node1' };
   t.same(resolveLink(canonicalLink(link), ctx(nodes)), resolveLink(canonicalLink(flipped), ctx(nodes)));
+});
+
+const seg: SegmentModel = {
+  name: 'lan',
+  where: 'links[4]',
+  members: [
+    { pod: 'h1', intf: 'eth1', ip: '10.0.0.1/24', kind: 'veth' },
+    { pod: 'h2', intf: 'eth1', kind: 'veth' },
+    { pod: 'h3', intf: 'eth2', kind: 'veth', cable: 'pulled' },
+  ],
+};
+
+t.test('a segment: one spec per node holding members, naming the other nodes as peers', async (t) => {
+  const w = resolveSegment(seg, ctx({ h1: 'node1', h2: 'node2', h3: 'node1' }));
+  t.same(w.map((x) => x.node), ['node1', 'node2']);
+  t.same(w[0]!.spec, {
+    uid: 4242,
+    local: endpointFor(seg.members[0]!, 'ns/h1', 'netns-h1'),
+    segment: { moreLocal: [endpointFor(seg.members[2]!, 'ns/h3', 'netns-h3')], peers: [{ node: 'node2', address: 'node2.example:7000' }] },
+  });
+  t.same(w[1]!.spec, { uid: 4242, local: endpointFor(seg.members[1]!, 'ns/h2', 'netns-h2'), segment: { moreLocal: [], peers: [{ node: 'node1', address: 'node1.example:7000' }] } });
+  t.equal(w[0]!.spec.segment!.moreLocal[0]!.cable, 'pulled', "a member's declared cable state goes with it");
+  const asked: string[] = [];
+  t.same(resolveSegment(seg, ctx({ h1: 'node1', h2: 'node2', h3: 'node1' }, asked), 'node2').map((x) => x.node), ['node2'], 'only: that node alone');
+  t.same(asked, ['h2'], 'and only its members are asked for endpoints');
+  const one = resolveSegment(seg, ctx({ h1: 'node1', h2: 'node1', h3: 'node1' }));
+  t.same([one.length, one[0]!.spec.segment!.moreLocal.length, one[0]!.spec.segment!.peers], [1, 2, []], 'all on one node: one spec, no peers');
+});
+
+t.test('lab mode refuses what it cannot place, and keeps segment uids apart from link uids', async (t) => {
+  const model = (segments: SegmentModel[], links: LinkModel[] = []): LabModel => ({ format: 'containerlab', pods: [], links, segments, skipped: [], expanded: [] });
+  t.same(labModeProblems(model([seg])), []);
+  t.match(labModeProblems(model([{ ...seg, members: [...seg.members, { pod: 'host', intf: 'ens3', kind: 'host' }] }])), [/segment lan \(links\[4\]\): host interface ens3 cannot be a segment member/]);
+  const many = Array.from({ length: 65 }, (_, i) => ({ pod: `p${i}`, intf: 'eth1', kind: 'veth' as const }));
+  t.match(labModeProblems(model([{ ...seg, members: many }])), [/has 65 members; lab mode takes at most 64/]);
+  t.match(labModeProblems(model([], [{ ...link, uid: SEGMENT_UID_BASE }])), [/uids from \d+ up are kept for segments/]);
+  t.ok(segmentUid(0) > SEGMENT_UID_BASE && segmentUid(0) <= 2 ** 48 - 1, 'a segment uid is a valid wire uid');
 });

@@ -106,7 +106,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
 
   Napi::Value Port(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), port_); }
 
-  // addWire({uid, ringBytes, peerNode?, peerAddress?, ends: [{name, fd, kind, vnetHdr, slotSize, slots, maxFrame}]})
+  // addWire({uid, ringBytes, peerNode?, peerAddress?, segment?, segmentPeers?, ends: [{name, fd, kind, vnetHdr, slotSize, slots, maxFrame}]})
   Napi::Value AddWire(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Alive(env)) return env.Undefined();
@@ -124,6 +124,17 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     double hold = Num(o, "carrierHoldMs", 0);
     if (hold < 0 || hold > 3600000) return Throw(env, "addWire: carrierHoldMs must be 0 to 3600000");
     cfg.carrierHoldMs = static_cast<uint32_t>(hold);
+    // segment: true, segmentPeers: [{node, address}] (a shared segment; ends are its members here)
+    cfg.segment = o.Has("segment") && o.Get("segment").ToBoolean();
+    if (o.Has("segmentPeers") && o.Get("segmentPeers").IsArray()) {
+      auto sp = o.Get("segmentPeers").As<Napi::Array>();
+      if (sp.Length() > engine::kMaxSegmentPeers) return Throw(env, "addWire: too many segment peers");
+      for (uint32_t i = 0; i < sp.Length(); i++) {
+        if (!sp.Get(i).IsObject()) return Throw(env, "addWire: each segment peer is an object");
+        auto po = sp.Get(i).As<Napi::Object>();
+        cfg.segmentPeers.push_back({Str(po, "node"), Str(po, "address")});
+      }
+    }
     if (!o.Get("ends").IsArray()) return Throw(env, "addWire: ends must be an array");
     auto ends = o.Get("ends").As<Napi::Array>();
     for (uint32_t i = 0; i < ends.Length(); i++) {

@@ -75,6 +75,44 @@ WireConfig Config(uint64_t uid, int fd, const std::string& peer, int peerPort) {
   return c;
 }
 
+// A segment: these fds as its members here, the other daemon as its peer.
+WireConfig SegConfig(uint64_t uid, std::vector<int> fds, const std::string& peer, int peerPort) {
+  WireConfig c;
+  c.uid = uid;
+  c.ringBytes = 64 << 10;
+  c.segment = true;
+  c.segmentPeers.push_back({peer, "127.0.0.1:" + std::to_string(peerPort)});
+  for (size_t i = 0; i < fds.size(); i++)
+    c.ends.push_back({"s/eth" + std::to_string(uid) + "-" + std::to_string(i), fds[i], true, false, 2048, 16, 1522});
+  return c;
+}
+
+// Reads what is waiting on fd (frames of 100 bytes) until `seq` has come, and
+// counts how often it came (0 after waitMs).
+int Arrivals(int fd, uint32_t seq, int waitMs) {
+  int got = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(waitMs);
+  while (std::chrono::steady_clock::now() < deadline) {
+    uint8_t g[200];
+    ssize_t n = read(fd, g, sizeof(g));
+    if (n == 100 && memcmp(g + 14, &seq, 4) == 0) got++;
+    if (n < 0) {
+      if (got) return got;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  return got;
+}
+
+void SendSeq(int fd, uint32_t seq) {
+  uint8_t f[100];
+  memset(f, 0, sizeof(f));
+  memcpy(f, "\x01\x80\xc2\x00\x00\x0e\x02\x00\x00\x00\x00\x02\x88\xcc", 14);
+  memcpy(f + 14, &seq, 4);
+  if (write(fd, f, sizeof(f)) < 0) {
+  }
+}
+
 // Sends a frame into `from` (again every 50 ms) until it arrives whole at `to`.
 bool Cross(int from, int to, uint32_t seq, int waitMs) {
   uint8_t f[100];
@@ -162,6 +200,52 @@ int main(int argc, char** argv) {
     close(y.outside);
   }
   fprintf(stderr, "engine_stress: %d wire add/remove cycles done\n", cycles);
+
+  // Segments: two members on a, one on b. Each frame reaches the other two
+  // members once and never its sender; then segments come and go while
+  // frames cross them.
+  for (int i = 0; i < cycles / 10 + 1; i++) {
+    uint64_t uid = 500000 + i;
+    Pair s0 = MakePair(), s1 = MakePair(), s2 = MakePair();
+    if (!a->AddWire(SegConfig(uid, {s0.inside, s1.inside}, "b", portB)).empty()) return finish(Fail("add segment on a"));
+    {
+      std::lock_guard<std::mutex> l(bMu);
+      if (!b->AddWire(SegConfig(uid, {s2.inside}, "a", portA)).empty()) return finish(Fail("add segment on b"));
+    }
+    if (i % 20 == 0) {
+      // b's stream may need a moment for a new peer; the first frame is retried until it crosses.
+      bool crossed = false;
+      for (int tries = 0; tries < 100 && !crossed; tries++) {
+        uint32_t s = seq++;
+        SendSeq(s0.outside, s);
+        crossed = Arrivals(s2.outside, s, 100) > 0;
+        while (Arrivals(s1.outside, s, 5) > 0) {
+        }
+      }
+      if (!crossed) return finish(Fail("no frame crossed segment " + std::to_string(uid)));
+      uint32_t s = seq++;
+      SendSeq(s2.outside, s);
+      int at0 = Arrivals(s0.outside, s, 3000), at1 = Arrivals(s1.outside, s, 3000), back = Arrivals(s2.outside, s, 50);
+      if (at0 != 1 || at1 != 1 || back != 0)
+        return finish(Fail("segment frame from b: " + std::to_string(at0) + ", " + std::to_string(at1) + " copies, " + std::to_string(back) + " back"));
+      s = seq++;
+      SendSeq(s1.outside, s);
+      int atB = Arrivals(s2.outside, s, 3000), atA0 = Arrivals(s0.outside, s, 3000);
+      if (atB != 1 || atA0 != 1) return finish(Fail("segment frame from a: " + std::to_string(atB) + ", " + std::to_string(atA0) + " copies"));
+    } else {
+      SendSeq(s0.outside, seq++);
+      SendSeq(s2.outside, seq++);
+    }
+    a->RemoveWire(uid);
+    {
+      std::lock_guard<std::mutex> l(bMu);
+      b->RemoveWire(uid);
+    }
+    close(s0.outside);
+    close(s1.outside);
+    close(s2.outside);
+  }
+  fprintf(stderr, "engine_stress: %d segment add/remove cycles done\n", cycles / 10 + 1);
 
   // b restarts: a reconnects each time, and wire 1 carries frames again.
   for (int i = 0; i < reconnects; i++) {

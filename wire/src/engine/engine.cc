@@ -92,6 +92,7 @@ struct End {
   uint32_t maxFrame = 0;
   End* pair = nullptr;
   Peer* peer = nullptr;
+  Wire* seg = nullptr;  // a segment member: its segment
   bool paused = false;
   std::vector<OutFrame> txq;
   std::vector<CaptureFrame> capq;
@@ -106,6 +107,20 @@ struct Wire {
   uint64_t uid;
   std::vector<std::unique_ptr<End>> ends;
   std::string peerNode;
+  // A segment: ends are its local members; segPeers the daemons holding the
+  // others, with what each last said of its members (present: it holds
+  // some; plugged: at least one of them has its cable plugged).
+  bool segment = false;
+  struct SegPeer {
+    Peer* p;
+    bool farKnown = false, farPresent = false, farPlugged = false;
+  };
+  std::vector<SegPeer> segPeers;
+  bool AnyPlugged() const {
+    for (auto& e : ends)
+      if (e->car.plugged) return true;
+    return false;
+  }
 };
 
 struct Peer {
@@ -488,7 +503,14 @@ void Engine::OnPortReadable(End* e) {
       }
       e->imp[kImpairOut]->Admit(outScratch_.data(), n, NowNs());
     } else if (e->pair) ForwardLocal(e, e->pair, n);
-    else ForwardToPeer(e, n);
+    else if (e->seg) {
+      outScratch_.clear();
+      for (int i = 0; i < n; i++) {
+        uint8_t* f = e->port->frame(i);
+        outScratch_.push_back({hdr ? f : nullptr, f + hdr, e->port->len(i) - hdr});
+      }
+      SegmentOut(e, outScratch_.data(), n);
+    } else ForwardToPeer(e, n);
     if (n < e->port->slots()) break;  // the socket is empty
   }
 }
@@ -524,13 +546,32 @@ void Engine::ForwardToPeer(End* e, int n) {
     uint8_t* f = e->port->frame(i);
     outScratch_.push_back({hdr ? f : nullptr, f + hdr, e->port->len(i) - hdr});
   }
-  SendToPeer(e, outScratch_.data(), n);
+  SendToPeer(e, e->peer, outScratch_.data(), n);
+}
+
+// A segment member's frames: a copy to every other local member and one
+// batch to each peer daemon holding members (it copies them to its own).
+// No learning, no filtering: every member gets every frame. Each copy is
+// counted where it goes, each loss at the end it was lost for (cable_pulled,
+// too_big, send_*) or, toward a peer, at the sending end (peer_down,
+// queue_full).
+void Engine::SegmentOut(End* from, const OutFrame* frames, int n) {
+  Wire* w = from->seg;
+  for (auto& to : w->ends) {
+    if (to.get() == from) continue;
+    if (!to->car.plugged) {
+      to->c.Add(to->c.cablePulled, n);
+      continue;
+    }
+    ToEnd(to.get(), frames, n);
+  }
+  for (auto& sp : w->segPeers) SendToPeer(from, sp.p, frames, n);
 }
 
 // Frames of end e (read from its port, or released by its impairments) as
-// one batch on the stream to its peer.
-void Engine::SendToPeer(End* e, const OutFrame* frames, int n) {
-  Peer* p = e->peer;
+// one batch on the stream to peer p (a wire's far daemon, or one of a
+// segment's).
+void Engine::SendToPeer(End* e, Peer* p, const OutFrame* frames, int n) {
   Conn* c = p->out;
   if (c == nullptr || c->state != Conn::kOpen || !p->subscribed) {
     e->c.Add(e->c.peerDown, n);
@@ -615,7 +656,8 @@ void Engine::RunImpairments() {
         }
         if (dir == kImpairIn) ToPod(e, fr.data(), n);
         else if (e->pair) ToEnd(e->pair, fr.data(), n);
-        else SendToPeer(e, fr.data(), n);
+        else if (e->seg) SegmentOut(e, fr.data(), n);
+        else SendToPeer(e, e->peer, fr.data(), n);
         if (fr.size() < kBatch) break;
       }
       if (e->impClearing[dir] && im->idle()) {
@@ -721,6 +763,9 @@ void Engine::Deliver(Peer* p, const uint8_t* msg, size_t len) {
   p->batchesIn++;
   p->framesIn += decoded_.size();
   uint64_t lastUid = 0;
+  // Where frames of the current uid go: a wire's one end here, or every
+  // local member of a segment (at most kMaxSegmentEnds).
+  Wire* seg = nullptr;
   End* end = nullptr;
   bool first = true;
   for (const FrameRef& f : decoded_) {
@@ -729,27 +774,39 @@ void Engine::Deliver(Peer* p, const uint8_t* msg, size_t len) {
       lastUid = f.wire;
       auto it = wires_.find(f.wire);
       end = nullptr;
+      seg = nullptr;
       // Frames for a local pair, or a wire whose far end is another node, never come from this peer.
-      if (it != wires_.end() && it->second->ends.size() == 1 && it->second->peerNode == p->node)
+      if (it != wires_.end() && !it->second->segment && it->second->ends.size() == 1 && it->second->peerNode == p->node)
         end = it->second->ends[0].get();
-      if (end && end->txq.empty()) touched_.push_back(end);
+      // A segment's frames only from the daemons we were told hold its members.
+      if (it != wires_.end() && it->second->segment &&
+          std::any_of(it->second->segPeers.begin(), it->second->segPeers.end(),
+                      [p](const Wire::SegPeer& sp) { return sp.p == p; }))
+        seg = it->second.get();
     }
-    if (end == nullptr) {
+    if (end == nullptr && seg == nullptr) {
       unknownWire_++;
       continue;
     }
-    if (f.len > end->maxFrame && (f.vnetHdr == nullptr || f.vnetHdr[1] == 0)) {
-      end->c.Add(end->c.tooBig, 1);
-      continue;
+    const size_t targets = seg ? seg->ends.size() : 1;
+    for (size_t t = 0; t < targets; t++) {
+      End* to = seg ? seg->ends[t].get() : end;
+      if (f.len > to->maxFrame && (f.vnetHdr == nullptr || f.vnetHdr[1] == 0)) {
+        to->c.Add(to->c.tooBig, 1);
+        continue;
+      }
+      if (CablePulled(to)) {
+        // In flight when the cable came out.
+        to->c.Add(to->c.cablePulled, 1);
+        continue;
+      }
+      if (to->txq.empty()) {
+        touched_.push_back(to);
+        to->capq.clear();
+      }
+      to->txq.push_back({f.vnetHdr, f.data, f.len});
+      to->capq.push_back({f.data, f.len});
     }
-    if (CablePulled(end)) {
-      // In flight when the cable came out.
-      end->c.Add(end->c.cablePulled, 1);
-      continue;
-    }
-    if (end->txq.empty()) end->capq.clear();
-    end->txq.push_back({f.vnetHdr, f.data, f.len});
-    end->capq.push_back({f.data, f.len});
   }
   uint64_t ts = NowUsReal();
   for (End* e : touched_) {
@@ -1606,11 +1663,25 @@ Peer* Engine::PeerFor(const std::string& node) {
 }
 
 std::string Engine::AddWire(const WireConfig& cfg) {
-  if (cfg.ends.empty() || cfg.ends.size() > 2) return "a wire has one or two local ends";
-  if (cfg.ends.size() == 1 && cfg.peerNode.empty()) return "a wire with one local end needs a peer";
+  if (cfg.segment) {
+    if (cfg.ends.empty() || cfg.ends.size() > kMaxSegmentEnds)
+      return "a segment has 1 to " + std::to_string(kMaxSegmentEnds) + " members on one daemon";
+    if (cfg.segmentPeers.size() > kMaxSegmentPeers)
+      return "a segment spans at most " + std::to_string(kMaxSegmentPeers) + " other daemons";
+    for (size_t i = 0; i < cfg.segmentPeers.size(); i++) {
+      if (cfg.segmentPeers[i].node.empty()) return "a segment peer has no node name";
+      if (cfg.segmentPeers[i].node == opts_.node) return "a segment peer is this daemon's own node";
+      for (size_t j = 0; j < i; j++)
+        if (cfg.segmentPeers[j].node == cfg.segmentPeers[i].node) return "segment peer " + cfg.segmentPeers[i].node + " is named twice";
+    }
+  } else {
+    if (cfg.ends.empty() || cfg.ends.size() > 2) return "a wire has one or two local ends";
+    if (cfg.ends.size() == 1 && cfg.peerNode.empty()) return "a wire with one local end needs a peer";
+  }
   auto w = std::make_unique<Wire>();
   w->uid = cfg.uid;
-  w->peerNode = cfg.ends.size() == 1 ? cfg.peerNode : "";
+  w->segment = cfg.segment;
+  w->peerNode = !cfg.segment && cfg.ends.size() == 1 ? cfg.peerNode : "";
   try {
     for (size_t i = 0; i < cfg.ends.size(); i++) {
       const EndConfig& ec = cfg.ends[i];
@@ -1645,7 +1716,15 @@ std::string Engine::AddWire(const WireConfig& cfg) {
     if (ec.tap) e->car.fd = ec.fd;
     e->car.on = e->car.ReadApplied();
   }
-  if (w->ends.size() == 2) {
+  if (w->segment) {
+    for (auto& e : w->ends) e->seg = w.get();
+    for (auto& sc : cfg.segmentPeers) {
+      Peer* p = PeerFor(sc.node);
+      p->address = sc.address;
+      p->wires++;
+      w->segPeers.push_back({p});
+    }
+  } else if (w->ends.size() == 2) {
     w->ends[0]->pair = w->ends[1].get();
     w->ends[1]->pair = w->ends[0].get();
   } else {
@@ -1674,8 +1753,12 @@ std::string Engine::AddWire(const WireConfig& cfg) {
       e->car.Set(false, "new wire: waiting for the far end", nowUs);
     }
   }
+  if (wp->segment)
+    for (auto& e : wp->ends)
+      if (!cfg.ends[static_cast<size_t>(e->index)].restored) e->car.Set(false, "new segment member: waiting for the others", nowUs);
   for (auto& e : wp->ends) EvalCarrier(e.get(), nowMs);
-  if (wp->ends.size() == 1) SendCarrier(wp->ends[0]->peer, {{cfg.uid, true, wp->ends[0]->car.plugged}});
+  if (wp->segment) SendSegmentCarrier(wp, true);
+  else if (wp->ends.size() == 1) SendCarrier(wp->ends[0]->peer, {{cfg.uid, true, wp->ends[0]->car.plugged}});
   carrierDirty_ = true;
   uint64_t one = 1;
   if (write(wakeFd_, &one, 8) < 0) {
@@ -1689,7 +1772,13 @@ bool Engine::RemoveWire(uint64_t uid) {
   if (it == wires_.end()) return false;
   Wire* w = it->second.get();
   // The far end loses carrier: this end is gone.
-  if (w->ends.size() == 1) SendCarrier(w->ends[0]->peer, {{uid, false, false}});
+  if (w->segment) {
+    SendSegmentCarrier(w, false);
+    for (auto& sp : w->segPeers) {
+      for (auto& e : w->ends) sp.p->paused.erase(std::remove(sp.p->paused.begin(), sp.p->paused.end(), e.get()), sp.p->paused.end());
+      if (--sp.p->wires == 0 && sp.p->sub) FailConn(sp.p->sub, "no wire needs this peer any more");
+    }
+  } else if (w->ends.size() == 1) SendCarrier(w->ends[0]->peer, {{uid, false, false}});
   for (auto& e : w->ends) {
     epoll_ctl(epfd_, EPOLL_CTL_DEL, e->port->fd(), nullptr);
     endsById_.erase(e->id);
@@ -1765,6 +1854,7 @@ EngineHealth Engine::Health() {
 
 bool Engine::CablePulled(const End* e) const {
   if (!e->car.plugged) return true;
+  if (e->seg) return false;  // a segment's other members are checked one by one
   if (e->pair) return !e->pair->car.plugged;
   return e->car.farKnown && e->car.farPresent && !e->car.farPlugged;
 }
@@ -1777,6 +1867,31 @@ void Engine::EvalCarrier(End* e, uint64_t now) {
     if (!c.plugged) c.Set(false, "cable pulled at this end", us);
     else if (!e->pair->car.plugged) c.Set(false, "cable pulled at the far end (" + e->pair->name + ")", us);
     else c.Set(true, "wire whole", us);
+    return;
+  }
+  if (e->seg) {
+    // A member has carrier while its cable is plugged and at least one other
+    // member, here or on a reachable peer that said so, has its cable
+    // plugged. No hold time: a peer out of reach counts as no members.
+    c.uncertainSinceMs = 0;
+    if (!c.plugged) {
+      c.Set(false, "cable pulled at this end", us);
+      return;
+    }
+    for (auto& o : e->seg->ends)
+      if (o.get() != e && o->car.plugged) {
+        c.Set(true, "segment member " + o->name + " present", us);
+        return;
+      }
+    for (auto& sp : e->seg->segPeers) {
+      Peer* q = sp.p;
+      const bool reach = q->subscribed && q->sub != nullptr && q->out != nullptr && q->out->state == Conn::kOpen;
+      if (reach && sp.farKnown && sp.farPresent && sp.farPlugged) {
+        c.Set(true, "segment members present on " + q->node, us);
+        return;
+      }
+    }
+    c.Set(false, "no other segment member present with its cable plugged", us);
     return;
   }
   Peer* p = e->peer;
@@ -1850,6 +1965,15 @@ void Engine::SendAllCarrier(Peer* p) {
       states.clear();
     }
   }
+  for (auto& [uid, w] : wires_) {
+    if (!w->segment) continue;
+    if (std::none_of(w->segPeers.begin(), w->segPeers.end(), [p](const Wire::SegPeer& sp) { return sp.p == p; })) continue;
+    states.push_back({uid, true, w->AnyPlugged()});
+    if (states.size() == kMaxFramesPerBatch) {
+      SendCarrier(p, states);
+      states.clear();
+    }
+  }
   SendCarrier(p, states);
 }
 
@@ -1858,6 +1982,20 @@ void Engine::FarStates(Peer* p) {
   std::vector<CarrierStateRef> reply;
   for (const CarrierStateRef& s : states_) {
     auto it = wires_.find(s.wire);
+    if (it != wires_.end() && it->second->segment) {
+      // A segment: what p says of its own members (only if it is one of the segment's daemons).
+      Wire* w = it->second.get();
+      for (auto& sp : w->segPeers) {
+        if (sp.p != p) continue;
+        const bool news = s.present && !(sp.farKnown && sp.farPresent);
+        sp.farKnown = true;
+        sp.farPresent = s.present;
+        sp.farPlugged = s.plugged;
+        if (news && std::none_of(reply.begin(), reply.end(), [&](const CarrierStateRef& r) { return r.wire == s.wire; }))
+          reply.push_back({s.wire, true, w->AnyPlugged()});
+      }
+      continue;
+    }
     // Only the daemon that holds a wire's far end speaks for it.
     if (it == wires_.end() || it->second->ends.size() != 1 || it->second->peerNode != p->node) continue;
     Carrier& c = it->second->ends[0]->car;
@@ -1877,8 +2015,17 @@ void Engine::FarStates(Peer* p) {
 
 // The stream that tells us how p's ends are ended: what it said may be stale.
 void Engine::FarUnknown(Peer* p) {
-  for (auto& [uid, w] : wires_)
-    if (w->ends.size() == 1 && w->ends[0]->peer == p) w->ends[0]->car.farKnown = false;
+  for (auto& [uid, w] : wires_) {
+    if (!w->segment && w->ends.size() == 1 && w->ends[0]->peer == p) w->ends[0]->car.farKnown = false;
+    for (auto& sp : w->segPeers)
+      if (sp.p == p) sp.farKnown = false;
+  }
+  carrierDirty_ = true;
+}
+
+// Tells every daemon of segment w how its members here are.
+void Engine::SendSegmentCarrier(Wire* w, bool present) {
+  for (auto& sp : w->segPeers) SendCarrier(sp.p, {{w->uid, present, present && w->AnyPlugged()}});
 }
 
 std::string Engine::SetCable(uint64_t uid, int end, bool plugged) {
@@ -1893,7 +2040,11 @@ std::string Engine::SetCable(uint64_t uid, int end, bool plugged) {
   uint64_t now = NowMs();
   // Both ends at once: this one here, the far one through its daemon.
   EvalCarrier(e, now);
-  if (e->pair) EvalCarrier(e->pair, now);
+  if (e->seg) {
+    // Every member here, and the members elsewhere through their daemons.
+    for (auto& o : w->ends) EvalCarrier(o.get(), now);
+    SendSegmentCarrier(w, true);
+  } else if (e->pair) EvalCarrier(e->pair, now);
   else SendCarrier(e->peer, {{uid, true, plugged}});
   carrierDirty_ = true;
   uint64_t one = 1;
@@ -1914,6 +2065,19 @@ bool Engine::CarrierOf(uint64_t uid, std::vector<CarrierInfo>* out) {
       ci.farKnown = true;
       ci.farPresent = true;
       ci.farPlugged = e->pair->car.plugged;
+    }
+    if (e->seg) {
+      // "far" of a member: the other members taken together.
+      ci.farKnown = e->seg->ends.size() > 1;
+      ci.farPresent = ci.farKnown;
+      ci.farPlugged = false;
+      for (auto& o : e->seg->ends)
+        if (o.get() != e.get() && o->car.plugged) ci.farPlugged = true;
+      for (auto& sp : e->seg->segPeers) {
+        ci.farKnown = ci.farKnown || sp.farKnown;
+        ci.farPresent = ci.farPresent || (sp.farKnown && sp.farPresent);
+        ci.farPlugged = ci.farPlugged || (sp.farKnown && sp.farPresent && sp.farPlugged);
+      }
     }
     out->push_back(std::move(ci));
   }

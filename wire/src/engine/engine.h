@@ -68,12 +68,26 @@ struct EndConfig {
   bool restored = false;
 };
 
+// A shared segment (a link with more than two members): every frame one
+// member sends goes to every other member, here and on the peers below.
+// Bounded: a frame fans out to at most kMaxSegmentEnds local members and
+// kMaxSegmentPeers peer daemons (membership is set by our own event loop,
+// never learned from peers).
+constexpr size_t kMaxSegmentEnds = 64;
+constexpr size_t kMaxSegmentPeers = 64;
+
+struct SegmentPeerConfig {
+  std::string node, address;
+};
+
 struct WireConfig {
   uint64_t uid;
-  std::vector<EndConfig> ends;  // 1 (far end on a peer) or 2 (both here)
+  std::vector<EndConfig> ends;  // wire: 1 (far end on a peer) or 2 (both here); segment: 1..kMaxSegmentEnds
   size_t ringBytes;
   std::string peerNode, peerAddress;
   uint32_t carrierHoldMs = 0;  // 0: the engine's default
+  bool segment = false;
+  std::vector<SegmentPeerConfig> segmentPeers;  // segment: the daemons holding its other members
 };
 
 // One wire end's carrier as status and the control API show it.
@@ -156,7 +170,9 @@ class Engine {
   void OnPortReadable(End* e);
   void ForwardToPeer(End* e, int n);
   void ForwardLocal(End* from, End* to, int n);
-  void SendToPeer(End* e, const OutFrame* frames, int n);
+  void SendToPeer(End* e, Peer* p, const OutFrame* frames, int n);
+  void SegmentOut(End* from, const OutFrame* frames, int n);
+  void SendSegmentCarrier(Wire* w, bool present);
   void ToEnd(End* to, const OutFrame* frames, int n);
   void ToPod(End* e, const OutFrame* frames, int n);
   void RunImpairments();
