@@ -119,6 +119,11 @@ class Watched<T extends k8s.KubernetesObject> {
   }
 }
 
+/** Per end of a wire (local, local peer): whether its cable is declared pulled. */
+function declaredCables(spec: WireSpec): boolean[] {
+  return [spec.local.cable === 'pulled', spec.localPeer?.cable === 'pulled'];
+}
+
 export class ClusterController {
   readonly registry = new PodRegistry();
   private readonly kc = new k8s.KubeConfig();
@@ -257,10 +262,14 @@ export class ClusterController {
     for (const id of this.plumbErrors.keys()) if (!plan.wires.has(id)) this.plumbErrors.delete(id);
     for (const m of [this.declared, this.declareErrors]) for (const id of m.keys()) if (!plan.wires.has(id)) m.delete(id);
     // Kept wires: a changed `state:` or impairment is applied in place.
-    for (const id of current.keys()) {
+    const restoring = new Set(this.daemon.listWires().filter((w) => w.state === 'restoring').map((w) => w.spec.uid));
+    for (const [id, have] of current) {
+      // A wire being restored takes what is declared once it is back.
+      if (restoring.has(id)) continue;
       const want = plan.wires.get(id)!;
       try {
-        if (this.daemon.applyDeclared(id, want, this.cableChanges(want))) touched = true;
+        if (this.daemon.applyDeclared(id, want, this.cableChanges(want, have))) touched = true;
+        this.declared.set(id, declaredCables(want));
         this.declareErrors.delete(id);
       } catch (err) {
         this.declareErrors.set(id, (err as Error).message);
@@ -282,7 +291,7 @@ export class ClusterController {
           // attach: interfaces left from before a restart are taken over, not recreated.
           await this.daemon.addWire(spec, { attach: true, persist: false, checkPeer: false });
           this.plumbErrors.delete(spec.uid);
-          this.cableChanges(spec);
+          this.declared.set(spec.uid, declaredCables(spec));
         } catch (err) {
           this.plumbErrors.set(spec.uid, (err as Error).message);
           this.log(`wire ${spec.uid} (${spec.local.pod}/${spec.local.ifname}): ${(err as Error).message}`);
@@ -301,16 +310,16 @@ export class ClusterController {
   }
 
   /**
-   * The ends of a wire whose declared cable state (`state: down`) changed
-   * since the last reconcile, and records the new one. Only changes are
-   * applied: a cable pulled by hand (`patchwire link down`) stays pulled
-   * while the Topology does not change it, as in lab mode.
+   * The ends of a running wire whose cable to set: where the declared state
+   * (`state: down`) changed since the last reconcile that applied it. A
+   * cable pulled by hand (`patchwire link down`) stays pulled while the
+   * Topology does not change it, as in lab mode. After a daemon restart
+   * nothing was seen yet: the declared state wins where the wire differs
+   * (a change made while the daemon was down is applied).
    */
-  private cableChanges(want: WireSpec): Array<0 | 1> {
-    const now = [want.local.cable === 'pulled', want.localPeer?.cable === 'pulled'];
-    const was = this.declared.get(want.uid);
-    this.declared.set(want.uid, now);
-    if (!was) return [];
+  private cableChanges(want: WireSpec, have: WireSpec): Array<0 | 1> {
+    const now = declaredCables(want);
+    const was = this.declared.get(want.uid) ?? [have.local.cable === 'pulled', have.localPeer?.cable === 'pulled'];
     return ([0, 1] as const).filter((i) => was[i] !== now[i]);
   }
 

@@ -755,7 +755,7 @@ export class Daemon {
     for (let i = 0; i < wire.ends.length; i++) {
       const key = keys[i]!;
       const next = normalizeEnd(want.impair?.[key] ?? {});
-      const had = wire.spec.impair?.[key];
+      const had = normalizeEnd(wire.spec.impair?.[key]);
       if (JSON.stringify(next ?? null) === JSON.stringify(had ?? null)) continue;
       for (const dir of ['in', 'out'] as const) {
         const err = this.engine.setImpair(uid, i, dir, normalizeImpairment(next?.[dir]) ?? null);

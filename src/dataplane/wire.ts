@@ -64,6 +64,7 @@ export const DROP_CAUSES = {
   rateLimited: 'rate_limited',
   impairOverflow: 'impair_overflow',
   cablePulled: 'cable_pulled',
+  noCarrier: 'no_carrier',
 } as const;
 export type DropCause = keyof typeof DROP_CAUSES;
 export type DropCounters = Record<DropCause, number>;

@@ -75,7 +75,12 @@ export async function superviseMain(argv: string[]): Promise<void> {
       sup.crashLooping[n] = young.get(n)! >= CRASH_LOOP_EXITS;
       writeSupervisor(lab, sup);
       process.stderr.write(`supervise: daemon ${n} exited (${signal ?? code}) after ${ranMs} ms; restarting in ${delay} ms${sup.crashLooping[n] ? ' (crash-looping)' : ''}\n`);
-      setTimeout(() => !stopping && start(node), delay);
+      setTimeout(() => {
+        if (stopping) return;
+        start(node);
+        // A restored daemon may re-create taps (a pod's namespace re-made): hold the new ones.
+        taps.reconcile();
+      }, delay);
     });
   };
   for (const node of state.nodes) start(node);

@@ -72,11 +72,10 @@ export class TapHolder {
     const out = new Set<string>();
     if (!state) return out;
     const nsOf = new Map(state.pods.map((p) => [p.name, p.ns]));
-    for (const l of state.links) {
-      for (const e of [l.a, l.b]) {
-        const ns = nsOf.get(e.pod);
-        if (e.kind === 'tap' && ns) out.add(`${ns}/${e.intf}`);
-      }
+    const ends = [...state.links.flatMap((l) => [l.a, l.b]), ...(state.segments ?? []).flatMap((g) => g.members)];
+    for (const e of ends) {
+      const ns = nsOf.get(e.pod);
+      if (e.kind === 'tap' && ns) out.add(`${ns}/${e.intf}`);
     }
     return out;
   }
@@ -119,6 +118,9 @@ export class TapHolder {
         const error = (err as Error).message;
         if (had?.error !== error) this.log(`tap holder: ${key}: ${error}; its carrier will blink when its daemon restarts`);
         this.held.set(key, { ifindex: 0, fd: -1, error });
+        // Tried again later (the namespace being made, say); a tap that cannot
+        // be held is said once and costs an attempt per retry.
+        missing++;
       }
     }
     if (missing > 0) {

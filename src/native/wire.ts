@@ -60,6 +60,8 @@ export interface EngineEndCounters {
   pauses: number;
   /** frames that met a pulled cable (this end's or the far end's) */
   cablePulled: number;
+  /** frames for an end without carrier, its cable plugged */
+  noCarrier: number;
   captureDrops: number;
   captureEvicted: number;
   /** impairments (src/dataplane/impair.ts): drops by cause, what they did, bytes held now */

@@ -127,15 +127,15 @@ Napi::Value OpenTap(const Napi::CallbackInfo& info) {
     // queue closes, unless a detached one is still held, and a daemon killed
     // and restarted must not blink the pod's link.
     ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE | (wantVnet ? IFF_VNET_HDR : 0);
-    if (ioctl(fd, TUNSETIFF, &ifr) != 0 && errno == EINVAL) {
-      // A single-queue tap made by an older daemon: attach to it as it is.
+    int r = ioctl(fd, TUNSETIFF, &ifr);
+    if (r != 0 && errno == EINVAL) {
+      // A single-queue tap made by an older daemon: attach to it as it is
+      // (EINVAL again: not a tap at all).
       ifr.ifr_flags &= ~IFF_MULTI_QUEUE;
-      if (ioctl(fd, TUNSETIFF, &ifr) == 0) errno = 0;
-      else if (errno == EINVAL) errno = EBUSY;
-    } else {
-      errno = 0;
+      r = ioctl(fd, TUNSETIFF, &ifr);
+      if (r != 0 && errno == EINVAL) errno = EBUSY;
     }
-    if (errno != 0) {
+    if (r != 0) {
       if (errno == EBUSY) return "interface " + name + " already exists and is not a free tap";
       return Errno("TUNSETIFF " + name);
     }
@@ -155,12 +155,16 @@ Napi::Value OpenTap(const Napi::CallbackInfo& info) {
   return Opened(env, err, fd, ifindex, vnet);
 }
 
+#ifndef IFF_NO_CARRIER
+#define IFF_NO_CARRIER 0x0040  // linux/if_tun.h since 6.0
+#endif
+
 // holdTap(name, netnsPath, knownIfindex) -> {fd, ifindex} | {ifindex, same: true} | null
 // Opens a detached queue of a patchwire tap (multi-queue and persistent) and
 // returns its fd: while it is held, the tap keeps its carrier as it is when
 // the daemon's own queue closes (a daemon killed and restarted). It carries
 // no frames (the kernel sends only to attached queues) and does not touch
-// carrier, flags or offloads. null: no such interface; {same}: it is still
+// carrier (IFF_NO_CARRIER), flags or offloads. null: no such interface; {same}: it is still
 // the interface of knownIfindex (nothing opened). Throws when the interface
 // is not a tap that can be held (single-queue, or not persistent).
 Napi::Value HoldTap(const Napi::CallbackInfo& info) {
@@ -188,7 +192,9 @@ Napi::Value HoldTap(const Napi::CallbackInfo& info) {
     ifreq ifr;
     memset(&ifr, 0, sizeof(ifr));
     strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE | IFF_VNET_HDR;
+    // IFF_NO_CARRIER: when no other queue is attached (the daemon is down),
+    // attaching would otherwise turn the tap's carrier on, pulled cable or not.
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE | IFF_VNET_HDR | IFF_NO_CARRIER;
     if (ioctl(fd, TUNSETIFF, &ifr) != 0) return Errno("attaching a queue to " + name + " (a single-queue tap, or not a tap)");
     memset(&ifr, 0, sizeof(ifr));
     if (ioctl(fd, TUNGETIFF, &ifr) != 0) return Errno("TUNGETIFF " + name);

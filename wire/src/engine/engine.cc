@@ -628,6 +628,15 @@ void Engine::ToEnd(End* to, const OutFrame* frames, int n) {
 
 void Engine::ToPod(End* e, const OutFrame* frames, int n) {
   if (n <= 0) return;
+  if (e->car.how == CarrierHow::kVethHost && !e->car.on) {
+    // This end has no carrier, so its host end is down (carrier.cc) and the
+    // kernel would refuse the frames (ENETDOWN): a cable out at either end,
+    // or the moment between the far end getting carrier back and this one
+    // (a plug), a far daemon out of reach. (A host end downed by someone
+    // else, carrier on, still counts as send_error.)
+    e->c.Add(CablePulled(e) ? e->c.cablePulled : e->c.noCarrier, static_cast<uint64_t>(n));
+    return;
+  }
   e->port->Send(frames, n);
   capScratch_.resize(n);
   for (int i = 0; i < n; i++) capScratch_[i] = {frames[i].data, frames[i].len};
@@ -1816,6 +1825,7 @@ bool Engine::Counters(uint64_t uid, std::vector<std::map<std::string, uint64_t>>
                     {"truncated", ld(c.truncated)},       {"sendBusy", ld(c.sendBusy)},
                     {"sendError", ld(c.sendError)},       {"vlanRestored", ld(c.vlanRestored)},
                     {"pauses", ld(c.pauses)},             {"cablePulled", ld(c.cablePulled)},
+                    {"noCarrier", ld(c.noCarrier)},
                     {"captureDrops", e->ring->readerDrops.load()},
                     {"captureEvicted", e->ring->evicted.load()},
                     {"impairedLoss", ld(c.impairedLoss)}, {"rateLimited", ld(c.rateLimited)},

@@ -24,6 +24,7 @@ struct EndCounters {
   std::atomic<uint64_t> impairedLoss{0}, rateLimited{0}, impairOverflow{0};
   std::atomic<uint64_t> impairDuplicated{0}, impairCorrupted{0}, impairReordered{0};
   std::atomic<uint64_t> cablePulled{0};  // frames that met a pulled cable (this end's or the far end's)
+  std::atomic<uint64_t> noCarrier{0};    // frames for an end without carrier, its cable plugged
   void Add(std::atomic<uint64_t>& c, uint64_t n) { c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
 };
 
