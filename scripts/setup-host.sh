@@ -20,6 +20,11 @@ have openssl || need+=(openssl)
 # It runs its own prometheus process; the package's service must not run.
 have promtool || need+=(prometheus)
 [ -x /usr/bin/python3 ] || need+=(python3)
+# VM tests (test/vm-*.test.ts): QEMU runs the guest scripts/build-test-guest.sh
+# builds from busybox-static and an unpacked Debian kernel package.
+have qemu-system-x86_64 || need+=(qemu-system-x86)
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx cpio && ldd /bin/busybox 2>&1 | grep -q 'not a dynamic' || need+=(busybox-static)
+have gcc || need+=(gcc)
 # The native engine links nghttp2; the fuzz targets need clang with libFuzzer and
 # the sanitizer runtimes, the request reader's the system's OpenSSL (npm run fuzz,
 # test/fuzz.test.ts).
