@@ -35,6 +35,8 @@ export const LAB_HELP = `Lab commands (one machine; pods are network namespaces)
   patchwire graph -f FILE [--format mermaid|dot]
                                 print the topology as a Mermaid flowchart (default) or DOT graph
   patchwire ls [--json]         labs on this machine
+  patchwire console LAB VM      attach to a VM pod's serial console (Ctrl-] leaves; the whole
+                                console output is kept in the lab, see status --json: console_log)
 `;
 
 function fmtStatus(s: StatusReport): string {
@@ -61,6 +63,12 @@ function fmtStatus(s: StatusReport): string {
       String(sumDrops(w.ends[0]!.drops) + sumDrops(w.ends[1]!.drops)),
     ]),
   ]);
+  if (s.vms.length) {
+    out += '\n';
+    out += table([['VM', 'NODE', 'QEMU', 'RESTARTS', 'NICS'], ...s.vms.map((v) => [v.name, v.node, v.running ? `running (pid ${v.pid})` : 'DOWN (being restarted)', String(v.restarts), v.nics.join(',')])]);
+  }
+  const restoring = s.wires.filter((w) => w.message && w.state !== 'up').map((w) => `  wire ${w.uid} ${w.state}: ${w.message}`);
+  if (restoring.length) out += `\n${restoring.join('\n')}\n`;
   const impaired = s.wires.flatMap((w) => w.ends.filter((e) => e.impair));
   if (impaired.length) {
     out += '\nimpairments (out: what the end sends; in: what it receives)\n';
@@ -144,6 +152,11 @@ export async function labMain(cmd: string, argv: string[]): Promise<number> {
       const s = await status(name);
       process.stdout.write(values.json ? JSON.stringify(s, null, 1) + '\n' : fmtStatus(s));
       return 0;
+    }
+    case 'console': {
+      const [name, vm] = positionals;
+      if (!name || !vm) throw new UsageError('console: LAB and VM are required (patchwire console LAB VM)');
+      return (await import('../lab/console.js')).attachConsole(name, vm);
     }
     case 'ls': {
       const labs = listLabs().map((name) => {

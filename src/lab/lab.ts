@@ -18,6 +18,7 @@ import { carrierPod, endpointFor, labModeProblems, resolveLink } from '../topolo
 import { makeLabIdentities } from '../tls/identity.js';
 import { buildUnderlay, createNamespaces, deleteNamespaces, netnsList } from './plumb.js';
 import { pool, Progress } from './progress.js';
+import { startVm, vmEndpoint, vmNics, vmPaths, vmPid } from './vm.js';
 import {
   alive,
   labDir,
@@ -25,6 +26,7 @@ import {
   type LabNode,
   type LabPod,
   type LabState,
+  type LabVm,
   makeNode,
   podNs,
   readLab,
@@ -121,7 +123,7 @@ async function addLink(state: LabState, clients: Clients, link: LinkModel): Prom
     endpoint: (end) => {
       if (end.kind === 'host') return endpointFor(end, 'host', hostNs(state.name));
       const p = podOf(state, end.pod);
-      return endpointFor(end, p.name, p.ns);
+      return p.vm ? vmEndpoint(state.name, p, endpointFor(end, p.name, p.ns)) : endpointFor(end, p.name, p.ns);
     },
   });
   const added: string[] = [];
@@ -186,6 +188,30 @@ async function waitHealthy(state: LabState, clients: Clients, timeoutMs = 60000)
         await sleep(100);
       }
     }
+  }
+}
+
+/**
+ * Gives each VM pod of the model its guest: started when it is not running,
+ * started again when its NICs changed (QEMU has no NIC hot-plug here). Runs
+ * before the links are added: the daemons read the taps QEMU creates.
+ */
+function ensureVms(state: LabState, model: LabModel, progress: Progress): void {
+  for (const m of model.pods) {
+    const pod = state.pods.find((p) => p.name === m.name);
+    if (!pod) continue;
+    if (!m.vm) {
+      delete pod.vm;
+      continue;
+    }
+    const want: LabVm = { spec: m.vm, nics: vmNics(state.name, m.name, model.links) };
+    const running = vmPid(state.name, pod.name);
+    if (running && JSON.stringify(pod.vm) === JSON.stringify(want)) continue;
+    if (running) process.kill(running, 'SIGKILL');
+    pod.vm = want;
+    writeLab(state);
+    progress.update(`starting VM ${pod.name} (${want.nics.length} NICs)`, true);
+    startVm(state.name, { ...pod, vm: want });
   }
 }
 
@@ -344,6 +370,7 @@ export async function up(o: UpOptions): Promise<UpResult> {
     progress.update(`creating ${pods.length} pods`, true);
     await Promise.all([createNamespaces(pods.map((p) => p.ns)), waitHealthy(state, clients)]);
     if (model.links.some((l) => l.a.kind === 'host' || l.b.kind === 'host')) ipq('netns', 'attach', hostNs(name), String(process.pid));
+    ensureVms(state, model, progress);
     await addLinks(state, clients, model.links, progress);
     runExecs(state, model, progress);
     progress.done();
@@ -440,6 +467,7 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
     state.file = path.resolve(o.file);
     writeLab(state);
     if (added.some((l) => l.a.kind === 'host' || l.b.kind === 'host') && !netnsList().has(hostNs(state.name))) ipq('netns', 'attach', hostNs(state.name), String(process.pid));
+    ensureVms(state, model, progress);
     await addLinks(state, clients, added, progress);
     for (const l of state.links.filter((x) => keptUids.has(x.uid))) {
       const m = want.get(l.uid);
@@ -560,7 +588,10 @@ export interface WireReport {
   uid: number;
   endpoints: [string, string];
   nodes: [string, string];
-  state: 'up' | 'down' | 'missing';
+  /** restoring: a daemon holds it but is re-attaching an end (a host interface vanished or was recreated, or a restart) */
+  state: 'up' | 'down' | 'missing' | 'restoring';
+  /** why it is not up, when a daemon says */
+  message?: string;
   a_to_b: { frames: number; bytes: number };
   b_to_a: { frames: number; bytes: number };
   drops: Record<string, Record<string, number>>;
@@ -614,6 +645,8 @@ export interface StatusReport {
     restoring: number;
   }>;
   pods: Array<{ name: string; node: string; netns: string }>;
+  /** VM pods: whether QEMU runs, how often the supervisor started it again, where its console is */
+  vms: Array<{ name: string; node: string; running: boolean; pid: number; restarts: number; nics: string[]; console: string; console_log: string }>;
   wires: WireReport[];
   /** the latest carrier changes over the lab (at most 20), oldest first */
   carrier_events: CarrierEventReport[];
@@ -665,7 +698,9 @@ export async function status(name: string): Promise<StatusReport> {
       const ea = found(pa.node, nameA);
       const eb = found(pb.node, nameB);
       // Up: connected, and the pods' interfaces have carrier (a pulled cable is down).
-      const stateOf = !ea || !eb ? 'missing' : ea.w.state === 'WIRE_STATE_UP' && eb.w.state === 'WIRE_STATE_UP' && ea.e.carrier?.on && eb.e.carrier?.on ? 'up' : 'down';
+      const restoring = [pa.node, pb.node].flatMap((n) => (wiresByNode.get(n) ?? []).filter((w) => w.spec.uid === l.uid && w.state === 'WIRE_STATE_RESTORING'));
+      const message = restoring[0]?.message || (!ea || !eb ? undefined : ea.w.message || eb.w.message || undefined);
+      const stateOf = restoring.length ? 'restoring' : !ea || !eb ? 'missing' : ea.w.state === 'WIRE_STATE_UP' && eb.w.state === 'WIRE_STATE_UP' && ea.e.carrier?.on && eb.e.carrier?.on ? 'up' : 'down';
       const endReport = (x: typeof ea, n: string, node: string): WireReport['ends'][number] => ({
         name: n,
         node,
@@ -693,6 +728,7 @@ export async function status(name: string): Promise<StatusReport> {
         endpoints: [nameA, nameB],
         nodes: [pa.node, pb.node],
         state: stateOf,
+        ...(message ? { message } : {}),
         // What left the far end's interface is what crossed the wire.
         a_to_b: { frames: rb.tx_frames, bytes: rb.tx_bytes },
         b_to_a: { frames: ra.tx_frames, bytes: ra.tx_bytes },
@@ -701,7 +737,14 @@ export async function status(name: string): Promise<StatusReport> {
       };
     });
     events.sort((a, b) => a.timestamp_us - b.timestamp_us);
-    return { name, file: state.file, nodes, pods: state.pods.map((p) => ({ name: p.name, node: p.node, netns: p.ns })), wires, carrier_events: events.slice(-20) };
+    const vms = state.pods
+      .filter((p) => p.vm)
+      .map((p) => {
+        const pid = vmPid(name, p.name);
+        const paths = vmPaths(name, p.name);
+        return { name: p.name, node: p.node, running: pid !== 0, pid, restarts: sup?.vms?.[p.name]?.restarts ?? 0, nics: p.vm!.nics.map((n) => n.intf), console: paths.console, console_log: paths.consoleLog };
+      });
+    return { name, file: state.file, nodes, pods: state.pods.map((p) => ({ name: p.name, node: p.node, netns: p.ns })), vms, wires, carrier_events: events.slice(-20) };
   } finally {
     clients.close();
   }

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { PACKAGE_ROOT } from '../paths.js';
 import { ensureTokenFile, LAB_TOKEN_FILE } from '../capture/auth.js';
 import { labDir, type LabNode, readLab, type SupervisorState, writeSupervisor } from './state.js';
+import { startVm, vmPid } from './vm.js';
 
 const CLI = `${PACKAGE_ROOT}/bin/patchwire.js`;
 /**
@@ -30,6 +31,8 @@ function dataPlaneSecurity(node: LabNode): string[] {
  */
 export const RESTART_MS = { first: 200, max: 30000 };
 const STABLE_MS = 10000;
+/** how often VM pods' QEMU processes are checked */
+const VM_CHECK_MS = 500;
 /** exits of a daemon kept in supervisor.json, and how many young ones in a row make a crash loop */
 const EXITS_KEPT = 10;
 const CRASH_LOOP_EXITS = 3;
@@ -78,6 +81,49 @@ export async function superviseMain(argv: string[]): Promise<void> {
     });
   };
   for (const node of state.nodes) start(node);
+
+  // VM pods: a guest whose QEMU is gone (crashed, killed, powered off) is
+  // started again; its daemon re-attaches the recreated taps by itself.
+  // The lab file is read each time: `up` adds and changes VMs.
+  sup.vms = {};
+  const vms = sup.vms;
+  const watchVms = (): void => {
+    if (stopping) return;
+    let lab;
+    try {
+      lab = readLab(state.name);
+    } catch {
+      return;
+    }
+    if (!lab) return;
+    let changed = false;
+    for (const pod of lab.pods) {
+      if (!pod.vm) continue;
+      const v = (vms[pod.name] ??= { pid: 0, restarts: 0 });
+      const pid = vmPid(lab.name, pod.name);
+      if (pid) {
+        if (v.pid !== pid) {
+          v.pid = pid;
+          changed = true;
+        }
+        continue;
+      }
+      // Started by `up` (or by us) before, and gone now.
+      if (v.pid === 0) continue;
+      v.pid = 0;
+      v.lastExit = Date.now();
+      v.restarts++;
+      changed = true;
+      try {
+        v.pid = startVm(lab.name, { ...pod, vm: pod.vm });
+        process.stderr.write(`supervise: VM ${pod.name} was gone; started again (pid ${v.pid})\n`);
+      } catch (err) {
+        process.stderr.write(`supervise: VM ${pod.name} was gone; starting it again failed: ${(err as Error).message}\n`);
+      }
+    }
+    if (changed) writeSupervisor(lab.name, sup);
+  };
+  setInterval(watchVms, VM_CHECK_MS).unref();
 
   const stop = (): void => {
     if (stopping) return;
