@@ -75,11 +75,19 @@ cat >"$rootfs/init" <<'INIT'
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
 for m in $(cat /etc/modules); do insmod /lib/modules/$m.ko; done
 ip link set lo up
+# Two passes: every NIC first gets a temporary name, so declared names that
+# are the kernel's names of other NICs (eth1 on the NIC the kernel called eth0
+# while another is eth1) never collide.
+i=0
+for d in /sys/class/net/*; do
+  n="${d##*/}"; [ "$n" = lo ] && continue
+  ip link set "$n" name "pwtmp$i"; i=$((i+1))
+done
 for a in $(cat /proc/cmdline); do
   case "$a" in
     pw.if=*) v="${a#pw.if=}"; name="${v%%,*}"; mac="${v#*,}"
-      for d in /sys/class/net/*; do
-        [ "$(cat $d/address)" = "$mac" ] && [ "${d##*/}" != "$name" ] && ip link set "${d##*/}" name "$name"
+      for d in /sys/class/net/pwtmp*; do
+        [ -e "$d" ] && [ "$(cat $d/address)" = "$mac" ] && ip link set "${d##*/}" name "$name"
       done
       ip link set "$name" up ;;
   esac

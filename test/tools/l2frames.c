@@ -76,6 +76,12 @@ static int do_recv(const char *ifname, long ms, const char *mark) {
   int fd = open_on(ifname);
   int one = 1;
   setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, &one, sizeof one);
+  /* Promiscuous while we listen: a NIC filters unicast to other MACs and
+     multicast nobody joined (QEMU's virtio-net does, in the host). */
+  struct packet_mreq mr = {0};
+  mr.mr_ifindex = (int)if_nametoindex(ifname);
+  mr.mr_type = PACKET_MR_PROMISC;
+  if (setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr) < 0) { perror("PACKET_MR_PROMISC"); exit(2); }
   static unsigned char buf[MAX_FRAME], out[MAX_FRAME + 4];
   char cbuf[CMSG_SPACE(sizeof(struct tpacket_auxdata))];
   long end = now_ms() + ms, count = 0;
