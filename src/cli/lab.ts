@@ -54,13 +54,13 @@ function fmtStatus(s: StatusReport): string {
       w.endpoints[0],
       w.endpoints[1],
       w.nodes[0] === w.nodes[1] ? w.nodes[0] : `${w.nodes[0]}-${w.nodes[1]}`,
-      w.state,
+      w.added_by ? `${w.state} (by hand)` : w.state,
       w.ends.map((e) => (e.carrier.on ? 'on' : e.carrier.cable === 'pulled' ? 'off (pulled)' : 'off')).join('/'),
       String(w.a_to_b.frames),
       String(w.a_to_b.bytes),
       String(w.b_to_a.frames),
       String(w.b_to_a.bytes),
-      String(sumDrops(w.ends[0]!.drops) + sumDrops(w.ends[1]!.drops)),
+      String(w.ends.reduce((n, e) => n + sumDrops(e.drops), 0)),
     ]),
   ]);
   if (s.vms.length) {

@@ -592,6 +592,8 @@ export interface WireReport {
   state: 'up' | 'down' | 'missing' | 'restoring';
   /** why it is not up, when a daemon says */
   message?: string;
+  /** 'api': a daemon of the lab holds it but the lab file does not list it (patchwire wire add, the control API) */
+  added_by?: 'api';
   a_to_b: { frames: number; bytes: number };
   b_to_a: { frames: number; bytes: number };
   drops: Record<string, Record<string, number>>;
@@ -682,6 +684,27 @@ export async function status(name: string): Promise<StatusReport> {
       }),
     );
     nodes.sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
+    type Found = { w: PbWireStatus; e: PbWireStatus['ends'][number] } | undefined;
+    const endReport = (x: Found, n: string, node: string): WireReport['ends'][number] => ({
+      name: n,
+      node,
+      ifindex: x?.e.ifindex ?? 0,
+      rx_frames: x?.e.counters.rx_frames ?? 0,
+      rx_bytes: x?.e.counters.rx_bytes ?? 0,
+      tx_frames: x?.e.counters.tx_frames ?? 0,
+      tx_bytes: x?.e.counters.tx_bytes ?? 0,
+      drops: { ...(x?.e.counters.drops ?? {}) } as unknown as Record<string, number>,
+      capture_drops: x?.e.counters.capture_drops ?? 0,
+      impair: endImpairFromPb(x?.e.impair) ?? null,
+      impair_held_bytes: x?.e.counters.impair_held_bytes ?? 0,
+      carrier: {
+        on: x?.e.carrier?.on ?? false,
+        reason: x ? (x.e.carrier?.reason ?? '') : 'wire end missing',
+        cable: x?.e.carrier?.cable === 'CABLE_STATE_PULLED' ? 'pulled' : 'plugged',
+        far: x?.e.carrier?.far ?? 'unknown',
+        changes: Number(x?.e.carrier?.changes ?? 0),
+      },
+    });
     const wires: WireReport[] = state.links.map((l) => {
       const pa = podOf(state, carrierPod(l, 'a'));
       const pb = podOf(state, carrierPod(l, 'b'));
@@ -701,26 +724,6 @@ export async function status(name: string): Promise<StatusReport> {
       const restoring = [pa.node, pb.node].flatMap((n) => (wiresByNode.get(n) ?? []).filter((w) => w.spec.uid === l.uid && w.state === 'WIRE_STATE_RESTORING'));
       const message = restoring[0]?.message || (!ea || !eb ? undefined : ea.w.message || eb.w.message || undefined);
       const stateOf = restoring.length ? 'restoring' : !ea || !eb ? 'missing' : ea.w.state === 'WIRE_STATE_UP' && eb.w.state === 'WIRE_STATE_UP' && ea.e.carrier?.on && eb.e.carrier?.on ? 'up' : 'down';
-      const endReport = (x: typeof ea, n: string, node: string): WireReport['ends'][number] => ({
-        name: n,
-        node,
-        ifindex: x?.e.ifindex ?? 0,
-        rx_frames: x?.e.counters.rx_frames ?? 0,
-        rx_bytes: x?.e.counters.rx_bytes ?? 0,
-        tx_frames: x?.e.counters.tx_frames ?? 0,
-        tx_bytes: x?.e.counters.tx_bytes ?? 0,
-        drops: { ...(x?.e.counters.drops ?? {}) } as unknown as Record<string, number>,
-        capture_drops: x?.e.counters.capture_drops ?? 0,
-        impair: endImpairFromPb(x?.e.impair) ?? null,
-        impair_held_bytes: x?.e.counters.impair_held_bytes ?? 0,
-        carrier: {
-          on: x?.e.carrier?.on ?? false,
-          reason: x ? (x.e.carrier?.reason ?? '') : 'wire end missing',
-          cable: x?.e.carrier?.cable === 'CABLE_STATE_PULLED' ? 'pulled' : 'plugged',
-          far: x?.e.carrier?.far ?? 'unknown',
-          changes: Number(x?.e.carrier?.changes ?? 0),
-        },
-      });
       const ra = endReport(ea, nameA, pa.node);
       const rb = endReport(eb, nameB, pb.node);
       return {
@@ -736,6 +739,31 @@ export async function status(name: string): Promise<StatusReport> {
         ends: [ra, rb],
       };
     });
+    // Wires the daemons hold that the lab file does not list (added by hand:
+    // `patchwire wire add`, the control API): shown too, marked as such.
+    const known = new Set(state.links.map((l) => l.uid));
+    const extra = new Map<number, Array<{ node: string; w: PbWireStatus }>>();
+    for (const [node, ws] of wiresByNode) for (const w of ws) if (!known.has(w.spec.uid)) extra.set(w.spec.uid, [...(extra.get(w.spec.uid) ?? []), { node, w }]);
+    for (const [uid, held] of [...extra].sort((a, b) => a[0] - b[0])) {
+      const ends = held.flatMap(({ node, w }) => w.ends.map((e) => endReport({ w, e }, e.name, node)));
+      const names = held.flatMap(({ w }) => w.ends.map((e) => e.name));
+      const far = held.map(({ w }) => w.spec.peer?.node).find((n) => n && !held.some((h) => h.node === n));
+      const restoring = held.find(({ w }) => w.state === 'WIRE_STATE_RESTORING');
+      const up = !far && held.every(({ w }) => w.state === 'WIRE_STATE_UP') && ends.every((e) => e.carrier.on);
+      const message = restoring?.w.message || (far ? `the far end is on ${far}, which holds no wire ${uid}` : held.find(({ w }) => w.message)?.w.message);
+      wires.push({
+        uid,
+        added_by: 'api',
+        endpoints: [names[0] ?? '?', names[1] ?? `(${far ?? 'none'})`],
+        nodes: [held[0]!.node, held[1]?.node ?? far ?? held[0]!.node],
+        state: restoring ? 'restoring' : up ? 'up' : 'down',
+        ...(message ? { message } : {}),
+        a_to_b: { frames: ends[1]?.tx_frames ?? 0, bytes: ends[1]?.tx_bytes ?? 0 },
+        b_to_a: { frames: ends[0]?.tx_frames ?? 0, bytes: ends[0]?.tx_bytes ?? 0 },
+        drops: Object.fromEntries(ends.map((e) => [e.name, e.drops])),
+        ends,
+      });
+    }
     events.sort((a, b) => a.timestamp_us - b.timestamp_us);
     const vms = state.pods
       .filter((p) => p.vm)

@@ -87,6 +87,8 @@ export async function superviseMain(argv: string[]): Promise<void> {
   // The lab file is read each time: `up` adds and changes VMs.
   sup.vms = {};
   const vms = sup.vms;
+  const startedAt = new Map<string, number>();
+  const youngVmExits = new Map<string, number>();
   const watchVms = (): void => {
     if (stopping) return;
     let lab;
@@ -104,20 +106,34 @@ export async function superviseMain(argv: string[]): Promise<void> {
       if (pid) {
         if (v.pid !== pid) {
           v.pid = pid;
+          startedAt.set(pod.name, startedAt.get(pod.name) ?? Date.now());
           changed = true;
         }
         continue;
       }
-      // Started by `up` (or by us) before, and gone now.
-      if (v.pid === 0) continue;
-      v.pid = 0;
-      v.lastExit = Date.now();
+      // Started by `up` (or by us) before, and gone now; a guest that keeps
+      // dying young (a bad image, a QEMU that cannot start) is started again
+      // after a delay doubling up to 30 s, like a crash-looping daemon.
+      if (v.pid === 0 && !v.lastExit) continue;
+      if (v.pid !== 0) {
+        v.pid = 0;
+        v.lastExit = Date.now();
+        const young = Date.now() - (startedAt.get(pod.name) ?? 0) < STABLE_MS;
+        youngVmExits.set(pod.name, young ? (youngVmExits.get(pod.name) ?? 0) + 1 : 0);
+        changed = true;
+      }
+      const n = youngVmExits.get(pod.name) ?? 0;
+      const delay = n === 0 ? 0 : Math.min(RESTART_MS.first * 2 ** (n - 1), RESTART_MS.max);
+      if (Date.now() - (v.lastExit ?? 0) < delay) continue;
       v.restarts++;
       changed = true;
+      startedAt.set(pod.name, Date.now());
       try {
         v.pid = startVm(lab.name, { ...pod, vm: pod.vm });
         process.stderr.write(`supervise: VM ${pod.name} was gone; started again (pid ${v.pid})\n`);
       } catch (err) {
+        v.lastExit = Date.now();
+        youngVmExits.set(pod.name, n + 1);
         process.stderr.write(`supervise: VM ${pod.name} was gone; starting it again failed: ${(err as Error).message}\n`);
       }
     }

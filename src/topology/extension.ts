@@ -120,7 +120,7 @@ export function parseVm(v: unknown, field: string, report: Report): VmSpec | und
   const kernel = path('kernel');
   const initrd = path('initrd');
   const disk = path('disk');
-  if (!kernel && !disk) bad('kernel', 'a VM needs a kernel (with an initrd) or a disk image');
+  if (v.kernel === undefined && v.disk === undefined) bad('kernel', 'a VM needs a kernel (with an initrd) or a disk image');
   if (initrd && !kernel) bad('initrd', 'an initrd is booted with a kernel: add kernel');
   const count = (k: 'memory' | 'cpus', min: number, max: number): number => {
     const x = v[k];
