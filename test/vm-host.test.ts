@@ -31,7 +31,8 @@ const status = async (): Promise<Status> => JSON.parse(await pwOk('status', LAB,
 
 /** The machine's interface the lab wires to: one end of a veth pair whose other end (with 10.62.0.2) is in FAR_NS. */
 function makeHostInterface(): void {
-  sh('ip', 'link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', FAR_NS);
+  // The same far MAC each time: the pod's ARP entry stays right across a re-creation.
+  sh('ip', 'link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', 'eth0', 'address', '02:62:00:00:00:02', 'netns', FAR_NS);
   sh('ip', 'link', 'set', HOST_IF, 'up');
   sh('ip', '-n', FAR_NS, 'addr', 'add', '10.62.0.2/24', 'dev', 'eth0');
   sh('ip', '-n', FAR_NS, 'link', 'set', 'eth0', 'up');
@@ -56,9 +57,8 @@ topology:
     r1: {kind: linux, patchwire: {node: 2}}
   links:
     - type: host
-      endpoint: {node: r1, interface: eth1}
+      endpoint: {node: r1, interface: eth1, ipv4: 10.62.0.1/24}
       host-interface: ${HOST_IF}
-      ipv4: [10.62.0.1/24]
 `,
   );
   await pwOk('up', '-f', file);
