@@ -2,7 +2,7 @@
 // daemon that dies (kill -9, crash) is started again; it restores its wires
 // from its state file and re-attaches to the pods' interfaces.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { openSync } from 'node:fs';
+import { openSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { PACKAGE_ROOT } from '../paths.js';
@@ -89,11 +89,16 @@ export async function superviseMain(argv: string[]): Promise<void> {
   const vms = sup.vms;
   const startedAt = new Map<string, number>();
   const youngVmExits = new Map<string, number>();
+  // The lab file is parsed again only when it changed (a lab without VMs
+  // costs one stat per check).
+  let cached: { mtimeMs: number; lab: ReturnType<typeof readLab> } | null = null;
   const watchVms = (): void => {
     if (stopping) return;
     let lab;
     try {
-      lab = readLab(state.name);
+      const mtimeMs = statSync(path.join(labDir(state.name), 'lab.json')).mtimeMs;
+      if (cached?.mtimeMs !== mtimeMs) cached = { mtimeMs, lab: readLab(state.name) };
+      lab = cached.lab;
     } catch {
       return;
     }
