@@ -109,4 +109,6 @@ mkdir -p "$out.tmp"
 mv "$work/vmlinuz" "$work/initrd" "$work/config" "$out.tmp/"
 echo "$kpkg $kver busybox-static $bbver iperf3 $ipver" >"$out.tmp/versions"
 rm -rf "$out"; mv "$out.tmp" "$out"
+# Guests of older package versions (or of an older script) are not used again.
+find "$cache" -mindepth 1 -maxdepth 1 -type d ! -name "$key" ! -name '.build.*' -exec rm -rf {} +
 echo "$out"
