@@ -37,6 +37,8 @@ export class GuestShell {
   private buf = '';
   private constructor(private readonly conn: net.Socket) {
     conn.on('data', (d: Buffer) => (this.buf += d.toString('latin1')));
+    // A guest stopped under us (down, a killed QEMU) resets the socket: run() times out and says so.
+    conn.on('error', () => undefined);
   }
 
   static async open(socket: string): Promise<GuestShell> {
