@@ -2,7 +2,8 @@
 // otherwise) across two emulated nodes: a pod-to-VM and a VM-to-VM link
 // declared in a containerlab file carry the transparency matrix both ways
 // byte for byte (read and written in the guest by a static AF_PACKET tool),
-// ping and iperf3 TCP (super-frames cross whole); a cable pull reaches the
+// ping and iperf3 TCP (super-frames cross whole); LLDP with lldpd in the
+// pod and an LLDPDU from the guest; a cable pull reaches the
 // guest as link down (QMP set_link) and back; kill -9 of the VM's daemon
 // changes nothing the guest sees; a killed QEMU is started again and its
 // wire re-attached to the new tap; `patchwire console` talks to the guest;
@@ -12,10 +13,10 @@ import path from 'node:path';
 
 import t, { type Test } from 'tap';
 
-import { marked, matrixFrames, sendFrames, startCapture, stopCapture, waitUntil } from './helpers/frames.js';
+import { marked, matrixFrames, startCapture, stopCapture, waitUntil } from './helpers/frames.js';
 import { GuestShell, hexFrames, testGuest, waitReady } from './helpers/guest.js';
 import { labTraces, pw, pwOk } from './helpers/labcli.js';
-import { CLI, run, TestNet, sleep, waitFor } from './helpers/testnet.js';
+import { CLI, ROOT, run, TestNet, sleep, waitFor } from './helpers/testnet.js';
 
 const LAB = 'pwva';
 const net = new TestNet('pwva');
@@ -107,14 +108,19 @@ topology:
 async function podToGuest(t: Test, shell: GuestShell, ifname: string, srcNs: string, srcIf: string, marker: string, frames: Buffer[]): Promise<void> {
   await shell.ok(`(l2frames recv ${ifname} 6000 ${marker} > /tmp/rx 2>&1 &)`);
   await waitFor('guest receiver listening', async () => (await shell.ok('cat /tmp/rx')).includes('listening'));
-  await sendFrames(net, srcNs, srcIf, frames);
+  // The sender stays on one CPU: a veth delivers through the sending CPU's
+  // backlog, so a sender the scheduler moves between the two cores mid-matrix
+  // can have the kernel reorder its frames before patchwire sees them (seen
+  // once here under load).
+  const input = frames.map((f) => f.toString('hex')).join('\n') + '\n';
+  const sent = await net.exec(srcNs, 'taskset', ['-c', '0', 'python3', path.join(ROOT, 'test', 'tools', 'sendframes.py'), srcIf, '0.0005'], { input });
+  t.equal(sent.code, 0, `sendframes: ${sent.stderr}`);
   await waitFor('guest receiver done', async () => /end \d+/.test(await shell.ok('cat /tmp/rx')), 20000, 300);
   const got = hexFrames(await shell.ok('cat /tmp/rx', 60000));
   t.equal(got.length, frames.length, `${marker}: every frame arrived once (${got.length}/${frames.length})`);
-  const sent = frames.map((f) => f.toString('hex'));
   t.same(
     got.map((f) => f.toString('hex')),
-    sent,
+    frames.map((f) => f.toString('hex')),
     `${marker}: byte for byte, in order`,
   );
 }
@@ -188,6 +194,58 @@ t.test('ping pod to VM and VM to VM; iperf3 TCP pod to VM with super-frames cros
   const rb = podEnd1.tx_bytes - podEnd0.tx_bytes;
   t.comment(`iperf3 TCP VM -> pod across nodes: ${(jr.end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s; ${rf} frames into the pod's veth, ${Math.round(rb / Math.max(rf, 1))} bytes each on average`);
   t.ok(rb / rf > 9014, "the guest's TCP super-frames crossed whole");
+});
+
+/** A minimal LLDPDU (IEEE 802.1AB): chassis ID (MAC), port ID (interface name), TTL, system name, end. */
+function lldpdu(src: string, port: string, sysName: string): Buffer {
+  const tlv = (type: number, value: Buffer): Buffer => {
+    const h = Buffer.alloc(2);
+    h.writeUInt16BE((type << 9) | value.length);
+    return Buffer.concat([h, value]);
+  };
+  const mac = Buffer.from(src.replace(/:/g, ''), 'hex');
+  const ttl = Buffer.alloc(2);
+  ttl.writeUInt16BE(120);
+  return Buffer.concat([
+    Buffer.from('0180c200000e', 'hex'),
+    mac,
+    Buffer.from('88cc', 'hex'),
+    tlv(1, Buffer.concat([Buffer.from([4]), mac])),
+    tlv(2, Buffer.concat([Buffer.from([5]), Buffer.from(port)])),
+    tlv(3, ttl),
+    tlv(5, Buffer.from(sysName)),
+    tlv(0, Buffer.alloc(0)),
+  ]);
+}
+
+t.test('LLDP between a pod and a guest: lldpd in the pod lists the guest, the guest receives lldpd\'s frames', async (t) => {
+  const ctl = ['-u', path.join(net.dir, 'lldpd-r1.sock')];
+  const lldpd = net.spawnIn(ns('r1'), 'lldpd', ['-d', '-I', 'eth1', ...ctl, '-S', 'pwva-lldp-from-pod']);
+  t.teardown(() => void lldpd.kill('SIGTERM'));
+  await waitFor('lldpd control socket', async () => (await net.exec(ns('r1'), 'lldpcli', [...ctl, 'show', 'configuration'])).code === 0, 15000, 200);
+  // Guest to pod: a real LLDPDU from the guest's NIC, until lldpd lists it.
+  await vm1.writeFrames('/tmp/lldp', [lldpdu('02:61:00:00:00:01', 'eth1', 'pwva-guest')]);
+  const seen = await waitFor(
+    'lldpd lists the guest',
+    async () => {
+      await vm1.ok('l2frames send eth1 < /tmp/lldp');
+      const r = await net.exec(ns('r1'), 'lldpcli', [...ctl, '-f', 'keyvalue', 'show', 'neighbors']);
+      return r.stdout.includes('pwva-guest') ? r.stdout : undefined;
+    },
+    20000,
+    1000,
+  );
+  t.match(seen, /chassis\.mac=02:61:00:00:00:01/, 'lldpd in the pod lists the guest as its neighbor (chassis MAC)');
+  t.match(seen, /port\.ifname=eth1/, "with the guest's port");
+  // Pod to guest: lldpd's own frames (with its system description) reach the guest's receiver.
+  await vm1.ok('(l2frames recv eth1 6000 pwva-lldp-from-pod > /tmp/rx 2>&1 &)');
+  await waitFor('guest receiver listening', async () => (await vm1.ok('cat /tmp/rx')).includes('listening'));
+  await net.exec(ns('r1'), 'lldpcli', [...ctl, 'update']);
+  await waitFor('guest receiver done', async () => /end \d+/.test(await vm1.ok('cat /tmp/rx')), 20000, 300);
+  const got = hexFrames(await vm1.ok('cat /tmp/rx'));
+  t.ok(got.length >= 1, `the guest received lldpd's LLDPDU (${got.length})`);
+  t.equal(got[0]?.subarray(0, 6).toString('hex'), '0180c200000e', 'to the nearest-bridge group 01:80:C2:00:00:0E');
+  t.equal(got[0]?.subarray(12, 14).toString('hex'), '88cc', 'ethertype LLDP');
 });
 
 const carrier = async (shell: GuestShell, ifname: string): Promise<string> => (await shell.ok(`cat /sys/class/net/${ifname}/carrier`)).trim();
