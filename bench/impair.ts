@@ -3,15 +3,21 @@
 // ping RTT p50 with 1/10/100/500 ms of delay against the unimpaired p50,
 // the standard deviation of the added delay against the jitter set, loss
 // over 100,000 frames (random and Gilbert-Elliott), iperf3 TCP against
-// rates from 1 Mbit/s to 1 Gbit/s, and TCP over 10 ms each way. Prints a
+// rates from 1 Mbit/s to 1 Gbit/s, TCP over 10 ms each way, and how long
+// after a cable pull (the control API call) each pod's kernel reports that
+// its interface lost carrier (an `ip monitor link` in each pod). Prints a
 // table; the targets of issue 15 are in the TARGET column. Takes the test
 // lock (/tmp/pw-test.lock) through the caller: run it as
-// `flock /tmp/pw-test.lock npm run bench:impair`.
+// `flock /tmp/pw-test.lock npm run bench:impair` (`-- --pull` for the pull
+// latency alone).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { ControlClient } from '../src/control/client.js';
+import { readLab } from '../src/lab/state.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = path.join(ROOT, 'bin', 'patchwire.js');
@@ -69,6 +75,81 @@ async function lossShare(frames: number): Promise<number> {
   return (after.drops.impaired_loss! - before.drops.impaired_loss!) / (after.rx_frames - before.rx_frames);
 }
 
+/**
+ * Watches a pod's interface with `ip -ts monitor link`; `next(re)` resolves
+ * with the wall-clock time (ms, microsecond digits kept) of the next line
+ * matching re.
+ */
+class LinkMonitor {
+  private buf = '';
+  private waiting: { re: RegExp; resolve: (ms: number) => void } | null = null;
+  private readonly proc;
+  constructor(pod: string) {
+    this.proc = spawn('ip', ['-n', ns(pod), '-ts', 'monitor', 'link', 'dev', 'eth1'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    this.proc.stdout.setEncoding('utf8');
+    this.proc.stdout.on('data', (c: string) => {
+      this.buf += c;
+      let nl;
+      while ((nl = this.buf.indexOf('\n')) >= 0) {
+        const line = this.buf.slice(0, nl);
+        this.buf = this.buf.slice(nl + 1);
+        const m = /^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{6})\]/.exec(line);
+        if (!m || !this.waiting || !this.waiting.re.test(line)) continue;
+        // ip prints local time; Date parses a time without an offset as local too.
+        const ms = new Date(m[1]!).getTime() + Number(m[2]) / 1000;
+        const w = this.waiting;
+        this.waiting = null;
+        w.resolve(ms);
+      }
+    });
+  }
+  next(re: RegExp): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ${re} on ${this.proc.spawnargs.join(' ')} within 5 s`)), 5000);
+      this.waiting = {
+        re,
+        resolve: (ms) => {
+          clearTimeout(timer);
+          resolve(ms);
+        },
+      };
+    });
+  }
+  close(): void {
+    this.proc.kill('SIGKILL');
+  }
+}
+
+/** Milliseconds from the SetLinkCable call (pulling a/eth1) to each pod's NO-CARRIER event, `reps` times. */
+async function pullLatency(reps: number): Promise<{ near: number[]; far: number[] }> {
+  const lab = readLab(LAB)!;
+  const nodeA = lab.nodes.find((n) => n.name === lab.pods.find((p) => p.name === 'a')!.node)!;
+  const client = new ControlClient(nodeA.control);
+  const near = new LinkMonitor('a');
+  const far = new LinkMonitor('b');
+  const out = { near: [] as number[], far: [] as number[] };
+  try {
+    await new Promise((r) => setTimeout(r, 300)); // the monitors are listening
+    for (let i = 0; i < reps; i++) {
+      const nearDown = near.next(/NO-CARRIER/);
+      const farDown = far.next(/NO-CARRIER/);
+      const t0 = performance.timeOrigin + performance.now();
+      await client.setLinkCable('a/eth1', false);
+      out.near.push((await nearDown) - t0);
+      out.far.push((await farDown) - t0);
+      const up = far.next(/LOWER_UP/);
+      await client.setLinkCable('a/eth1', true);
+      await up;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  } finally {
+    near.close();
+    far.close();
+    client.close();
+  }
+  return out;
+}
+
 async function main(): Promise<void> {
   const file = path.join(os.tmpdir(), `${LAB}.clab.yml`);
   writeFileSync(file, `name: ${LAB}\ntopology:\n  nodes:\n    a: {patchwire: {node: 1}}\n    b: {patchwire: {node: 2}}\n  links:\n    - endpoints: ["a:eth1", "b:eth1"]\n      ipv4: [10.0.1.1/24, 10.0.1.2/24]\n`);
@@ -79,7 +160,25 @@ async function main(): Promise<void> {
     rows.push(r);
     process.stderr.write(`${r.join('  ')}\n`);
   };
+  // --pull: only the cable-pull latency (a few seconds instead of minutes).
+  const pullOnly = process.argv.includes('--pull');
   try {
+    if (!pullOnly) await accuracy(row);
+    const pull = await pullLatency(20);
+    const fmt = (xs: number[]): string => `p50 ${p50(xs).toFixed(2)} ms, max ${Math.max(...xs).toFixed(2)} ms`;
+    row('cable pull to NO-CARRIER, pulled end (a, node 1)', '20 pulls', fmt(pull.near), '<= 50 ms');
+    row('cable pull to NO-CARRIER, far end (b, node 2)', '20 pulls', fmt(pull.far), '<= 50 ms');
+  } finally {
+    spawnSync(process.execPath, [CLI, 'down', LAB]);
+    rmSync(file, { force: true });
+  }
+  const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  process.stdout.write(`\nimpairment accuracy (${os.cpus().length} CPUs, ${os.release()})\n`);
+  for (const r of rows) process.stdout.write(`${r.map((c, i) => c.padEnd(w[i]!)).join('  ')}\n`);
+}
+
+async function accuracy(row: (...r: string[]) => void): Promise<void> {
+  {
     pingRtts(5, '0.1');
     const base = pingRtts(400, '0.01');
     const b50 = p50(base);
@@ -126,13 +225,9 @@ async function main(): Promise<void> {
     pw('link', 'set', LAB, 'b/eth1', '--delay', '10ms', '--dir', 'out');
     const slow = await iperf(['-t', '10', '-O', '3']);
     row('iperf3 TCP', 'delay 10ms each way', `${(slow / 1e9).toFixed(2)} Gbit/s`, '>= 1 Gbit/s');
-  } finally {
-    spawnSync(process.execPath, [CLI, 'down', LAB]);
-    rmSync(file, { force: true });
+    pw('link', 'reset', LAB, 'a/eth1');
+    pw('link', 'reset', LAB, 'b/eth1');
   }
-  const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  process.stdout.write(`\nimpairment accuracy (${os.cpus().length} CPUs, ${os.release()})\n`);
-  for (const r of rows) process.stdout.write(`${r.map((c, i) => c.padEnd(w[i]!)).join('  ')}\n`);
 }
 
 main().catch((err: Error) => {

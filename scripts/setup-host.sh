@@ -19,12 +19,16 @@ have openssl || need+=(openssl)
 # test/metrics.test.ts scrapes lab daemons with a real Prometheus (and promtool).
 # It runs its own prometheus process; the package's service must not run.
 have promtool || need+=(prometheus)
+# test/frr-bfd.test.ts runs FRR's daemons in pods; the package's own service must not run.
+[ -x /usr/lib/frr/ospfd ] || need+=(frr)
 [ -x /usr/bin/python3 ] || need+=(python3)
 # VM tests (test/vm-*.test.ts): QEMU runs the guest scripts/build-test-guest.sh
 # builds from busybox-static and an unpacked Debian kernel package.
 have qemu-system-x86_64 || need+=(qemu-system-x86)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx cpio && ldd /bin/busybox 2>&1 | grep -q 'not a dynamic' || need+=(busybox-static)
 have gcc || need+=(gcc)
+# test/ui.test.ts drives Debian's Chromium with playwright-core (never a downloaded browser).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 # The native engine links nghttp2; the fuzz targets need clang with libFuzzer and
 # the sanitizer runtimes, the request reader's the system's OpenSSL (npm run fuzz,
 # test/fuzz.test.ts).
@@ -38,11 +42,13 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  if [[ " ${need[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
-    systemctl disable --now prometheus >/dev/null 2>&1 || true
-  fi
+  for svc in prometheus frr; do
+    if [[ " ${need[*]} " == *" $svc "* ]] && command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+  done
 fi
-if [ ! -f wire/build/Release/patchwire_wire.node ] || [ ! -f dist/src/cli/main.js ]; then
+if [ ! -f wire/build/Release/patchwire_wire.node ] || [ ! -f dist/src/cli/main.js ] || [ ! -f dist/ui/cytoscape.esm.min.mjs ]; then
   echo "setup: building" >&2
   npm run build --silent
 fi

@@ -4,13 +4,14 @@
 // killed and restarted by the supervisor, every change is an event with a
 // reason in `link events` and `status`, and an edited file's state is
 // applied to the running wire without re-creating it.
+import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import t from 'tap';
 
 import { pw, pwOk } from './helpers/labcli.js';
-import { TestNet, sh, waitFor } from './helpers/testnet.js';
+import { TestNet, sh, sleep, waitFor } from './helpers/testnet.js';
 
 const LAB = 'pwpblab';
 // TestNet only for its scratch dir and cleanup of stray namespaces.
@@ -92,6 +93,15 @@ t.test('declared down, plugged, pulled, flapped, kept across a restart, edited',
     const s0 = JSON.parse(await pwOk('status', LAB, '--json')) as { nodes: Array<{ name: string; pid: number }> };
     const n1 = s0.nodes.find((n) => n.name === 'node1')!;
     const before = ifindex('r1', 'eth1');
+    // r3/eth1 is a tap on node1 whose link is plugged: the supervisor holds a
+    // detached queue of it, so its carrier does not blink while node1's
+    // daemon is gone (the kernel would take it when the last queue closed).
+    t.ok(hasCarrier('r3', 'eth1'), 'the tap r3/eth1 has carrier before the kill');
+    const mon = spawn('ip', ['-n', ns('r3'), 'monitor', 'link', 'dev', 'eth1'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let monOut = '';
+    mon.stdout.on('data', (c: Buffer) => (monOut += c.toString()));
+    t.teardown(() => mon.kill('SIGKILL'));
+    await sleep(200);
     process.kill(n1.pid, 'SIGKILL');
     await waitFor('the supervisor to restart node1', async () => {
       const s = JSON.parse((await pw('status', LAB, '--json')).stdout || '{"nodes":[]}') as { nodes: Array<{ name: string; pid: number; healthy: boolean }> };
@@ -99,6 +109,9 @@ t.test('declared down, plugged, pulled, flapped, kept across a restart, edited',
       return n !== undefined && n.healthy && n.pid !== n1.pid;
     }, 30000);
     await waitFor('the tap link back up', async () => hasCarrier('r2', 'eth2') && hasCarrier('r3', 'eth1'));
+    await waitFor('the restarted daemon to forward on the tap link', async () => (await ping('r2', '192.0.2.6', 1)) === 0, 20000);
+    mon.kill('SIGKILL');
+    t.notMatch(monOut, /NO-CARRIER/, `the tap r3/eth1 never lost carrier while its daemon was killed and restarted (ip monitor: ${JSON.stringify(monOut.slice(0, 300))})`);
     t.equal(ifindex('r1', 'eth1'), before, 'r1/eth1 was re-attached, not re-created');
     t.ok(!hasCarrier('r1', 'eth1') && !hasCarrier('r2', 'eth1'), 'r1/eth1 is still pulled: no carrier at either end');
     const s = JSON.parse(await pwOk('status', LAB, '--json')) as { wires: Array<{ ends: Array<{ name: string; carrier: { cable: string } }> }> };

@@ -69,6 +69,9 @@ t.test('carrier follows the wire across two daemons', async (t) => {
   // An interface patchwire does not own (host kind): h0, whose veth peer h1 stays in the pod.
   sh('ip', '-n', p7, 'link', 'add', 'h0', 'type', 'veth', 'peer', 'name', 'h1');
   sh('ip', '-n', p7, 'addr', 'add', '198.19.4.1/24', 'dev', 'h1');
+  // No IPv6 on the pair: the kernel's own router solicitations and MLD reports
+  // on h1 would mix with the frames counted below.
+  for (const i of ['h0', 'h1']) sh('ip', 'netns', 'exec', p7, 'sysctl', '-qw', `net.ipv6.conf.${i}.disable_ipv6=1`);
   sh('ip', '-n', p7, 'link', 'set', 'h0', 'up');
   sh('ip', '-n', p7, 'link', 'set', 'h1', 'up');
   await net.crossWire(1, na, net.endpoint('veth', p1, 'eth1', { ips: ['198.19.1.1/24'] }), nb, net.endpoint('veth', p2, 'eth1', { ips: ['198.19.1.2/24'] }));

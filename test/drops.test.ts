@@ -21,6 +21,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import t from 'tap';
 
 import type { PbCounters } from '../src/control/convert.js';
+import { DROP_CAUSES } from '../src/dataplane/wire.js';
 import { ROOT, TestNet, type TestNode, sh, sleep, waitFor } from './helpers/testnet.js';
 
 const net = new TestNet('pwxa');
@@ -75,7 +76,7 @@ async function atRest<T>(what: string, read: () => Promise<T>): Promise<T> {
 }
 
 type Drops = PbCounters['drops'];
-const DROP_KEYS: Array<keyof Drops> = ['queue_full', 'peer_down', 'too_big', 'kernel_ring', 'kernel_queue', 'truncated', 'send_busy', 'send_error'];
+const DROP_KEYS: Array<keyof Drops> = Object.values(DROP_CAUSES);
 
 /** Counter changes of one end between two snapshots. */
 function delta(a: PbCounters, b: PbCounters): { rx: number; tx: number } & Drops {

@@ -75,7 +75,7 @@ function parseDir(d: string | undefined): ImpairDir {
  * The daemon holding POD/INTF in the lab, and the end's name as the daemon
  * knows it. A host end (host/INTF) is held by its carrier pod's daemon.
  */
-function locate(labName: string, endArg: string): { control: string; end: string; node: string } {
+export function locate(labName: string, endArg: string): { control: string; end: string; node: string } {
   const state = readLab(labName);
   if (!state) fail(`no lab named '${labName}' (see 'patchwire ls')`);
   const m = /^([^/]+)\/([^/]+)$/.exec(endArg);

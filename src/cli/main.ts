@@ -21,6 +21,7 @@ Commands:
   link      a lab link: pull, plug or flap its cable, carrier events; set or reset impairments
   capture   capture the frames of wire ends as pcapng (ring, then live)
   map       a lab's live link map: nodes, pods, wires, state, rates, drops
+  ui        a lab's browser view: live map, capture, packet list, cable and impairments
   daemon    run a wire daemon (one per node; --cluster for Kubernetes)
   cni       install or uninstall the CNI plugin on a node
   wire      add, remove or list the wires of a daemon
@@ -31,8 +32,8 @@ Run 'patchwire COMMAND --help' for the options of a command.
 `;
 
 async function fullHelp(): Promise<string> {
-  const [lab, capture, daemon, wire, cni, signer, map, link, impair] = await Promise.all([import('./lab.js'), import('./capture.js'), import('./daemon.js'), import('./wire.js'), import('./cni.js'), import('./signer.js'), import('./map.js'), import('./link.js'), import('./impair.js')]);
-  return `${HELP}\n${lab.LAB_HELP}\n${link.LINK_HELP}\n${impair.IMPAIR_HELP}\n${capture.CAPTURE_HELP}\n${map.MAP_HELP}\n${daemon.DAEMON_HELP}\n${wire.WIRE_HELP}\n${cni.CNI_HELP}\n${signer.SIGNER_HELP}`;
+  const [lab, capture, daemon, wire, cni, signer, map, link, impair, ui] = await Promise.all([import('./lab.js'), import('./capture.js'), import('./daemon.js'), import('./wire.js'), import('./cni.js'), import('./signer.js'), import('./map.js'), import('./link.js'), import('./impair.js'), import('./ui.js')]);
+  return `${HELP}\n${lab.LAB_HELP}\n${link.LINK_HELP}\n${impair.IMPAIR_HELP}\n${capture.CAPTURE_HELP}\n${map.MAP_HELP}\n${ui.UI_HELP}\n${daemon.DAEMON_HELP}\n${wire.WIRE_HELP}\n${cni.CNI_HELP}\n${signer.SIGNER_HELP}`;
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -68,6 +69,9 @@ async function main(argv: string[]): Promise<void> {
       return;
     case 'map':
       process.exitCode = await (await import('./map.js')).mapMain(rest);
+      return;
+    case 'ui':
+      process.exitCode = await (await import('./ui.js')).uiMain(rest);
       return;
     case 'supervise':
       return (await import('../lab/supervisor.js')).superviseMain(rest);

@@ -8,6 +8,7 @@ import type net from 'node:net';
 import * as k8s from '@kubernetes/client-node';
 
 import type { Daemon, WireStatus } from '../daemon/daemon.js';
+import type { WireSpec } from '../dataplane/wire.js';
 import { linkExists } from '../netns/ip.js';
 import { type CniAttachment, CNI_ERR, CniError, type CniRequest, CNI_DEL_WAIT_MS } from '../cni/protocol.js';
 import { startCniServer } from '../cni/server.js';
@@ -130,6 +131,10 @@ export class ClusterController {
   private readonly plumbErrors = new Map<number, string>();
   /** status last written per Topology, to patch only changes */
   private readonly written = new Map<string, string>();
+  /** cable state each wire's ends were declared with at the last reconcile (true: pulled) */
+  private readonly declared = new Map<number, boolean[]>();
+  /** why a declared cable state or impairment could not be applied, by wire id */
+  private readonly declareErrors = new Map<number, string>();
   /** first time a registration was seen without its pod object */
   private readonly orphanSince = new Map<string, number>();
   private running: Promise<void> | null = null;
@@ -250,6 +255,18 @@ export class ClusterController {
       current.delete(id);
     }
     for (const id of this.plumbErrors.keys()) if (!plan.wires.has(id)) this.plumbErrors.delete(id);
+    for (const m of [this.declared, this.declareErrors]) for (const id of m.keys()) if (!plan.wires.has(id)) m.delete(id);
+    // Kept wires: a changed `state:` or impairment is applied in place.
+    for (const id of current.keys()) {
+      const want = plan.wires.get(id)!;
+      try {
+        if (this.daemon.applyDeclared(id, want, this.cableChanges(want))) touched = true;
+        this.declareErrors.delete(id);
+      } catch (err) {
+        this.declareErrors.set(id, (err as Error).message);
+        this.log(`wire ${id}: ${(err as Error).message}`);
+      }
+    }
     const todo = [...plan.wires.values()].filter((s) => !current.has(s.uid));
     if (todo.length) {
       touched = true;
@@ -265,6 +282,7 @@ export class ClusterController {
           // attach: interfaces left from before a restart are taken over, not recreated.
           await this.daemon.addWire(spec, { attach: true, persist: false, checkPeer: false });
           this.plumbErrors.delete(spec.uid);
+          this.cableChanges(spec);
         } catch (err) {
           this.plumbErrors.set(spec.uid, (err as Error).message);
           this.log(`wire ${spec.uid} (${spec.local.pod}/${spec.local.ifname}): ${(err as Error).message}`);
@@ -280,6 +298,20 @@ export class ClusterController {
     await Promise.all(Array.from({ length: Math.min(PLUMB_PARALLEL, todo.length) }, worker));
     if (touched) await this.daemon.persist();
     await this.writeStatuses();
+  }
+
+  /**
+   * The ends of a wire whose declared cable state (`state: down`) changed
+   * since the last reconcile, and records the new one. Only changes are
+   * applied: a cable pulled by hand (`patchwire link down`) stays pulled
+   * while the Topology does not change it, as in lab mode.
+   */
+  private cableChanges(want: WireSpec): Array<0 | 1> {
+    const now = [want.local.cable === 'pulled', want.localPeer?.cable === 'pulled'];
+    const was = this.declared.get(want.uid);
+    this.declared.set(want.uid, now);
+    if (!was) return [];
+    return ([0, 1] as const).filter((i) => was[i] !== now[i]);
   }
 
   /** Registrations whose pod object stays missing (its DEL was missed) are dropped. */
@@ -317,7 +349,16 @@ export class ClusterController {
       if (!w) return { ...base, state: 'pending', message: 'being plumbed' };
       // In the state file but not re-created since the daemon restarted (retried with backoff).
       if (w.state === 'restoring') return { ...base, state: 'pending', message: w.message ?? 'being restored' };
-      const plumbed = { ...base, plumbed: true };
+      const declErr = this.declareErrors.get(id);
+      if (declErr) return { ...base, plumbed: true, state: 'error', message: declErr };
+      // This pod's end: its cable, carrier and effective impairments.
+      const i = w.ends.findIndex((e) => e.name === `${t.namespace}/${t.name}/${l.local_intf}`);
+      const end = w.ends[i];
+      const impair = i >= 0 ? w.spec.impair?.[i === 0 ? 'local' : 'localPeer'] : undefined;
+      const plumbed = { ...base, plumbed: true, ...(end ? { cable: end.carrier.cable, carrier: end.carrier.on } : {}), ...(impair ? { impair } : {}) };
+      if (end?.carrier.cable === 'pulled') return { ...plumbed, state: 'down', message: 'the cable is pulled at this end' };
+      const farPulled = w.spec.peer ? end?.carrier.far === 'pulled' : w.ends[1 - i]?.carrier.cable === 'pulled';
+      if (farPulled) return { ...plumbed, state: 'down', message: `the cable is pulled at the far end (${l.peer_pod}/${l.peer_intf})` };
       if (!w.spec.peer) return { ...plumbed, state: w.state };
       // Up means both ends exist (the far node says so in its pod's status)
       // and the daemons' streams are connected. A missing far end is the

@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto';
 
 import type { EndpointSpec } from '../endpoint/endpoint.js';
+import type { EndImpairments } from '../dataplane/impair.js';
 import type { WireSpec } from '../dataplane/wire.js';
 import { MESHNET_API_VERSION, parseMeshnet } from '../topology/meshnet.js';
 import type { LinkModel, TopologyError } from '../topology/model.js';
@@ -47,6 +48,11 @@ export interface LinkStatus {
   peer_node?: string;
   /** this node's end of the link exists (the far node reads it before saying up) */
   plumbed?: boolean;
+  /** this pod's end: the cable (`state: down` or `patchwire link down`) and whether its interface has carrier */
+  cable?: 'plugged' | 'pulled';
+  carrier?: boolean;
+  /** this pod's end: the impairments in effect */
+  impair?: EndImpairments;
 }
 
 export interface TopologyStatus {

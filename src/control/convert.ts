@@ -1,6 +1,6 @@
 // Mapping between the control API's messages and the daemon's own types.
 import type { EndpointKind, EndpointSpec } from '../endpoint/index.js';
-import type { EndCounters, WireSpec } from '../dataplane/wire.js';
+import { DROP_CAUSES, type DropCause, type EndCounters, type PbDropCause, type WireSpec } from '../dataplane/wire.js';
 import type { WireStatus } from '../daemon/daemon.js';
 import { endImpairFromPb, endImpairToPb, normalizeEnd, type PbEndImpairments } from '../dataplane/impair.js';
 
@@ -26,20 +26,7 @@ export interface PbWireSpec {
   local_peer_impair?: PbEndImpairments | null;
   carrier_hold_ms?: number;
 }
-export interface PbDrops {
-  queue_full: number;
-  peer_down: number;
-  too_big: number;
-  kernel_ring: number;
-  kernel_queue: number;
-  truncated: number;
-  send_busy: number;
-  send_error: number;
-  impaired_loss: number;
-  rate_limited: number;
-  impair_overflow: number;
-  cable_pulled: number;
-}
+export type PbDrops = Record<PbDropCause, number>;
 export interface PbCounters {
   rx_frames: number;
   rx_bytes: number;
@@ -131,20 +118,7 @@ function countersToPb(c: EndCounters): PbCounters {
     rx_bytes: c.rxBytes,
     tx_frames: c.txFrames,
     tx_bytes: c.txBytes,
-    drops: {
-      queue_full: d.queueFull,
-      peer_down: d.peerDown,
-      too_big: d.tooBig,
-      kernel_ring: d.kernelRing,
-      truncated: d.truncated,
-      send_busy: d.sendBusy,
-      send_error: d.sendError,
-      kernel_queue: d.kernelQueue,
-      impaired_loss: d.impairedLoss,
-      rate_limited: d.rateLimited,
-      impair_overflow: d.impairOverflow,
-      cable_pulled: d.cablePulled,
-    },
+    drops: Object.fromEntries((Object.entries(DROP_CAUSES) as Array<[DropCause, PbDropCause]>).map(([k, pb]) => [pb, d[k]])) as PbDrops,
     capture_drops: c.captureDrops,
     backpressure_pauses: c.backpressurePauses,
     impair_duplicated: c.impairDuplicated,

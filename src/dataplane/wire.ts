@@ -25,25 +25,31 @@ export interface WireSpec {
   carrierHoldMs?: number;
 }
 
-export interface DropCounters {
-  queueFull: number;
-  peerDown: number;
-  tooBig: number;
-  kernelRing: number;
-  truncated: number;
-  sendBusy: number;
-  sendError: number;
-  /** the pod sent it; the kernel dropped it before our socket (Endpoint.kernelQueueDrops) */
-  kernelQueue: number;
-  /** removed by the end's loss impairment */
-  impairedLoss: number;
-  /** the rate limit's queue was full */
-  rateLimited: number;
-  /** the end's impairments already held their byte limit */
-  impairOverflow: number;
-  /** frames that met a pulled cable */
-  cablePulled: number;
-}
+/**
+ * Every cause a frame is dropped for, by its control-plane name, with its
+ * name in the control API (proto/patchwire/v1/control.proto, message Drops,
+ * where each is explained; test/proto.test.ts checks the two agree).
+ * kernelQueue comes from the kernel's counters (Endpoint.kernelQueueDrops),
+ * every other cause from the engine's counters of the same name.
+ */
+export const DROP_CAUSES = {
+  queueFull: 'queue_full',
+  peerDown: 'peer_down',
+  tooBig: 'too_big',
+  kernelRing: 'kernel_ring',
+  truncated: 'truncated',
+  sendBusy: 'send_busy',
+  sendError: 'send_error',
+  kernelQueue: 'kernel_queue',
+  impairedLoss: 'impaired_loss',
+  rateLimited: 'rate_limited',
+  impairOverflow: 'impair_overflow',
+  cablePulled: 'cable_pulled',
+} as const;
+export type DropCause = keyof typeof DROP_CAUSES;
+export type DropCounters = Record<DropCause, number>;
+/** A drop cause as the control API names it. */
+export type PbDropCause = (typeof DROP_CAUSES)[DropCause];
 
 export interface EndCounters {
   rxFrames: number;
@@ -87,20 +93,7 @@ export function endCounters(c: EngineEndCounters | undefined, ring: EngineRing, 
     rxBytes: z.rxBytes ?? 0,
     txFrames: z.txFrames ?? 0,
     txBytes: z.txBytes ?? 0,
-    drops: {
-      queueFull: z.queueFull ?? 0,
-      peerDown: z.peerDown ?? 0,
-      tooBig: z.tooBig ?? 0,
-      kernelRing: z.kernelRing ?? 0,
-      truncated: z.truncated ?? 0,
-      sendBusy: z.sendBusy ?? 0,
-      sendError: z.sendError ?? 0,
-      kernelQueue,
-      impairedLoss: z.impairedLoss ?? 0,
-      rateLimited: z.rateLimited ?? 0,
-      impairOverflow: z.impairOverflow ?? 0,
-      cablePulled: z.cablePulled ?? 0,
-    },
+    drops: Object.fromEntries((Object.keys(DROP_CAUSES) as DropCause[]).map((k) => [k, k === 'kernelQueue' ? kernelQueue : (z[k] ?? 0)])) as DropCounters,
     captureDrops: ring.readerDrops,
     backpressurePauses: z.pauses ?? 0,
     impairDuplicated: z.impairDuplicated ?? 0,

@@ -1,6 +1,8 @@
-// tap endpoint: the daemon creates a persistent tap inside the pod namespace
-// and holds its fd. Persistent, so the pod's interface outlives a daemon
-// crash and a restarted daemon re-attaches to the same device.
+// tap endpoint: the daemon creates a persistent, multi-queue tap inside the
+// pod namespace and holds its fd (one queue). Persistent, so the pod's
+// interface outlives a daemon crash and a restarted daemon re-attaches to the
+// same device; multi-queue, so that a lab's supervisor can hold a detached
+// queue that keeps its carrier meanwhile (src/lab/tap-holder.ts).
 import { closeSync } from 'node:fs';
 
 import { wire } from '../native/wire.js';
@@ -53,6 +55,9 @@ export class TapEndpoint extends EndpointBase {
       } catch {
         /* already gone */
       }
+      // A tap whose detached queue a lab's supervisor holds (src/lab/tap-holder.ts)
+      // outlives its last attached queue: delete it outright.
+      await wire.netlink.linkDel(netnsPath(this.spec.netns), this.spec.ifname).catch(() => false);
     }
     this.closeFd();
   }

@@ -9,6 +9,7 @@ import { PACKAGE_ROOT } from '../paths.js';
 import { ensureTokenFile, LAB_TOKEN_FILE } from '../capture/auth.js';
 import { labDir, type LabNode, readLab, type SupervisorState, writeSupervisor } from './state.js';
 import { startVm, vmPid } from './vm.js';
+import { TapHolder } from './tap-holder.js';
 
 const CLI = `${PACKAGE_ROOT}/bin/patchwire.js`;
 /**
@@ -81,6 +82,9 @@ export async function superviseMain(argv: string[]): Promise<void> {
     });
   };
   for (const node of state.nodes) start(node);
+  // Taps keep their carrier while their daemon restarts (see tap-holder.ts).
+  const taps = new TapHolder(lab, (m) => process.stderr.write(`supervise: ${m}\n`));
+  taps.start();
 
   // VM pods: a guest whose QEMU is gone (crashed, killed, powered off) is
   // started again; its daemon re-attaches the recreated taps by itself.
@@ -94,20 +98,20 @@ export async function superviseMain(argv: string[]): Promise<void> {
   let cached: { mtimeMs: number; lab: ReturnType<typeof readLab> } | null = null;
   const watchVms = (): void => {
     if (stopping) return;
-    let lab;
+    let current;
     try {
       const mtimeMs = statSync(path.join(labDir(state.name), 'lab.json')).mtimeMs;
       if (cached?.mtimeMs !== mtimeMs) cached = { mtimeMs, lab: readLab(state.name) };
-      lab = cached.lab;
+      current = cached.lab;
     } catch {
       return;
     }
-    if (!lab) return;
+    if (!current) return;
     let changed = false;
-    for (const pod of lab.pods) {
+    for (const pod of current.pods) {
       if (!pod.vm) continue;
       const v = (vms[pod.name] ??= { pid: 0, restarts: 0 });
-      const pid = vmPid(lab.name, pod.name);
+      const pid = vmPid(current.name, pod.name);
       if (pid) {
         if (v.pid !== pid) {
           v.pid = pid;
@@ -134,7 +138,7 @@ export async function superviseMain(argv: string[]): Promise<void> {
       changed = true;
       startedAt.set(pod.name, Date.now());
       try {
-        v.pid = startVm(lab.name, { ...pod, vm: pod.vm });
+        v.pid = startVm(current.name, { ...pod, vm: pod.vm });
         process.stderr.write(`supervise: VM ${pod.name} was gone; started again (pid ${v.pid})\n`);
       } catch (err) {
         v.lastExit = Date.now();
@@ -142,13 +146,14 @@ export async function superviseMain(argv: string[]): Promise<void> {
         process.stderr.write(`supervise: VM ${pod.name} was gone; starting it again failed: ${(err as Error).message}\n`);
       }
     }
-    if (changed) writeSupervisor(lab.name, sup);
+    if (changed) writeSupervisor(current.name, sup);
   };
   setInterval(watchVms, VM_CHECK_MS).unref();
 
   const stop = (): void => {
     if (stopping) return;
     stopping = true;
+    taps.stop();
     const pending = [...children.values()].filter((c) => c.exitCode === null && c.signalCode === null);
     let left = pending.length;
     if (left === 0) process.exit(0);

@@ -248,6 +248,12 @@ interface Addon {
   openPacket(ifname: string, netnsPath: string, opts: { vnetHdr: boolean; bufBytes?: number }): OpenedFd;
   openTap(name: string, netnsPath: string, opts: { vnetHdr: boolean; persist: boolean }): OpenedFd;
   unpersistTap(fd: number): void;
+  /**
+   * A detached queue of the persistent tap `name` (see wire/src/addon.cc):
+   * {fd} when opened, {same} when it is still the interface of knownIfindex,
+   * null when there is no such interface; throws when it cannot be held.
+   */
+  holdTap(name: string, netnsPath: string, knownIfindex: number): { ifindex: number; fd?: number; same?: true } | null;
   /** SCHED_RR at `priority` for every thread of the process (0: back to SCHED_OTHER); returns threads changed */
   setScheduling(priority: number): number;
   /** glibc trim threshold: free heap memory kept up to `bytes` rather than returned to the kernel; false where not glibc */

@@ -122,9 +122,21 @@ Napi::Value OpenTap(const Napi::CallbackInfo& info) {
     ifreq ifr;
     memset(&ifr, 0, sizeof(ifr));
     strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (wantVnet ? IFF_VNET_HDR : 0);
-    if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
-      if (errno == EINVAL || errno == EBUSY) return "interface " + name + " already exists and is not a free tap";
+    // Multi-queue, so that a lab's supervisor can hold a detached queue of
+    // it (holdTap): the kernel takes a tap's carrier away when its last
+    // queue closes, unless a detached one is still held, and a daemon killed
+    // and restarted must not blink the pod's link.
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE | (wantVnet ? IFF_VNET_HDR : 0);
+    if (ioctl(fd, TUNSETIFF, &ifr) != 0 && errno == EINVAL) {
+      // A single-queue tap made by an older daemon: attach to it as it is.
+      ifr.ifr_flags &= ~IFF_MULTI_QUEUE;
+      if (ioctl(fd, TUNSETIFF, &ifr) == 0) errno = 0;
+      else if (errno == EINVAL) errno = EBUSY;
+    } else {
+      errno = 0;
+    }
+    if (errno != 0) {
+      if (errno == EBUSY) return "interface " + name + " already exists and is not a free tap";
       return Errno("TUNSETIFF " + name);
     }
     vnet = wantVnet;
@@ -141,6 +153,64 @@ Napi::Value OpenTap(const Napi::CallbackInfo& info) {
     return "";
   });
   return Opened(env, err, fd, ifindex, vnet);
+}
+
+// holdTap(name, netnsPath, knownIfindex) -> {fd, ifindex} | {ifindex, same: true} | null
+// Opens a detached queue of a patchwire tap (multi-queue and persistent) and
+// returns its fd: while it is held, the tap keeps its carrier as it is when
+// the daemon's own queue closes (a daemon killed and restarted). It carries
+// no frames (the kernel sends only to attached queues) and does not touch
+// carrier, flags or offloads. null: no such interface; {same}: it is still
+// the interface of knownIfindex (nothing opened). Throws when the interface
+// is not a tap that can be held (single-queue, or not persistent).
+Napi::Value HoldTap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsString() || !info[2].IsNumber()) {
+    Napi::TypeError::New(env, "holdTap(name, netnsPath, knownIfindex)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string name = info[0].As<Napi::String>();
+  std::string ns = info[1].As<Napi::String>();
+  int known = info[2].As<Napi::Number>().Int32Value();
+  if (name.empty() || name.size() >= IFNAMSIZ) {
+    Napi::Error::New(env, "interface name '" + name + "' must be 1 to 15 bytes").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = -1, ifindex = 0;
+  std::string err = RunInNetns(ns, [&]() -> std::string {
+    ifindex = if_nametoindex(name.c_str());
+    if (ifindex == 0 || ifindex == known) return "";
+    fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return Errno("open /dev/net/tun");
+    // The daemon's own flags (src/endpoint/tap.ts opens every tap with the
+    // virtio-net header): a queue attached with other feature flags to a tap
+    // that has none attached would change the device's.
+    ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE | IFF_VNET_HDR;
+    if (ioctl(fd, TUNSETIFF, &ifr) != 0) return Errno("attaching a queue to " + name + " (a single-queue tap, or not a tap)");
+    memset(&ifr, 0, sizeof(ifr));
+    if (ioctl(fd, TUNGETIFF, &ifr) != 0) return Errno("TUNGETIFF " + name);
+    // A tap that is not persistent was not made by a daemon (or was made by
+    // this very call, between its removal and our open): leave it alone.
+    if (!(ifr.ifr_flags & IFF_PERSIST)) return "interface " + name + " is not a persistent tap";
+    memset(&ifr, 0, sizeof(ifr));
+    ifr.ifr_flags = IFF_DETACH_QUEUE;
+    if (ioctl(fd, TUNSETQUEUE, &ifr) != 0) return Errno("detaching the held queue of " + name);
+    return "";
+  });
+  if (!err.empty()) {
+    if (fd >= 0) close(fd);
+    Napi::Error::New(env, err).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (ifindex == 0) return env.Null();
+  auto r = Napi::Object::New(env);
+  r.Set("ifindex", ifindex);
+  if (fd < 0) r.Set("same", true);
+  else r.Set("fd", fd);
+  return r;
 }
 
 // unpersistTap(fd): the tap disappears when this fd closes.
@@ -226,6 +296,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("openPacket", Napi::Function::New(env, OpenPacket));
   exports.Set("openTap", Napi::Function::New(env, OpenTap));
   exports.Set("unpersistTap", Napi::Function::New(env, UnpersistTap));
+  exports.Set("holdTap", Napi::Function::New(env, HoldTap));
   exports.Set("netlink", nl::Init(env));
   exports.Set("Port", Port::Init(env));
   exports.Set("Engine", InitEngine(env));
