@@ -22,6 +22,11 @@ have promtool || need+=(prometheus)
 # test/frr-bfd.test.ts runs FRR's daemons in pods; the package's own service must not run.
 [ -x /usr/lib/frr/ospfd ] || need+=(frr)
 [ -x /usr/bin/python3 ] || need+=(python3)
+# VM tests (test/vm-*.test.ts): QEMU runs the guest scripts/build-test-guest.sh
+# builds from busybox-static and an unpacked Debian kernel package.
+have qemu-system-x86_64 || need+=(qemu-system-x86)
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx cpio && ldd /bin/busybox 2>&1 | grep -q 'not a dynamic' || need+=(busybox-static)
+have gcc || need+=(gcc)
 # test/ui.test.ts drives Debian's Chromium with playwright-core (never a downloaded browser).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 # The native engine links nghttp2; the fuzz targets need clang with libFuzzer and

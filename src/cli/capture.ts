@@ -87,7 +87,7 @@ export async function captureMain(argv: string[]): Promise<number> {
     byNode.set(values.control, { node: values.control, client, wires: names.map((name, id) => ({ name, id })) });
     names.forEach((name, id) => interfaces.push({ id, name, description: `daemon ${values.control}` }));
   } else {
-    collectLabSources(lab!, names, byNode, interfaces, clients);
+    await collectLabSources(lab!, names, byNode, interfaces, clients);
   }
 
 
@@ -125,8 +125,13 @@ export async function captureMain(argv: string[]): Promise<number> {
   }
 }
 
-/** The daemons holding the named ends of a lab, one merge source per node. */
-function collectLabSources(lab: string, names: string[], byNode: Map<string, MergeSource>, interfaces: CaptureInterface[], clients: ControlClient[]): void {
+/**
+ * The daemons holding the named ends of a lab, one merge source per node.
+ * Every wire a lab daemon holds counts, however it was added: the lab file's
+ * links, host ends (held by the other end's node), and wires added by hand
+ * (`patchwire wire add`, the control API).
+ */
+async function collectLabSources(lab: string, names: string[], byNode: Map<string, MergeSource>, interfaces: CaptureInterface[], clients: ControlClient[]): Promise<void> {
   const state = readLab(lab);
   if (!state) throw new LabError(`no lab named '${lab}' (see 'patchwire ls')`);
   let token: string;
@@ -135,19 +140,34 @@ function collectLabSources(lab: string, names: string[], byNode: Map<string, Mer
   } catch (err) {
     throw new LabError(`cannot read the capture token of lab ${lab}: ${(err as Error).message} (only the lab's owner may capture it)`);
   }
-  const ends = new Set(state.links.flatMap((l) => [`${l.a.pod}/${l.a.intf}`, `${l.b.pod}/${l.b.intf}`]));
+  const nodeClients = new Map(state.nodes.map((n) => [n.name, new ControlClient(n.control)]));
+  clients.push(...nodeClients.values());
+  const ends = new Map<string, string>();
+  await Promise.all(
+    [...nodeClients].map(async ([node, c]) => {
+      for (const w of await c.listWires().catch(() => [])) for (const e of w.ends) ends.set(e.name, node);
+    }),
+  );
+  // Ends of the lab file a daemon does not hold right now (restarting): where they would be.
+  for (const l of state.links) {
+    for (const [e, other] of [
+      [l.a, l.b],
+      [l.b, l.a],
+    ] as const) {
+      const name = `${e.kind === 'host' ? 'host' : e.pod}/${e.intf}`;
+      const pod = state.pods.find((p) => p.name === (e.kind === 'host' ? other.pod : e.pod));
+      if (!ends.has(name) && pod) ends.set(name, pod.node);
+    }
+  }
   names.forEach((name, id) => {
-    if (!ends.has(name)) throw new LabError(`lab ${lab} has no wire end '${name}' (ends: ${[...ends].sort().join(', ')})`);
-    const pod = state.pods.find((p) => p.name === name.split('/')[0])!;
-    const node = state.nodes.find((n) => n.name === pod.node)!;
-    let src = byNode.get(node.name);
+    const nodeName = ends.get(name);
+    if (!nodeName) throw new LabError(`lab ${lab} has no wire end '${name}' (ends: ${[...ends.keys()].sort().join(', ')})`);
+    let src = byNode.get(nodeName);
     if (!src) {
-      const client = new ControlClient(node.control);
-      clients.push(client);
-      src = { node: node.name, client, wires: [], token };
-      byNode.set(node.name, src);
+      src = { node: nodeName, client: nodeClients.get(nodeName)!, wires: [], token };
+      byNode.set(nodeName, src);
     }
     src.wires.push({ name, id });
-    interfaces.push({ id, name, description: `node ${node.name}, lab ${lab}` });
+    interfaces.push({ id, name, description: `node ${nodeName}, lab ${lab}` });
   });
 }

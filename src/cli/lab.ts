@@ -35,6 +35,8 @@ export const LAB_HELP = `Lab commands (one machine; pods are network namespaces)
   patchwire graph -f FILE [--format mermaid|dot]
                                 print the topology as a Mermaid flowchart (default) or DOT graph
   patchwire ls [--json]         labs on this machine
+  patchwire console LAB VM      attach to a VM pod's serial console (Ctrl-] leaves; the whole
+                                console output is kept in the lab, see status --json: console_log)
 `;
 
 function fmtStatus(s: StatusReport): string {
@@ -52,13 +54,13 @@ function fmtStatus(s: StatusReport): string {
       w.endpoints[0],
       w.endpoints[1],
       w.nodes[0] === w.nodes[1] ? w.nodes[0] : `${w.nodes[0]}-${w.nodes[1]}`,
-      w.state,
+      w.added_by ? `${w.state} (by hand)` : w.state,
       w.ends.map((e) => (e.carrier.on ? 'on' : e.carrier.cable === 'pulled' ? 'off (pulled)' : 'off')).join('/'),
       String(w.a_to_b.frames),
       String(w.a_to_b.bytes),
       String(w.b_to_a.frames),
       String(w.b_to_a.bytes),
-      String(sumDrops(w.ends[0]!.drops) + sumDrops(w.ends[1]!.drops)),
+      String(w.ends.reduce((n, e) => n + sumDrops(e.drops), 0)),
     ]),
   ]);
   if (s.segments.length) {
@@ -70,6 +72,12 @@ function fmtStatus(s: StatusReport): string {
       ),
     ]);
   }
+  if (s.vms.length) {
+    out += '\n';
+    out += table([['VM', 'NODE', 'QEMU', 'RESTARTS', 'NICS'], ...s.vms.map((v) => [v.name, v.node, v.running ? `running (pid ${v.pid})` : 'DOWN (being restarted)', String(v.restarts), v.nics.join(',')])]);
+  }
+  const restoring = s.wires.filter((w) => w.message && w.state !== 'up').map((w) => `  wire ${w.uid} ${w.state}: ${w.message}`);
+  if (restoring.length) out += `\n${restoring.join('\n')}\n`;
   const impaired = s.wires.flatMap((w) => w.ends.filter((e) => e.impair));
   if (impaired.length) {
     out += '\nimpairments (out: what the end sends; in: what it receives)\n';
@@ -153,6 +161,11 @@ export async function labMain(cmd: string, argv: string[]): Promise<number> {
       const s = await status(name);
       process.stdout.write(values.json ? JSON.stringify(s, null, 1) + '\n' : fmtStatus(s));
       return 0;
+    }
+    case 'console': {
+      const [name, vm] = positionals;
+      if (!name || !vm) throw new UsageError('console: LAB and VM are required (patchwire console LAB VM)');
+      return (await import('../lab/console.js')).attachConsole(name, vm);
     }
     case 'ls': {
       const labs = listLabs().map((name) => {

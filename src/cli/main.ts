@@ -14,6 +14,7 @@ Commands:
   down      tear a lab down, leaving nothing behind
   status    a lab's nodes and wires, with counters and drops
   exec      run a command inside a pod of a lab
+  console   attach to a VM pod's serial console
   validate  check a topology file and print what it says
   graph     print a topology file as Mermaid or DOT
   ls        list labs on this machine
@@ -45,6 +46,7 @@ async function main(argv: string[]): Promise<void> {
     case 'validate':
     case 'graph':
     case 'ls':
+    case 'console':
       process.exitCode = await (await import('./lab.js')).labMain(cmd, rest);
       return;
     case 'link': {

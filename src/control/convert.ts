@@ -13,6 +13,8 @@ export interface PbEndpoint {
   mtu: number;
   ips: string[];
   cable?: string;
+  qmp_socket?: string;
+  qmp_netdev?: string;
 }
 export interface PbWireSpec {
   uid: number;
@@ -67,7 +69,7 @@ export interface PbCarrierEvent {
 const KIND_TO_PB: Record<EndpointKind, string> = { veth: 'ENDPOINT_KIND_VETH', tap: 'ENDPOINT_KIND_TAP', host: 'ENDPOINT_KIND_HOST' };
 
 export function endpointToPb(e: EndpointSpec): PbEndpoint {
-  return { kind: KIND_TO_PB[e.kind], pod: e.pod, netns: e.netns, ifname: e.ifname, mac: e.mac, mtu: e.mtu, ips: e.ips, ...(e.cable === 'pulled' ? { cable: 'CABLE_STATE_PULLED' } : {}) };
+  return { kind: KIND_TO_PB[e.kind], pod: e.pod, netns: e.netns, ifname: e.ifname, mac: e.mac, mtu: e.mtu, ips: e.ips, ...(e.cable === 'pulled' ? { cable: 'CABLE_STATE_PULLED' } : {}), ...(e.qmp ? { qmp_socket: e.qmp.socket, qmp_netdev: e.qmp.netdev } : {}) };
 }
 
 export function endpointFromPb(e: PbEndpoint): EndpointSpec {
@@ -81,6 +83,7 @@ export function endpointFromPb(e: PbEndpoint): EndpointSpec {
     mtu: e.mtu,
     ips: e.ips ?? [],
     ...(e.cable === 'CABLE_STATE_PULLED' ? { cable: 'pulled' as const } : {}),
+    ...(e.qmp_socket ? { qmp: { socket: e.qmp_socket, netdev: e.qmp_netdev ?? '' } } : {}),
   };
 }
 

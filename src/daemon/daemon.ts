@@ -26,6 +26,8 @@ import type { CaptureAuth } from '../capture/auth.js';
 import { CaptureGate, foldWires } from '../capture/limits.js';
 import type { HttpDaemon } from '../capture/http.js';
 import { MapHub } from '../map/hub.js';
+import { netlink, netnsPath } from '../netns/ip.js';
+import { qmpSetLink } from '../endpoint/qmp.js';
 import { DaemonMetrics } from '../metrics/metrics.js';
 
 export interface TlsFiles {
@@ -123,6 +125,26 @@ interface Restoring {
   attempts: number;
   error: string;
   timer: NodeJS.Timeout | null;
+  /** a host end's interface vanished or was recreated: re-attached as soon as it is there */
+  vanished?: boolean;
+}
+
+/** How often host ends are checked (interface gone or recreated) and their guests' link state followed. */
+export const HOST_WATCH_MS = 250;
+/**
+ * A guest's link is taken down only once its end has been without carrier
+ * this long after the daemon (re)attached: a restarted daemon's wire comes up
+ * without carrier until its peer stream is back, and the guest must not see
+ * that (carrier is held across a daemon restart, like a pod's).
+ */
+export const GUEST_LINK_SETTLE_MS = 3000;
+
+/** What a QEMU guest's NIC was last told (QMP set_link), per wire end. */
+interface GuestLink {
+  sent: boolean | null;
+  since: number;
+  busy: boolean;
+  lastError: string;
 }
 
 function carrierStatus(c: EngineCarrier | undefined): CarrierStatus {
@@ -209,6 +231,10 @@ export class Daemon {
   private readonly wires = new Map<number, Wire>();
   private readonly busy = new Set<number>();
   private readonly restoring = new Map<number, Restoring>();
+  private hostWatch: NodeJS.Timeout | null = null;
+  private hostWatchBusy = false;
+  /** by "uid/end index" */
+  private readonly guestLinks = new Map<string, GuestLink>();
   /** see Health.stateFile */
   private stateDamage = '';
   private engine!: NativeEngine;
@@ -588,6 +614,7 @@ export class Daemon {
     );
     this.wires.set(spec.uid, wire);
     this.busy.delete(spec.uid);
+    if (opened.some((ep) => ep.spec.kind === 'host')) this.startHostWatch();
     if (this.opts.captureFiles) {
       for (const e of wire.ends) {
         const fc = new FileCapture(e.ring, { id: 0, name: e.endpoint.name, description: `node ${this.opts.node}, lab ${this.opts.lab}` }, { ...this.opts.captureFiles, lab: this.opts.lab, node: this.opts.node }, this.log);
@@ -615,6 +642,7 @@ export class Daemon {
     const wire = this.wires.get(uid);
     if (!wire) throw new NotFound(`wire ${uid} does not exist on node ${this.opts.node}`);
     this.wires.delete(uid);
+    this.forgetGuestLinks(uid);
     for (const end of wire.ends) {
       this.files.get(end)?.stop();
       this.files.delete(end);
@@ -625,6 +653,123 @@ export class Daemon {
     for (const end of wire.ends) await end.endpoint.close(true);
     this.map.changed();
     await this.persist();
+  }
+
+  private startHostWatch(): void {
+    if (this.hostWatch) return;
+    this.hostWatch = setInterval(() => void this.watchHostEnds(), HOST_WATCH_MS);
+    this.hostWatch.unref();
+  }
+
+  private forgetGuestLinks(uid: number): void {
+    for (const k of [...this.guestLinks.keys()]) if (k.startsWith(`${uid}/`)) this.guestLinks.delete(k);
+  }
+
+  /**
+   * Host ends are interfaces the daemon does not own (a QEMU guest's tap): one
+   * that vanished or was recreated (a restarted QEMU makes its tap again, with
+   * a new ifindex) is detached and listed as restoring, and re-attached as
+   * soon as it is there again. Ends that are a guest's NIC pass their
+   * carrier to the guest (followGuestLink).
+   */
+  private async watchHostEnds(): Promise<void> {
+    if (this.hostWatchBusy) return;
+    this.hostWatchBusy = true;
+    try {
+      const nl = await netlink();
+      const ifindexOf = async (e: EndpointSpec): Promise<number> => (await nl.linkGet(netnsPath(e.netns), e.ifname).catch(() => null))?.ifindex ?? 0;
+      let hostEnds = 0;
+      for (const w of [...this.wires.values()]) {
+        for (let i = 0; i < w.ends.length; i++) {
+          const ep = w.ends[i]!.endpoint;
+          if (ep.spec.kind !== 'host') continue;
+          hostEnds++;
+          const now = await ifindexOf(ep.spec);
+          if (this.wires.get(w.spec.uid) !== w) break;
+          if (now === ep.ifindex) {
+            this.followGuestLink(w, i);
+            continue;
+          }
+          const where = `${ep.spec.netns || '(daemon)'}/${ep.spec.ifname}`;
+          this.detachVanished(w, now ? `interface ${where} was recreated (ifindex ${ep.ifindex}, now ${now}): re-attaching` : `interface ${where} vanished (was ifindex ${ep.ifindex}): re-attached when it is back`);
+          break;
+        }
+      }
+      for (const r of this.restoring.values()) {
+        if (!r.vanished) continue;
+        hostEnds++;
+        if (!r.timer) continue;
+        const ends = [r.spec.local, ...(r.spec.localPeer ? [r.spec.localPeer] : [])];
+        const back = await Promise.all(ends.map((e) => (e.kind === 'host' ? ifindexOf(e) : Promise.resolve(1))));
+        if (r.timer && back.every((x) => x > 0)) {
+          clearTimeout(r.timer);
+          void this.tryRestore(r);
+        }
+      }
+      if (hostEnds === 0 && this.hostWatch) {
+        clearInterval(this.hostWatch);
+        this.hostWatch = null;
+      }
+    } finally {
+      this.hostWatchBusy = false;
+    }
+  }
+
+  /** Lets a wire go whose host end's interface is gone, keeping it to re-attach (listed as restoring, in the state file). */
+  private detachVanished(w: Wire, why: string): void {
+    const uid = w.spec.uid;
+    this.wires.delete(uid);
+    this.forgetGuestLinks(uid);
+    for (const end of w.ends) {
+      this.files.get(end)?.stop();
+      this.files.delete(end);
+      end.ring.close();
+    }
+    this.engine.removeWire(uid);
+    for (const end of w.ends) void end.endpoint.close(false);
+    this.log(`wire ${uid}: ${why}`);
+    const r: Restoring = { spec: w.spec, attempts: 0, error: why, timer: null, vanished: true };
+    r.timer = setTimeout(() => void this.tryRestore(r), RESTORE_RETRY_MS.first);
+    r.timer.unref();
+    this.restoring.set(uid, r);
+    this.map.changed();
+  }
+
+  /**
+   * Tells a guest NIC (QMP set_link) when its end's carrier changed: a pulled
+   * cable, at either end, or the far daemon gone past its hold time. Down is
+   * told only once carrier stayed off GUEST_LINK_SETTLE_MS after the end was
+   * attached (see there); a failed QMP call is retried on the next check.
+   */
+  private followGuestLink(w: Wire, i: number): void {
+    const q = w.ends[i]!.endpoint.spec.qmp;
+    if (!q) return;
+    const c = this.engine.carrier(w.spec.uid)?.[i];
+    if (!c) return;
+    const key = `${w.spec.uid}/${i}`;
+    let g = this.guestLinks.get(key);
+    if (!g) {
+      g = { sent: null, since: Date.now(), busy: false, lastError: '' };
+      this.guestLinks.set(key, g);
+    }
+    if (g.busy || g.sent === c.on) return;
+    if (g.sent === null && !c.on && Date.now() - g.since < GUEST_LINK_SETTLE_MS) return;
+    const gl = g;
+    const on = c.on;
+    gl.busy = true;
+    qmpSetLink(q.socket, q.netdev, on)
+      .then(() => {
+        if (gl.sent !== null || !on) this.log(`${w.ends[i]!.endpoint.name}: guest link ${on ? 'up' : 'down'} (QMP set_link ${q.netdev}${on ? '' : `: ${c.reason}`})`);
+        gl.sent = on;
+        gl.lastError = '';
+      })
+      .catch((err: Error) => {
+        if (gl.lastError !== err.message) this.log(`${w.ends[i]!.endpoint.name}: QMP set_link failed: ${err.message}`);
+        gl.lastError = err.message;
+      })
+      .finally(() => {
+        gl.busy = false;
+      });
   }
 
   /** Hands a spec's impairments to the engine; "" or why not. */
@@ -917,6 +1062,7 @@ export class Daemon {
   /** Stops serving. Interfaces stay, so a restarted daemon picks them up. */
   async shutdown(): Promise<void> {
     for (const r of this.restoring.values()) if (r.timer) clearTimeout(r.timer);
+    if (this.hostWatch) clearInterval(this.hostWatch);
     for (const w of this.tlsWatchers) w.close();
     this.tlsWatchers = [];
     if (this.tlsReloadTimer) clearTimeout(this.tlsReloadTimer);

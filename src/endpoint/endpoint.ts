@@ -20,6 +20,8 @@ export interface EndpointSpec {
   ips: string[];
   /** the cable at this end: 'pulled' (patchwire link down, or `state: down`) takes carrier from both ends; absent: plugged */
   cable?: 'plugged' | 'pulled';
+  /** a host end that is a QEMU guest's NIC: its carrier reaches the guest through QMP set_link on `socket` for `netdev` */
+  qmp?: { socket: string; netdev: string };
 }
 
 /** How a wire end's carrier is shown to its pod (see wire/src/engine/carrier.h). */
@@ -114,6 +116,11 @@ export function endpointProblems(spec: EndpointSpec): string[] {
     if (c) out.push(c);
   }
   if (spec.netns !== '' && !netnsExists(spec.netns)) out.push(`network namespace '${spec.netns}' does not exist`);
+  if (spec.qmp) {
+    if (spec.kind !== 'host') out.push(`a QMP socket is for host endpoints (a QEMU guest's tap), not ${spec.kind}`);
+    if (!spec.qmp.socket.startsWith('/') || spec.qmp.socket.length > 107) out.push(`QMP socket '${spec.qmp.socket.slice(0, 120)}' must be an absolute path of at most 107 bytes`);
+    if (!/^[A-Za-z][A-Za-z0-9_.-]{0,127}$/.test(spec.qmp.netdev)) out.push(`QMP netdev '${spec.qmp.netdev.slice(0, 130)}' is not a QEMU id (a letter, then letters, digits, - . _)`);
+  }
   return out;
 }
 

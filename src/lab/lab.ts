@@ -18,6 +18,7 @@ import { carrierPod, endpointFor, labModeProblems, resolveLink, resolveSegment, 
 import { makeLabIdentities } from '../tls/identity.js';
 import { buildUnderlay, createNamespaces, deleteNamespaces, netnsList } from './plumb.js';
 import { pool, Progress } from './progress.js';
+import { startVm, vmEndpoint, vmNics, vmPaths, vmPid } from './vm.js';
 import {
   alive,
   labDir,
@@ -25,6 +26,7 @@ import {
   type LabNode,
   type LabPod,
   type LabState,
+  type LabVm,
   makeNode,
   podNs,
   readLab,
@@ -171,7 +173,7 @@ async function addLink(state: LabState, clients: Clients, link: LinkModel): Prom
     endpoint: (end) => {
       if (end.kind === 'host') return endpointFor(end, 'host', hostNs(state.name));
       const p = podOf(state, end.pod);
-      return endpointFor(end, p.name, p.ns);
+      return p.vm ? vmEndpoint(state.name, p, endpointFor(end, p.name, p.ns)) : endpointFor(end, p.name, p.ns);
     },
   });
   const added: string[] = [];
@@ -236,6 +238,30 @@ async function waitHealthy(state: LabState, clients: Clients, timeoutMs = 60000)
         await sleep(100);
       }
     }
+  }
+}
+
+/**
+ * Gives each VM pod of the model its guest: started when it is not running,
+ * started again when its NICs changed (QEMU has no NIC hot-plug here). Runs
+ * before the links are added: the daemons read the taps QEMU creates.
+ */
+function ensureVms(state: LabState, model: LabModel, progress: Progress): void {
+  for (const m of model.pods) {
+    const pod = state.pods.find((p) => p.name === m.name);
+    if (!pod) continue;
+    if (!m.vm) {
+      delete pod.vm;
+      continue;
+    }
+    const want: LabVm = { spec: m.vm, nics: vmNics(state.name, m.name, model.links) };
+    const running = vmPid(state.name, pod.name);
+    if (running && JSON.stringify(pod.vm) === JSON.stringify(want)) continue;
+    if (running) process.kill(running, 'SIGKILL');
+    pod.vm = want;
+    writeLab(state);
+    progress.update(`starting VM ${pod.name} (${want.nics.length} NICs)`, true);
+    startVm(state.name, { ...pod, vm: want });
   }
 }
 
@@ -394,6 +420,7 @@ export async function up(o: UpOptions): Promise<UpResult> {
     progress.update(`creating ${pods.length} pods`, true);
     await Promise.all([createNamespaces(pods.map((p) => p.ns)), waitHealthy(state, clients)]);
     if (model.links.some((l) => l.a.kind === 'host' || l.b.kind === 'host')) ipq('netns', 'attach', hostNs(name), String(process.pid));
+    ensureVms(state, model, progress);
     await addLinks(state, clients, model.links, progress);
     await addSegments(state, clients, model, progress);
     runExecs(state, model, progress);
@@ -491,6 +518,7 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
     state.file = path.resolve(o.file);
     writeLab(state);
     if (added.some((l) => l.a.kind === 'host' || l.b.kind === 'host') && !netnsList().has(hostNs(state.name))) ipq('netns', 'attach', hostNs(state.name), String(process.pid));
+    ensureVms(state, model, progress);
     await addLinks(state, clients, added, progress);
     // Segments were removed with the wire ids not kept above: made again from the file.
     delete state.segments;
@@ -615,7 +643,12 @@ export interface WireReport {
   uid: number;
   endpoints: [string, string];
   nodes: [string, string];
-  state: 'up' | 'down' | 'missing';
+  /** restoring: a daemon holds it but is re-attaching an end (a host interface vanished or was recreated, or a restart) */
+  state: 'up' | 'down' | 'missing' | 'restoring';
+  /** why it is not up, when a daemon says */
+  message?: string;
+  /** 'api': a daemon of the lab holds it but the lab file does not list it (patchwire wire add, the control API) */
+  added_by?: 'api';
   a_to_b: { frames: number; bytes: number };
   b_to_a: { frames: number; bytes: number };
   drops: Record<string, Record<string, number>>;
@@ -688,6 +721,8 @@ export interface StatusReport {
     restoring: number;
   }>;
   pods: Array<{ name: string; node: string; netns: string }>;
+  /** VM pods: whether QEMU runs, how often the supervisor started it again, where its console is */
+  vms: Array<{ name: string; node: string; running: boolean; pid: number; restarts: number; nics: string[]; console: string; console_log: string }>;
   wires: WireReport[];
   /** shared segments (links with more than two members) */
   segments: SegmentReport[];
@@ -725,6 +760,27 @@ export async function status(name: string): Promise<StatusReport> {
       }),
     );
     nodes.sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
+    type Found = { w: PbWireStatus; e: PbWireStatus['ends'][number] } | undefined;
+    const endReport = (x: Found, n: string, node: string): WireReport['ends'][number] => ({
+      name: n,
+      node,
+      ifindex: x?.e.ifindex ?? 0,
+      rx_frames: x?.e.counters.rx_frames ?? 0,
+      rx_bytes: x?.e.counters.rx_bytes ?? 0,
+      tx_frames: x?.e.counters.tx_frames ?? 0,
+      tx_bytes: x?.e.counters.tx_bytes ?? 0,
+      drops: { ...(x?.e.counters.drops ?? {}) } as unknown as Record<string, number>,
+      capture_drops: x?.e.counters.capture_drops ?? 0,
+      impair: endImpairFromPb(x?.e.impair) ?? null,
+      impair_held_bytes: x?.e.counters.impair_held_bytes ?? 0,
+      carrier: {
+        on: x?.e.carrier?.on ?? false,
+        reason: x ? (x.e.carrier?.reason ?? '') : 'wire end missing',
+        cable: x?.e.carrier?.cable === 'CABLE_STATE_PULLED' ? 'pulled' : 'plugged',
+        far: x?.e.carrier?.far ?? 'unknown',
+        changes: Number(x?.e.carrier?.changes ?? 0),
+      },
+    });
     const wires: WireReport[] = state.links.map((l) => {
       const pa = podOf(state, carrierPod(l, 'a'));
       const pb = podOf(state, carrierPod(l, 'b'));
@@ -741,27 +797,9 @@ export async function status(name: string): Promise<StatusReport> {
       const ea = found(pa.node, nameA);
       const eb = found(pb.node, nameB);
       // Up: connected, and the pods' interfaces have carrier (a pulled cable is down).
-      const stateOf = !ea || !eb ? 'missing' : ea.w.state === 'WIRE_STATE_UP' && eb.w.state === 'WIRE_STATE_UP' && ea.e.carrier?.on && eb.e.carrier?.on ? 'up' : 'down';
-      const endReport = (x: typeof ea, n: string, node: string): WireReport['ends'][number] => ({
-        name: n,
-        node,
-        ifindex: x?.e.ifindex ?? 0,
-        rx_frames: x?.e.counters.rx_frames ?? 0,
-        rx_bytes: x?.e.counters.rx_bytes ?? 0,
-        tx_frames: x?.e.counters.tx_frames ?? 0,
-        tx_bytes: x?.e.counters.tx_bytes ?? 0,
-        drops: { ...(x?.e.counters.drops ?? {}) } as unknown as Record<string, number>,
-        capture_drops: x?.e.counters.capture_drops ?? 0,
-        impair: endImpairFromPb(x?.e.impair) ?? null,
-        impair_held_bytes: x?.e.counters.impair_held_bytes ?? 0,
-        carrier: {
-          on: x?.e.carrier?.on ?? false,
-          reason: x ? (x.e.carrier?.reason ?? '') : 'wire end missing',
-          cable: x?.e.carrier?.cable === 'CABLE_STATE_PULLED' ? 'pulled' : 'plugged',
-          far: x?.e.carrier?.far ?? 'unknown',
-          changes: Number(x?.e.carrier?.changes ?? 0),
-        },
-      });
+      const restoring = [pa.node, pb.node].flatMap((n) => (wiresByNode.get(n) ?? []).filter((w) => w.spec.uid === l.uid && w.state === 'WIRE_STATE_RESTORING'));
+      const message = restoring[0]?.message || (!ea || !eb ? undefined : ea.w.message || eb.w.message || undefined);
+      const stateOf = restoring.length ? 'restoring' : !ea || !eb ? 'missing' : ea.w.state === 'WIRE_STATE_UP' && eb.w.state === 'WIRE_STATE_UP' && ea.e.carrier?.on && eb.e.carrier?.on ? 'up' : 'down';
       const ra = endReport(ea, nameA, pa.node);
       const rb = endReport(eb, nameB, pb.node);
       return {
@@ -769,6 +807,7 @@ export async function status(name: string): Promise<StatusReport> {
         endpoints: [nameA, nameB],
         nodes: [pa.node, pb.node],
         state: stateOf,
+        ...(message ? { message } : {}),
         // What left the far end's interface is what crossed the wire.
         a_to_b: { frames: rb.tx_frames, bytes: rb.tx_bytes },
         b_to_a: { frames: ra.tx_frames, bytes: ra.tx_bytes },
@@ -798,8 +837,40 @@ export async function status(name: string): Promise<StatusReport> {
       const segState = members.some((m) => !m.found) ? 'missing' : members.every((m) => m.up) ? 'up' : 'down';
       return { uid: s.uid, name: s.name, state: segState, members: members.map(({ found: _f, up: _u, ...m }) => m) };
     });
+    // Wires the daemons hold that the lab file does not list (added by hand:
+    // `patchwire wire add`, the control API): shown too, marked as such.
+    const known = new Set([...state.links.map((l) => l.uid), ...(state.segments ?? []).map((g) => g.uid)]);
+    const extra = new Map<number, Array<{ node: string; w: PbWireStatus }>>();
+    for (const [node, ws] of wiresByNode) for (const w of ws) if (!known.has(w.spec.uid)) extra.set(w.spec.uid, [...(extra.get(w.spec.uid) ?? []), { node, w }]);
+    for (const [uid, held] of [...extra].sort((a, b) => a[0] - b[0])) {
+      const ends = held.flatMap(({ node, w }) => w.ends.map((e) => endReport({ w, e }, e.name, node)));
+      const names = held.flatMap(({ w }) => w.ends.map((e) => e.name));
+      const far = held.map(({ w }) => w.spec.peer?.node).find((n) => n && !held.some((h) => h.node === n));
+      const restoring = held.find(({ w }) => w.state === 'WIRE_STATE_RESTORING');
+      const up = !far && held.every(({ w }) => w.state === 'WIRE_STATE_UP') && ends.every((e) => e.carrier.on);
+      const message = restoring?.w.message || (far ? `the far end is on ${far}, which holds no wire ${uid}` : held.find(({ w }) => w.message)?.w.message);
+      wires.push({
+        uid,
+        added_by: 'api',
+        endpoints: [names[0] ?? '?', names[1] ?? `(${far ?? 'none'})`],
+        nodes: [held[0]!.node, held[1]?.node ?? far ?? held[0]!.node],
+        state: restoring ? 'restoring' : up ? 'up' : 'down',
+        ...(message ? { message } : {}),
+        a_to_b: { frames: ends[1]?.tx_frames ?? 0, bytes: ends[1]?.tx_bytes ?? 0 },
+        b_to_a: { frames: ends[0]?.tx_frames ?? 0, bytes: ends[0]?.tx_bytes ?? 0 },
+        drops: Object.fromEntries(ends.map((e) => [e.name, e.drops])),
+        ends,
+      });
+    }
     events.sort((a, b) => a.timestamp_us - b.timestamp_us);
-    return { name, file: state.file, nodes, pods: state.pods.map((p) => ({ name: p.name, node: p.node, netns: p.ns })), wires, segments, carrier_events: events.slice(-20) };
+    const vms = state.pods
+      .filter((p) => p.vm)
+      .map((p) => {
+        const pid = vmPid(name, p.name);
+        const paths = vmPaths(name, p.name);
+        return { name: p.name, node: p.node, running: pid !== 0, pid, restarts: sup?.vms?.[p.name]?.restarts ?? 0, nics: p.vm!.nics.map((n) => n.intf), console: paths.console, console_log: paths.consoleLog };
+      });
+    return { name, file: state.file, nodes, pods: state.pods.map((p) => ({ name: p.name, node: p.node, netns: p.ns })), vms, wires, segments, carrier_events: events.slice(-20) };
   } finally {
     clients.close();
   }

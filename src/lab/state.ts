@@ -2,7 +2,7 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 
-import type { LinkModel, SegmentModel } from '../topology/model.js';
+import type { LinkModel, SegmentModel, VmSpec } from '../topology/model.js';
 
 export const LABS_DIR = process.env.PATCHWIRE_LABS_DIR ?? '/run/patchwire/labs';
 export const DATA_PORT = 7000;
@@ -23,10 +23,29 @@ export interface LabNode {
   tls?: { cert: string; key: string; ca: string };
 }
 
+/** One NIC of a guest: a link end of its pod. */
+export interface VmNic {
+  /** the link's interface name: the tap's in the pod namespace, and the NIC's in the guest (pw.if=) */
+  intf: string;
+  mac: string;
+  mtu?: number;
+  ips: string[];
+  /** QEMU's netdev id, which QMP set_link names */
+  netdev: string;
+}
+
+/** What a lab keeps of a VM pod. */
+export interface LabVm {
+  spec: VmSpec;
+  nics: VmNic[];
+}
+
 export interface LabPod {
   name: string;
   ns: string;
   node: string;
+  /** a QEMU guest in the pod's namespace (src/lab/vm.ts) */
+  vm?: LabVm;
 }
 
 export interface LabState {
@@ -56,6 +75,8 @@ export interface SupervisorState {
   exits: Record<string, number[]>;
   /** per node: its daemon keeps exiting soon after each start */
   crashLooping: Record<string, boolean>;
+  /** per VM pod: QEMU's pid (0 while it is down) and how often the supervisor started it again */
+  vms?: Record<string, { pid: number; restarts: number; lastExit?: number }>;
 }
 
 export function labDir(name: string): string {

@@ -2,12 +2,13 @@
 // daemon that dies (kill -9, crash) is started again; it restores its wires
 // from its state file and re-attaches to the pods' interfaces.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { openSync } from 'node:fs';
+import { openSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { PACKAGE_ROOT } from '../paths.js';
 import { ensureTokenFile, LAB_TOKEN_FILE } from '../capture/auth.js';
 import { labDir, type LabNode, readLab, type SupervisorState, writeSupervisor } from './state.js';
+import { startVm, vmPid } from './vm.js';
 import { TapHolder } from './tap-holder.js';
 
 const CLI = `${PACKAGE_ROOT}/bin/patchwire.js`;
@@ -31,6 +32,8 @@ function dataPlaneSecurity(node: LabNode): string[] {
  */
 export const RESTART_MS = { first: 200, max: 30000 };
 const STABLE_MS = 10000;
+/** how often VM pods' QEMU processes are checked */
+const VM_CHECK_MS = 500;
 /** exits of a daemon kept in supervisor.json, and how many young ones in a row make a crash loop */
 const EXITS_KEPT = 10;
 const CRASH_LOOP_EXITS = 3;
@@ -87,6 +90,70 @@ export async function superviseMain(argv: string[]): Promise<void> {
   // Taps keep their carrier while their daemon restarts (see tap-holder.ts).
   const taps = new TapHolder(lab, (m) => process.stderr.write(`supervise: ${m}\n`));
   taps.start();
+
+  // VM pods: a guest whose QEMU is gone (crashed, killed, powered off) is
+  // started again; its daemon re-attaches the recreated taps by itself.
+  // The lab file is read each time: `up` adds and changes VMs.
+  sup.vms = {};
+  const vms = sup.vms;
+  const startedAt = new Map<string, number>();
+  const youngVmExits = new Map<string, number>();
+  // The lab file is parsed again only when it changed (a lab without VMs
+  // costs one stat per check).
+  let cached: { mtimeMs: number; lab: ReturnType<typeof readLab> } | null = null;
+  const watchVms = (): void => {
+    if (stopping) return;
+    let current;
+    try {
+      const mtimeMs = statSync(path.join(labDir(state.name), 'lab.json')).mtimeMs;
+      if (cached?.mtimeMs !== mtimeMs) cached = { mtimeMs, lab: readLab(state.name) };
+      current = cached.lab;
+    } catch {
+      return;
+    }
+    if (!current) return;
+    let changed = false;
+    for (const pod of current.pods) {
+      if (!pod.vm) continue;
+      const v = (vms[pod.name] ??= { pid: 0, restarts: 0 });
+      const pid = vmPid(current.name, pod.name);
+      if (pid) {
+        if (v.pid !== pid) {
+          v.pid = pid;
+          startedAt.set(pod.name, startedAt.get(pod.name) ?? Date.now());
+          changed = true;
+        }
+        continue;
+      }
+      // Started by `up` (or by us) before, and gone now; a guest that keeps
+      // dying young (a bad image, a QEMU that cannot start) is started again
+      // after a delay doubling up to 30 s, like a crash-looping daemon.
+      if (v.pid === 0 && !v.lastExit) continue;
+      if (v.pid !== 0) {
+        v.pid = 0;
+        v.lastExit = Date.now();
+        const young = Date.now() - (startedAt.get(pod.name) ?? 0) < STABLE_MS;
+        youngVmExits.set(pod.name, young ? (youngVmExits.get(pod.name) ?? 0) + 1 : 0);
+        changed = true;
+      }
+      const n = youngVmExits.get(pod.name) ?? 0;
+      const delay = n === 0 ? 0 : Math.min(RESTART_MS.first * 2 ** (n - 1), RESTART_MS.max);
+      if (Date.now() - (v.lastExit ?? 0) < delay) continue;
+      v.restarts++;
+      changed = true;
+      startedAt.set(pod.name, Date.now());
+      try {
+        v.pid = startVm(current.name, { ...pod, vm: pod.vm });
+        process.stderr.write(`supervise: VM ${pod.name} was gone; started again (pid ${v.pid})\n`);
+      } catch (err) {
+        v.lastExit = Date.now();
+        youngVmExits.set(pod.name, n + 1);
+        process.stderr.write(`supervise: VM ${pod.name} was gone; starting it again failed: ${(err as Error).message}\n`);
+      }
+    }
+    if (changed) writeSupervisor(current.name, sup);
+  };
+  setInterval(watchVms, VM_CHECK_MS).unref();
 
   const stop = (): void => {
     if (stopping) return;

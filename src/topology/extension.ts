@@ -2,11 +2,12 @@
 // meshnet, KNE and containerlab ignore.
 import { macProblem, mtuProblem } from '../netns/ip.js';
 import { rangeProblem } from '../limits.js';
-import type { LinkEnd } from './model.js';
+import type { LinkEnd, VmSpec } from './model.js';
 import { type EndImpairments, parseEndImpair } from '../dataplane/impair.js';
 
 export const LINK_EXTENSION_KEYS = ['kind', 'mtu', 'mac', 'capture_bytes', 'impair', 'state', 'carrier_hold_ms'] as const;
-export const POD_EXTENSION_KEYS = ['node'] as const;
+export const POD_EXTENSION_KEYS = ['node', 'vm'] as const;
+export const VM_KEYS = ['kernel', 'initrd', 'disk', 'memory', 'cpus', 'args', 'append'] as const;
 
 export interface LinkExtension {
   kind?: LinkEnd['kind'];
@@ -92,18 +93,71 @@ export function parseLinkExtension(v: unknown, field: string, report: Report): L
   return out;
 }
 
-export function parsePodExtension(v: unknown, field: string, report: Report): { node?: string } {
+/** Default guest size: enough for a small kernel and a busybox initramfs. */
+export const VM_DEFAULTS = { memory: 256, cpus: 1 };
+
+/** A `vm:` block: a kernel (and initrd) or a disk, its size, and extra QEMU arguments. */
+export function parseVm(v: unknown, field: string, report: Report): VmSpec | undefined {
+  if (!isObject(v)) {
+    report(field, `must be a mapping with keys ${VM_KEYS.join(', ')}`);
+    return undefined;
+  }
+  let ok = true;
+  const bad = (f: string, m: string): void => {
+    ok = false;
+    report(`${field}.${f}`, m);
+  };
+  for (const key of Object.keys(v)) if (!(VM_KEYS as readonly string[]).includes(key)) bad(key, `unknown key '${key}' (known: ${VM_KEYS.join(', ')})`);
+  const path = (k: 'kernel' | 'initrd' | 'disk'): string | undefined => {
+    const x = v[k];
+    if (x === undefined || x === null) return undefined;
+    if (typeof x !== 'string' || x === '' || x.includes(',') || x.includes('\0')) {
+      bad(k, `'${String(x)}' is not a file path (a non-empty string without commas)`);
+      return undefined;
+    }
+    return x;
+  };
+  const kernel = path('kernel');
+  const initrd = path('initrd');
+  const disk = path('disk');
+  if (v.kernel === undefined && v.disk === undefined) bad('kernel', 'a VM needs a kernel (with an initrd) or a disk image');
+  if (initrd && !kernel) bad('initrd', 'an initrd is booted with a kernel: add kernel');
+  const count = (k: 'memory' | 'cpus', min: number, max: number): number => {
+    const x = v[k];
+    if (x === undefined) return VM_DEFAULTS[k];
+    if (typeof x !== 'number' || !Number.isInteger(x) || x < min || x > max) {
+      bad(k, `'${String(x)}' must be a whole number from ${min} to ${max}${k === 'memory' ? ' (MiB)' : ''}`);
+      return VM_DEFAULTS[k];
+    }
+    return x;
+  };
+  const memory = count('memory', 32, 65536);
+  const cpus = count('cpus', 1, 64);
+  let args: string[] = [];
+  if (v.args !== undefined) {
+    if (typeof v.args === 'string') args = v.args.split(/\s+/).filter(Boolean);
+    else if (Array.isArray(v.args) && v.args.every((a) => typeof a === 'string')) args = v.args as string[];
+    else bad('args', 'must be a string or a list of strings (QEMU arguments)');
+  }
+  if (v.append !== undefined && typeof v.append !== 'string') bad('append', 'must be a string (kernel command line)');
+  if (!ok) return undefined;
+  return { ...(kernel ? { kernel } : {}), ...(initrd ? { initrd } : {}), ...(disk ? { disk } : {}), memory, cpus, args, ...(typeof v.append === 'string' ? { append: v.append } : {}) };
+}
+
+export function parsePodExtension(v: unknown, field: string, report: Report): { node?: string; vm?: VmSpec } {
   if (v === undefined || v === null) return {};
   if (!isObject(v)) {
-    report(field, 'must be a mapping with key node');
+    report(field, `must be a mapping with keys ${POD_EXTENSION_KEYS.join(', ')}`);
     return {};
   }
   for (const key of Object.keys(v)) {
     if (!(POD_EXTENSION_KEYS as readonly string[]).includes(key)) report(`${field}.${key}`, `unknown key '${key}' (known: ${POD_EXTENSION_KEYS.join(', ')})`);
   }
-  if (v.node === undefined) return {};
-  if (typeof v.node === 'number' && Number.isInteger(v.node) && v.node > 0) return { node: `node${v.node}` };
-  if (typeof v.node === 'string' && /^node[1-9][0-9]*$/.test(v.node)) return { node: v.node };
+  const vm = v.vm === undefined ? undefined : parseVm(v.vm, `${field}.vm`, report);
+  const withVm = vm ? { vm } : {};
+  if (v.node === undefined) return withVm;
+  if (typeof v.node === 'number' && Number.isInteger(v.node) && v.node > 0) return { node: `node${v.node}`, ...withVm };
+  if (typeof v.node === 'string' && /^node[1-9][0-9]*$/.test(v.node)) return { node: v.node, ...withVm };
   report(`${field}.node`, `'${String(v.node)}' is not an emulated node (node1, node2, ... or a number)`);
-  return {};
+  return withVm;
 }

@@ -53,8 +53,29 @@ export interface SegmentModel {
   where: string;
 }
 
+/**
+ * A pod that is a QEMU guest (`patchwire: {vm: ...}`): patchwire starts it in
+ * the pod's namespace with one virtio-net NIC per link (see docs/vms.md).
+ */
+export interface VmSpec {
+  /** a kernel to boot directly (with `initrd`), or absent when `disk` boots */
+  kernel?: string;
+  initrd?: string;
+  /** a disk image (booted with snapshot=on: the image is never written) */
+  disk?: string;
+  /** MiB */
+  memory: number;
+  cpus: number;
+  /** more QEMU arguments, appended as given */
+  args: string[];
+  /** more kernel command line (with `kernel`) */
+  append?: string;
+}
+
 export interface PodModel {
   name: string;
+  /** a QEMU guest rather than a namespace's own processes */
+  vm?: VmSpec;
   /** emulated node the pod is pinned to ("node2"), if any */
   node?: string;
   /** Kubernetes namespace of its Topology object (meshnet), when the file names one */
