@@ -207,9 +207,15 @@ t.test('a three-member segment over two nodes', async (t) => {
     t.equal((await pw('exec', LAB, 'h2', '--', 'ping', '-c', '2', '-i', '0.2', '-W', '2', IP.h3!)).code, 0, 'h2 (node2) reaches h3 (node1) again');
   });
 
-  t.test('a second up re-creates the segment and it carries frames', async (t) => {
-    await pwOk('up', '-f', file);
-    t.equal((await segStatus()).segments[0]!.state, 'up');
+  t.test('a second up keeps the unchanged segment, and it carries frames', async (t) => {
+    const ifindex = (): number => (JSON.parse(sh('ip', '-n', `pw-${LAB}-h1`, '-j', 'link', 'show', 'dev', 'eth1')) as Array<{ ifindex: number }>)[0]!.ifindex;
+    const before = ifindex();
+    const rx0 = (await segStatus()).segments[0]!.members.find((m) => m.name === 'h1/eth1')!.rx_frames;
+    t.match(await pwOk('up', '-f', file), /0 links added, 0 removed/);
+    const seg = (await segStatus()).segments[0]!;
+    t.equal(seg.state, 'up');
+    t.equal(ifindex(), before, "h1's member interface was kept, not re-created");
+    t.ok(seg.members.find((m) => m.name === 'h1/eth1')!.rx_frames >= rx0, 'its counters were kept');
     t.equal((await pw('exec', LAB, 'h2', '--', 'ping', '-c', '2', '-i', '0.2', '-W', '2', IP.h1!)).code, 0, 'h2 reaches h1');
   });
 

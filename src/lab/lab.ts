@@ -144,14 +144,15 @@ function segmentsOf(model: LabModel): Array<SegmentModel & { uid: number }> {
 }
 
 /**
- * Adds every segment of the model and waits until each is up. Re-running
- * `up` on a running lab re-creates them (the reconcile removes every wire
- * id it does not keep), so a changed membership is always taken whole.
+ * Adds the model's segments (but those in `kept`) and waits until each is
+ * up. Re-running `up` on a running lab keeps a segment whose members are
+ * unchanged; a changed one is re-created whole (the reconcile removes every
+ * wire id it does not keep).
  */
-async function addSegments(state: LabState, clients: Clients, model: LabModel, progress: Progress): Promise<void> {
-  const segs = segmentsOf(model);
+async function addSegments(state: LabState, clients: Clients, model: LabModel, progress: Progress, kept = new Set<number>()): Promise<void> {
+  const segs = segmentsOf(model).filter((s) => !kept.has(s.uid));
   if (segs.length === 0) return;
-  state.segments = [];
+  state.segments = state.segments ?? [];
   for (const s of segs) {
     progress.update(`segment ${s.name}: ${s.members.map((m) => `${m.pod}:${m.intf}`).join(', ')}`);
     await addSegment(state, clients, s);
@@ -194,6 +195,11 @@ async function heldWires(state: LabState, clients: Clients): Promise<Map<string,
   const out = new Map<string, Set<number>>();
   await Promise.all(state.nodes.map(async (n) => out.set(n.name, new Set((await clients.get(n.name).listWires()).map((w) => Number(w.spec.uid))))));
   return out;
+}
+
+/** Whether every node a member of the segment lives on holds its wire id. */
+function segmentHeld(state: LabState, held: Map<string, Set<number>>, seg: SegmentModel & { uid: number }): boolean {
+  return seg.members.every((m) => held.get(podOf(state, m.pod).node)?.has(seg.uid) ?? false);
 }
 
 /** Whether every node an end of `link` lives on holds its wire. */
@@ -494,6 +500,15 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
     const missing = state.links.filter((l) => !removed.includes(l) && !linkHeld(state, held, l));
     const keptUids = new Set(state.links.filter((l) => !removed.includes(l) && !missing.includes(l)).map((l) => l.uid));
     const added = model.links.filter((l) => !keptUids.has(l.uid));
+    // Segments the file declares as they are (same uid, same members) and the
+    // daemons hold are kept: their pods' interfaces, counters and cables stay.
+    const sameSeg = (x: SegmentModel, y: SegmentModel): boolean => JSON.stringify(x.members) === JSON.stringify(y.members);
+    const newSegs = segmentsOf(model);
+    const keptSegs = (state.segments ?? []).filter((g) => {
+      const n = newSegs.find((x) => x.uid === g.uid);
+      return n !== undefined && sameSeg(n, g) && segmentHeld(state, held, g);
+    });
+    for (const g of keptSegs) keptUids.add(g.uid);
     await applyCableChanges(state, clients, model, keptUids);
     progress.update(`reconciling: ${added.length} links to add (${missing.length} the daemons lost), ${removed.length} to remove`, true);
     for (const l of [...removed, ...missing]) {
@@ -520,9 +535,9 @@ async function reconcile(state: LabState, model: LabModel, o: UpOptions, progres
     if (added.some((l) => l.a.kind === 'host' || l.b.kind === 'host') && !netnsList().has(hostNs(state.name))) ipq('netns', 'attach', hostNs(state.name), String(process.pid));
     ensureVms(state, model, progress);
     await addLinks(state, clients, added, progress);
-    // Segments were removed with the wire ids not kept above: made again from the file.
-    delete state.segments;
-    await addSegments(state, clients, model, progress);
+    // Other segments were removed with the wire ids not kept above: made again from the file.
+    state.segments = keptSegs;
+    await addSegments(state, clients, model, progress, new Set(keptSegs.map((g) => g.uid)));
     writeLab(state);
     for (const l of state.links.filter((x) => keptUids.has(x.uid))) {
       const m = want.get(l.uid);

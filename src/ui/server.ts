@@ -40,8 +40,10 @@ import { type FrameSummary, summarize } from './decode.js';
 export const UI_LIMITS = {
   /** a POST body */
   maxBodyBytes: 16 << 10,
-  /** open /api/events and /api/packets streams together */
+  /** open /api/events, /api/packets and live (follow) capture streams together */
   maxStreams: 16,
+  /** bytes buffered for a view stream's client before views are skipped */
+  maxBufferedBytes: 1 << 20,
   /** frames of the rings a packet list starts with (the newest) */
   packetBacklog: 300,
   /** summaries held for a slow page before the oldest are dropped */
@@ -447,7 +449,11 @@ export class UiServer {
   private events(req: http.IncomingMessage, res: http.ServerResponse): void {
     const release = this.admitStream();
     sseHead(res);
-    const stop = this.live.add((json) => res.write(`event: view\ndata: ${json}\n\n`));
+    // A client that stops reading gets no more views (each is whole, so the
+    // next one it can take is current again); its buffer stays bounded.
+    const stop = this.live.add((json) => {
+      if (res.writableLength < UI_LIMITS.maxBufferedBytes) res.write(`event: view\ndata: ${json}\n\n`);
+    });
     const beat = setInterval(() => res.write(': keepalive\n\n'), 15000);
     res.on('close', () => {
       clearInterval(beat);
@@ -505,6 +511,9 @@ export class UiServer {
     };
     const follow = ['1', 'true', 'yes'].includes(q.get('follow') ?? '');
     const { sources, interfaces } = this.sources(ends);
+    // A live capture holds daemon streams open: counted like the page's streams.
+    const release = follow ? this.admitStream() : () => undefined;
+    res.on('close', release);
     const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '');
     res.writeHead(200, {
       'content-type': format === 'pcap' ? 'application/vnd.tcpdump.pcap' : 'application/x-pcapng',
