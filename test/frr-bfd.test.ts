@@ -3,7 +3,7 @@
 // the cable is pulled, both routers drop the adjacency at once (their
 // interfaces lose carrier), long before the 40 s dead interval; when it is
 // plugged, the adjacency and the BFD session come back and routes cross.
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import t from 'tap';
@@ -65,8 +65,13 @@ class Frr {
 }
 
 const routers = [new Frr('r1'), new Frr('r2')];
+// ospfd keeps its graceful-restart state in FRR's run directory whatever the
+// pathspace: removed after the test unless it was there before.
+const GR_STATE = '/var/run/frr/ospfd-gr.json';
+const grStateBefore = existsSync(GR_STATE);
 t.teardown(async () => {
   for (const r of routers) r.stop();
+  if (!grStateBefore) rmSync(GR_STATE, { force: true });
   await pw('down', LAB);
   await net.cleanup();
 });
