@@ -10,11 +10,12 @@ import { NotFound } from '../errors.js';
 import { ensureTokenFile, LAB_TOKEN_FILE } from '../capture/auth.js';
 import type { PbWireStatus } from '../control/convert.js';
 import { type EndImpairments, endImpairFromPb } from '../dataplane/impair.js';
+import type { EndpointSpec } from '../endpoint/endpoint.js';
 import { pidsInNamespaces } from '../netns/ip.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import { loadTopology } from '../topology/load.js';
-import type { LabModel, LinkModel, SegmentModel } from '../topology/model.js';
-import { carrierPod, endpointFor, labModeProblems, resolveLink, resolveSegment, segmentUid } from '../topology/resolve.js';
+import type { LabModel, LinkEnd, LinkModel, SegmentModel } from '../topology/model.js';
+import { carrierPod, endpointFor, labModeProblems, type NodeWire, resolveLink, resolveSegment, segmentUid } from '../topology/resolve.js';
 import { makeLabIdentities } from '../tls/identity.js';
 import { buildUnderlay, createNamespaces, deleteNamespaces, netnsList } from './plumb.js';
 import { pool, Progress } from './progress.js';
@@ -113,19 +114,21 @@ function hostNs(lab: string): string {
   return `pwh-${lab}`;
 }
 
-/** A shared segment's member ends on each node holding some (a node's first one added, then its peers'). */
-async function addSegment(state: LabState, clients: Clients, seg: SegmentModel & { uid: number }): Promise<void> {
-  const wires = resolveSegment(seg, {
-    wireId: seg.uid,
-    place: (pod) => {
-      const node = clients.node(podOf(state, pod).node);
-      return { node: node.name, address: node.address };
-    },
-    endpoint: (end) => {
-      const p = podOf(state, end.pod);
-      return endpointFor(end, p.name, p.ns);
-    },
-  });
+/** Where a pod runs (its node's name and data-plane address), for the resolver. */
+function podPlace(state: LabState, clients: Clients, pod: string): { node: string; address: string } {
+  const node = clients.node(podOf(state, pod).node);
+  return { node: node.name, address: node.address };
+}
+
+/** A link end's endpoint: a host end in the machine's namespace, a VM's NIC its QEMU tap, else a pod interface. */
+function labEndpoint(state: LabState, end: LinkEnd): EndpointSpec {
+  if (end.kind === 'host') return endpointFor(end, 'host', hostNs(state.name));
+  const p = podOf(state, end.pod);
+  return p.vm ? vmEndpoint(state.name, p, endpointFor(end, p.name, p.ns)) : endpointFor(end, p.name, p.ns);
+}
+
+/** Adds each node's wire of one link or segment; on a failure takes back those added (half a link is no link). */
+async function addNodeWires(clients: Clients, wires: NodeWire[], uid: number): Promise<void> {
   const added: string[] = [];
   try {
     for (const w of wires) {
@@ -133,7 +136,17 @@ async function addSegment(state: LabState, clients: Clients, seg: SegmentModel &
       added.push(w.node);
     }
   } catch (err) {
-    for (const n of added) await clients.get(n).removeWire(seg.uid).catch(() => undefined);
+    for (const n of added) await clients.get(n).removeWire(uid).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** A shared segment's member ends on each node holding some (a node's first one added, then its peers'). */
+async function addSegment(state: LabState, clients: Clients, seg: SegmentModel & { uid: number }): Promise<void> {
+  const wires = resolveSegment(seg, { wireId: seg.uid, place: (pod) => podPlace(state, clients, pod), endpoint: (end) => labEndpoint(state, end) });
+  try {
+    await addNodeWires(clients, wires, seg.uid);
+  } catch (err) {
     throw new LabError(`segment ${seg.name} (${seg.where}): ${(err as Error).message}`);
   }
 }
@@ -165,29 +178,8 @@ async function addSegments(state: LabState, clients: Clients, model: LabModel, p
 }
 
 async function addLink(state: LabState, clients: Clients, link: LinkModel): Promise<void> {
-  const wires = resolveLink(link, {
-    wireId: link.uid,
-    place: (pod) => {
-      const node = clients.node(podOf(state, pod).node);
-      return { node: node.name, address: node.address };
-    },
-    endpoint: (end) => {
-      if (end.kind === 'host') return endpointFor(end, 'host', hostNs(state.name));
-      const p = podOf(state, end.pod);
-      return p.vm ? vmEndpoint(state.name, p, endpointFor(end, p.name, p.ns)) : endpointFor(end, p.name, p.ns);
-    },
-  });
-  const added: string[] = [];
-  try {
-    for (const w of wires) {
-      await clients.get(w.node).addWire(w.spec);
-      added.push(w.node);
-    }
-  } catch (err) {
-    // Half a link is no link: take back the ends already added.
-    for (const n of added) await clients.get(n).removeWire(link.uid).catch(() => undefined);
-    throw err;
-  }
+  const wires = resolveLink(link, { wireId: link.uid, place: (pod) => podPlace(state, clients, pod), endpoint: (end) => labEndpoint(state, end) });
+  await addNodeWires(clients, wires, link.uid);
 }
 
 /** The wire ids each node's daemon holds (restoring ones too: the daemon retries them itself). */
