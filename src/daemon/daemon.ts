@@ -641,15 +641,7 @@ export class Daemon {
     }
     const wire = this.wires.get(uid);
     if (!wire) throw new NotFound(`wire ${uid} does not exist on node ${this.opts.node}`);
-    this.wires.delete(uid);
-    this.forgetGuestLinks(uid);
-    for (const end of wire.ends) {
-      this.files.get(end)?.stop();
-      this.files.delete(end);
-      end.ring.close();
-    }
-    // The engine stops reading and closes the fds; then the interfaces go.
-    this.engine.removeWire(uid);
+    this.dropFromEngine(wire);
     for (const end of wire.ends) await end.endpoint.close(true);
     this.map.changed();
     await this.persist();
@@ -715,17 +707,22 @@ export class Daemon {
     }
   }
 
-  /** Lets a wire go whose host end's interface is gone, keeping it to re-attach (listed as restoring, in the state file). */
-  private detachVanished(w: Wire, why: string): void {
-    const uid = w.spec.uid;
-    this.wires.delete(uid);
-    this.forgetGuestLinks(uid);
+  /** Forgets a wire: its file captures and rings stop, the engine stops reading and closes its fds (the interfaces are the caller's). */
+  private dropFromEngine(w: Wire): void {
+    this.wires.delete(w.spec.uid);
+    this.forgetGuestLinks(w.spec.uid);
     for (const end of w.ends) {
       this.files.get(end)?.stop();
       this.files.delete(end);
       end.ring.close();
     }
-    this.engine.removeWire(uid);
+    this.engine.removeWire(w.spec.uid);
+  }
+
+  /** Lets a wire go whose host end's interface is gone, keeping it to re-attach (listed as restoring, in the state file). */
+  private detachVanished(w: Wire, why: string): void {
+    const uid = w.spec.uid;
+    this.dropFromEngine(w);
     for (const end of w.ends) void end.endpoint.close(false);
     this.log(`wire ${uid}: ${why}`);
     const r: Restoring = { spec: w.spec, attempts: 0, error: why, timer: null, vanished: true };
