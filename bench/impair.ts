@@ -183,20 +183,33 @@ async function accuracy(row: (...r: string[]) => void): Promise<void> {
     const base = pingRtts(400, '0.01');
     const b50 = p50(base);
     row('ping RTT unimpaired', '-', `p50 ${b50.toFixed(3)} ms, mean ${base.avg.toFixed(3)} ms`, '');
+    // Each figure is the median of REPEATS runs: one burst of scheduling
+    // delay from other work on the machine (a 30 ms stall among 1000 pings
+    // adds 10% to a 2 ms standard deviation) then spoils one run, not the figure.
+    const REPEATS = 3;
+    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const spread = (xs: number[], digits: number): string => xs.map((x) => x.toFixed(digits)).join(' / ');
     for (const d of [1, 10, 100, 500]) {
       pw('link', 'set', LAB, 'a/eth1', '--delay', `${d}ms`, '--dir', 'out');
-      const r = pingRtts(d >= 100 ? 100 : 400, d >= 100 ? '0.05' : '0.01');
-      const diff = p50(r) - b50;
-      const mean = r.avg - base.avg;
-      row('ping RTT minus unimpaired', `delay ${d}ms`, `mean ${mean.toFixed(3)} ms (error ${(mean - d).toFixed(3)}); p50 ${diff.toFixed(3)} (printed to 3 digits)`, '|error| <= 0.2 ms');
+      const errors: number[] = [];
+      for (let i = 0; i < REPEATS; i++) {
+        const r = pingRtts(d >= 100 ? 100 : 400, d >= 100 ? '0.05' : '0.01');
+        errors.push(r.avg - base.avg - d);
+      }
+      const err = median(errors);
+      row('ping RTT mean minus unimpaired, minus the delay', `delay ${d}ms`, `error ${err.toFixed(3)} ms (median of ${spread(errors, 3)})`, '|error| <= 0.2 ms');
     }
     for (const dist of ['normal', 'uniform', 'pareto', 'paretonormal']) {
       pw('link', 'set', LAB, 'a/eth1', '--delay', '20ms', '--jitter', '2ms', '--jitter-dist', dist, '--dir', 'out');
-      const r = pingRtts(1000, '0.005');
-      const added = Math.sqrt(Math.max(0, r.mdev ** 2 - base.mdev ** 2));
+      const sds: number[] = [];
+      for (let i = 0; i < REPEATS; i++) {
+        const r = pingRtts(1000, '0.005');
+        sds.push(Math.sqrt(Math.max(0, r.mdev ** 2 - base.mdev ** 2)));
+      }
+      const added = median(sds);
       // Uniform spreads over delay +- jitter (netem's meaning): its standard deviation is jitter / sqrt(3).
       const want = dist === 'uniform' ? 2 / Math.sqrt(3) : 2;
-      row('stddev of added delay', `delay 20ms jitter 2ms ${dist}`, `${added.toFixed(3)} ms (want ${want.toFixed(3)}, ${(((added - want) / want) * 100).toFixed(1)}%)`, 'within 10%');
+      row('stddev of added delay', `delay 20ms jitter 2ms ${dist}`, `${added.toFixed(3)} ms (want ${want.toFixed(3)}, ${(((added - want) / want) * 100).toFixed(1)}%; median of ${spread(sds, 3)})`, 'within 10%');
     }
     for (const loss of ['1%', '10%']) {
       pw('link', 'set', LAB, 'a/eth1', '--loss', loss, '--dir', 'out');
@@ -212,11 +225,13 @@ async function accuracy(row: (...r: string[]) => void): Promise<void> {
     }
     for (const [rate, bps] of [['1mbit', 1e6], ['10mbit', 1e7], ['100mbit', 1e8], ['1gbit', 1e9]] as const) {
       pw('link', 'set', LAB, 'a/eth1', '--rate', rate, '--dir', 'out');
-      const got = await iperf(['-t', rate === '1mbit' ? '15' : '8', '-O', '2']);
+      const runs: number[] = [];
+      for (let i = 0; i < REPEATS; i++) runs.push(await iperf(['-t', rate === '1mbit' ? '15' : '8', '-O', '2']));
+      const got = median(runs);
       // The rate counts Ethernet frames (as netem's); iperf3 counts TCP payload:
       // 1448 of every 1514 bytes with timestamps, so a perfect limit shows 95.6% as goodput.
       const payload = (bps * 1448) / 1514;
-      row('iperf3 TCP goodput', `rate ${rate}`, `${(got / 1e6).toFixed(2)} Mbit/s (${(((got - bps) / bps) * 100).toFixed(1)}% of the rate, ${(((got - payload) / payload) * 100).toFixed(1)}% of its payload share)`, 'within 3%');
+      row('iperf3 TCP goodput', `rate ${rate}`, `${(got / 1e6).toFixed(2)} Mbit/s (${(((got - bps) / bps) * 100).toFixed(1)}% of the rate, ${(((got - payload) / payload) * 100).toFixed(1)}% of its payload share; median of ${spread(runs.map((x) => x / 1e6), 2)} Mbit/s)`, 'within 3%');
     }
     pw('link', 'reset', LAB, 'a/eth1');
     const free = await iperf(['-t', '8', '-O', '2']);

@@ -186,6 +186,41 @@ int main() {
     Check(L(c.rateLimited) > 0, "rate: what its queue cannot hold is counted as rate_limited");
   }
   {
+    // Rate with a late engine: 100 Mbit/s, 200 offered, but Release runs only
+    // every 10 ms (5x the 2 ms burst), as on a busy machine. A backlogged
+    // link is owed the time it waited, so 2 s still carry 200 Mbit.
+    EndCounters c;
+    ImpairConfig cfg;
+    cfg.rateBps = 100'000'000;
+    Impairer im(cfg, &c, 9);
+    auto f = Frame(1500, 1);
+    OutFrame of{nullptr, f.data(), 1500};
+    uint64_t bytes = 0;
+    for (uint64_t t = 0; t < 2'000'000'000ULL; t += 10'000'000) {
+      for (int k = 0; k < 167; k++) im.Admit(&of, 1, t);  // 200 Mbit/s offered
+      for (;;) {
+        const auto& r = im.Release(t, 64, false);
+        if (r.empty()) break;
+        for (auto& x : r) bytes += x.len;
+      }
+    }
+    double bits = bytes * 8.0, want = 199e6 + 25000 * 8;  // owed up to the last step (1.99 s), plus the first burst
+    Check(std::fabs(bits - want) <= 0.01 * want, "rate: an engine woken every 10 ms still carries the rate (100 Mbit/s for 2 s)",
+          std::to_string(bits));
+    // ... and an idle link saves up only its burst: after 1 s of silence,
+    // one release sends at most the burst (25 kB) plus one frame.
+    uint64_t quiet = 3'000'000'000ULL, burst = 0;
+    while (!im.idle()) im.Release(quiet, 64, true);
+    for (int k = 0; k < 100; k++) im.Admit(&of, 1, 4'000'000'000ULL);
+    for (;;) {
+      const auto& r = im.Release(4'000'000'000ULL, 64, false);
+      if (r.empty()) break;
+      for (auto& x : r) burst += x.len;
+    }
+    Check(burst <= 25'000 + 1500 && burst >= 25'000 - 1500, "rate: an idle link's saved credit is the burst, no more",
+          std::to_string(burst));
+  }
+  {
     // Gilbert-Elliott: loss p/(p+r) on average, bursts of 1/r frames.
     EndCounters c;
     ImpairConfig cfg;

@@ -198,11 +198,16 @@ void Impairer::FreeReleased() {
   out_.clear();
 }
 
+// An idle link saves up at most the burst. A backlogged one (frames waited
+// in the FIFO since the last refill) is owed the whole elapsed time, up to
+// what waits: the engine thread woken late (a busy machine) must not cost the
+// link its rate, as a late timer costs netem nothing either.
 void Impairer::Refill(uint64_t nowNs) {
   if (cfg_.rateBps == 0) return;
   if (nowNs > refillNs_) {
     double add = static_cast<double>(nowNs - refillNs_) * static_cast<double>(cfg_.rateBps) / 8e9;
-    tokens_ = std::min(static_cast<double>(Burst()), tokens_ + add);
+    double cap = static_cast<double>(Burst()) + static_cast<double>(fifoBytes_);
+    tokens_ = std::min(cap, tokens_ + add);
   }
   refillNs_ = nowNs;
 }
@@ -215,6 +220,9 @@ const std::vector<OutFrame>& Impairer::Release(uint64_t nowNs, size_t maxFrames,
     out_.push_back({vh, h.buf + (h.hasVnet ? kVnet : 0), h.len});
     held_ -= h.len;
   };
+  // Before the due frames join the FIFO, so only frames that already waited
+  // earn the catch-up credit.
+  Refill(nowNs);
   // Due frames leave the heap: straight out, or into the rate limit's queue.
   while (!heap_.empty() && (all || heap_.front().due <= nowNs) && out_.size() < maxFrames) {
     std::pop_heap(heap_.begin(), heap_.end(), Later());
@@ -231,7 +239,6 @@ const std::vector<OutFrame>& Impairer::Release(uint64_t nowNs, size_t maxFrames,
       fifo_.push_back(h);
     }
   }
-  Refill(nowNs);
   // A frame goes when the bucket holds its size (or the whole burst, for a
   // frame bigger than the burst); the bucket may go below zero, so the
   // long-run rate stays exact whatever the frame sizes.
