@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -441,6 +442,9 @@ void Engine::Stop() {
 }
 
 void Engine::Run() {
+  // Impairment timers are armed to the nanosecond; the default 50 us of timer
+  // slack would add up to that to every delayed frame.
+  prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
   epoll_event events[64];
   int timeoutMs = 100;
   while (!stop_) {
