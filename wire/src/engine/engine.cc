@@ -473,6 +473,14 @@ void Engine::HandleEvent(uint64_t key, uint32_t events) {
     uint64_t v;
     if (read(type == kTypeWake ? wakeFd_ : timerFd_, &v, 8) < 0) {
     }
+    if (type == kTypeTimer && timerArmedAtNs_ != 0) {
+      // A late wake moves the lead up by an eighth of the lateness; one far
+      // off (a stall of the machine) is clamped, so it cannot pull frames forward much.
+      uint64_t now = NowNs();
+      uint64_t late = now > timerArmedAtNs_ ? std::min(now - timerArmedAtNs_, kMaxTimerLeadNs) : 0;
+      timerLeadNs_ = (timerLeadNs_ * 7 + late) / 8;
+      timerArmedAtNs_ = 0;
+    }
   } else if (type == kTypeListen) {
     Accept();
   } else if (type == kTypePort) {
@@ -649,7 +657,8 @@ void Engine::ToPod(End* e, const OutFrame* frames, int n) {
 
 // Sends what is due, then sets the timer for the next frame due.
 void Engine::RunImpairments() {
-  const uint64_t now = NowNs();
+  // Frames due within the timer's lead leave now (see timerLeadNs_).
+  const uint64_t now = NowNs() + timerLeadNs_;
   uint64_t next = UINT64_MAX;
   constexpr size_t kBatch = 256;
   constexpr int kRounds = 64;  // bound one pass: what is left goes on the next (the timer fires at once)
@@ -686,7 +695,8 @@ void Engine::RunImpairments() {
                   impaired_.end());
   if (next != UINT64_MAX) {
     itimerspec its{};
-    next = std::max<uint64_t>(next, 1);
+    next = next > timerLeadNs_ + 1 ? next - timerLeadNs_ : 1;
+    timerArmedAtNs_ = next;
     its.it_value.tv_sec = static_cast<time_t>(next / 1000000000ULL);
     its.it_value.tv_nsec = static_cast<long>(next % 1000000000ULL);
     timerfd_settime(timerFd_, TFD_TIMER_ABSTIME, &its, nullptr);
@@ -695,6 +705,7 @@ void Engine::RunImpairments() {
     itimerspec its{};
     timerfd_settime(timerFd_, 0, &its, nullptr);
     timerArmed_ = false;
+    timerArmedAtNs_ = 0;
   }
 }
 
@@ -841,7 +852,7 @@ void Engine::Deliver(Peer* p, const uint8_t* msg, size_t len) {
 // ---- connections -------------------------------------------------------
 
 void Engine::UpdateEpoll(Conn* c) {
-  uint32_t want = EPOLLIN | (c->wantOut ? EPOLLOUT : 0);
+  uint32_t want = EPOLLIN | (c->wantOut ? static_cast<uint32_t>(EPOLLOUT) : 0u);
   if (want == c->epollEvents) return;
   epoll_event ev{};
   ev.events = want;

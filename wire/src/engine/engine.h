@@ -217,6 +217,14 @@ class Engine {
   std::function<void(int)> notify_;
   int epfd_ = -1, listenFd_ = -1, wakeFd_ = -1, timerFd_ = -1;
   bool timerArmed_ = false;
+  // The impairment timer's adaptive lead (as KVM's lapic_timer_advance_ns):
+  // the timer is armed this much before the next frame is due, and frames
+  // due within it leave, so a frame leaves on average when due although a
+  // wake from idle comes tens of microseconds late on a virtual machine.
+  // timerArmedAtNs_ is what the timer was last armed for; each firing feeds
+  // its lateness into the average.
+  uint64_t timerArmedAtNs_ = 0, timerLeadNs_ = 0;
+  static constexpr uint64_t kMaxTimerLeadNs = 200'000;
   std::vector<End*> impaired_;  // ends with impairments (an empty list costs the pass nothing)
   uint64_t impairSeed_ = 0;
   SSL_CTX* sslServer_ = nullptr;

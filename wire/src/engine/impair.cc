@@ -208,8 +208,8 @@ void Impairer::Refill(uint64_t nowNs) {
     double add = static_cast<double>(nowNs - refillNs_) * static_cast<double>(cfg_.rateBps) / 8e9;
     double cap = static_cast<double>(Burst()) + static_cast<double>(fifoBytes_);
     tokens_ = std::min(cap, tokens_ + add);
+    refillNs_ = nowNs;
   }
-  refillNs_ = nowNs;
 }
 
 const std::vector<OutFrame>& Impairer::Release(uint64_t nowNs, size_t maxFrames, bool all) {
