@@ -26,6 +26,7 @@ import type { CaptureAuth } from '../capture/auth.js';
 import { CaptureGate, foldWires } from '../capture/limits.js';
 import type { HttpDaemon } from '../capture/http.js';
 import { MapHub } from '../map/hub.js';
+import { IdleMemory } from '../util/idle-memory.js';
 import { netlink, netnsPath } from '../netns/ip.js';
 import { qmpSetLink } from '../endpoint/qmp.js';
 import { DaemonMetrics } from '../metrics/metrics.js';
@@ -274,12 +275,15 @@ export class Daemon {
   readonly captureGate = new CaptureGate();
   /** the live link map (HTTP /map, /map/events; ControlService GetMap, WatchMap) */
   readonly map: MapHub;
+  /** gives back what a burst of wire changes left behind, once it settles */
+  readonly idleMemory: IdleMemory;
   /** /metrics; made when the HTTP port is (prom-client's default collectors cost a little) */
   private metrics: DaemonMetrics | null = null;
 
   constructor(readonly opts: DaemonOptions) {
     this.log = opts.log ?? ((m) => process.stderr.write(`[${opts.node}] ${m}\n`));
     this.map = new MapHub({ lab: opts.lab, node: opts.node, listen: opts.listen, listWires: () => this.listWires(), peers: () => this.engine.peers() });
+    this.idleMemory = new IdleMemory(() => wire.returnFreedMemory(), this.log);
   }
 
   /**
@@ -627,6 +631,7 @@ export class Daemon {
     }
     if (o.persist) await this.persist();
     this.map.changed();
+    this.idleMemory.changed();
     return this.status(wire);
   }
 
@@ -644,6 +649,7 @@ export class Daemon {
     this.dropFromEngine(wire);
     for (const end of wire.ends) await end.endpoint.close(true);
     this.map.changed();
+    this.idleMemory.changed();
     await this.persist();
   }
 
@@ -1067,6 +1073,7 @@ export class Daemon {
     this.loopDelay.disable();
     if (this.loopWindowTimer) clearInterval(this.loopWindowTimer);
     this.map.close();
+    this.idleMemory.stop();
     for (const f of this.files.values()) f.stop();
     for (const w of this.wires.values()) for (const e of w.ends) e.ring.close();
     // The engine closes every port and peer stream; the interfaces stay.

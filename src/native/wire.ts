@@ -260,6 +260,8 @@ interface Addon {
   setScheduling(priority: number): number;
   /** glibc trim threshold: free heap memory kept up to `bytes` rather than returned to the kernel; false where not glibc */
   keepFreedMemory(bytes: number): boolean;
+  /** V8's low-memory collection, then glibc's malloc_trim(0); whether glibc handed any memory back */
+  returnFreedMemory(): boolean;
   Port: new (fd: number, kind: 'packet' | 'tap', vnetHdr: boolean, slotSize: number, slots: number) => NativePort;
   Engine: new (opts: EngineOptions, onCapture: (reader: number) => void) => NativeEngine;
   /** what a PEM certificate request asks for, and whether its self-signature holds */
