@@ -16,6 +16,7 @@ import t, { type Test } from 'tap';
 import { marked, matrixFrames, startCapture, stopCapture, waitUntil } from './helpers/frames.js';
 import { GuestShell, hexFrames, testGuest, waitReady } from './helpers/guest.js';
 import { labTraces, pw, pwOk } from './helpers/labcli.js';
+import { kvmUsable } from '../src/lab/vm.js';
 import { CLI, ROOT, run, TestNet, sleep, waitFor } from './helpers/testnet.js';
 
 const LAB = 'pwva';
@@ -76,7 +77,7 @@ topology:
   await pwOk('up', '-f', file);
   const upMs = Date.now() - t0;
   const [u1, u2] = await Promise.all([waitReady(path.join(vmDir('vm1'), 'console.log')), waitReady(path.join(vmDir('vm2'), 'console.log'))]);
-  t.comment(`guest ${guest.versions}; up took ${upMs} ms; guests ready at ${u1}/${u2} s guest uptime, ${Date.now() - t0} ms after up started (${existsSync('/dev/kvm') ? 'KVM' : 'TCG'})`);
+  t.comment(`guest ${guest.versions}; up took ${upMs} ms; guests ready at ${u1}/${u2} s guest uptime, ${Date.now() - t0} ms after up started (${kvmUsable() ? 'KVM' : 'TCG'})`);
   const s = await status();
   t.same(
     s.vms.map((v) => [v.name, v.running, v.restarts]),

@@ -40,14 +40,28 @@ export function vmNics(lab: string, pod: string, links: LinkModel[]): VmNic[] {
   return out;
 }
 
-/** Whether QEMU can use KVM here (the device is there and opens). */
+let kvmWorks: boolean | undefined;
+
+/**
+ * Whether QEMU can run a guest with KVM here: /dev/kvm opens, and a paused
+ * q35 guest with the host's CPU starts and quits over QMP. Access alone is
+ * not enough: a nested hypervisor may offer /dev/kvm and refuse the vCPU's
+ * MSRs (QEMU then aborts at start, "kvm_buf_set_msrs"). Probed once per
+ * process, in about 50 ms; TCG otherwise.
+ */
 export function kvmUsable(): boolean {
+  if (kvmWorks !== undefined) return kvmWorks;
   try {
     accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
-    return true;
   } catch {
-    return false;
+    return (kvmWorks = false);
   }
+  const probe = spawnSync(
+    'qemu-system-x86_64',
+    ['-machine', 'q35,accel=kvm', '-cpu', 'host', '-m', '64', '-nodefaults', '-display', 'none', '-no-user-config', '-S', '-serial', 'none', '-qmp', 'stdio'],
+    { input: '{"execute":"qmp_capabilities"}{"execute":"quit"}\n', timeout: 10_000, stdio: ['pipe', 'ignore', 'ignore'] },
+  );
+  return (kvmWorks = probe.status === 0);
 }
 
 /** QEMU's command line for a VM pod (run inside the pod's namespace). */
