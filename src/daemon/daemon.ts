@@ -811,6 +811,7 @@ export class Daemon {
       else delete impair[key];
       if (impair.local || impair.localPeer) w.spec.impair = impair;
       else delete w.spec.impair;
+      this.map.changed();
       await this.persist();
       return this.status(w);
     }

@@ -58,8 +58,8 @@ export const ASSETS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.ur
 const ASSET_TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.mjs': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.png': 'image/png' };
 const ASSETS = ['index.html', 'app.js', 'style.css', 'cytoscape.esm.min.mjs'];
 
-/** A wire end as the page sees it: the map's end plus carrier, cable and impairments from ListWires. */
-export interface ViewEnd extends Partial<MapWireEnd> {
+/** A wire end as the page sees it: the map's end, with carrier, cable and impairments as words. */
+export interface ViewEnd extends Partial<Omit<MapWireEnd, 'carrier' | 'cable' | 'impair'>> {
   name: string;
   pod: string;
   node: string;
@@ -90,43 +90,14 @@ export interface View {
   token_file: string;
 }
 
-interface EndState {
-  carrier: boolean;
-  cable: string;
-  impair_in: string;
-  impair_out: string;
-}
-
-function endStates(lists: PbWireStatus[][]): Map<string, EndState> {
-  const out = new Map<string, EndState>();
-  for (const w of lists.flat()) {
-    for (const e of w.ends) {
-      const imp = endImpairFromPb(e.impair);
-      out.set(e.name, { carrier: e.carrier?.on ?? false, cable: e.carrier?.cable === 'CABLE_STATE_PULLED' ? 'pulled' : 'plugged', impair_in: formatImpairment(imp?.in), impair_out: formatImpairment(imp?.out) });
-    }
-  }
-  return out;
-}
-
-/** The page's view: the lab's links (so every wire is drawn, reported or not) with what the daemons say of each. */
-export function buildView(state: LabState, map: MapSnapshot, ends: Map<string, EndState>, tokenFile: string): View {
+/** The page's view: the lab's links (so every wire is drawn, reported or not) with what the daemons' maps say of each. */
+export function buildView(state: LabState, map: MapSnapshot, tokenFile: string): View {
   const wires: ViewWire[] = state.links.map((l) => {
     const mw = map.wires.find((w) => w.uid === l.uid);
     const side = (which: 'a' | 'b'): ViewEnd => {
       const name = `${l[which].pod}/${l[which].intf}`;
-      const me = mw?.ends.find((e) => e.name === name);
-      const st = ends.get(name);
       const node = state.pods.find((p) => p.name === carrierPod(l, which))?.node ?? '';
-      return {
-        ...(me ?? {}),
-        name,
-        pod: l[which].pod,
-        node,
-        carrier: st ? (st.carrier ? 'up' : 'down') : 'unknown',
-        cable: st ? (st.cable as 'plugged' | 'pulled') : 'unknown',
-        impair_in: st?.impair_in ?? '',
-        impair_out: st?.impair_out ?? '',
-      };
+      return viewEnd(mw?.ends.find((e) => e.name === name), { name, pod: l[which].pod, node });
     };
     return { uid: l.uid, state: mw?.state ?? 'missing', message: mw?.message ?? '', ends: [side('a'), side('b')] };
   });
@@ -143,6 +114,21 @@ export function buildView(state: LabState, map: MapSnapshot, ends: Map<string, E
     peers: map.peers,
     wires,
     token_file: tokenFile,
+  };
+}
+
+/** A map end as the page shows it (unknown when no daemon reports the end). */
+export function viewEnd(me: MapWireEnd | undefined, id: { name: string; pod: string; node: string }): ViewEnd {
+  if (!me) return { ...id, carrier: 'unknown', cable: 'unknown', impair_in: '', impair_out: '' };
+  const { carrier, cable, impair, ...rest } = me;
+  const imp = endImpairFromPb(impair);
+  return {
+    ...rest,
+    ...id,
+    carrier: carrier ? 'up' : 'down',
+    cable: cable === 'pulled' ? 'pulled' : 'plugged',
+    impair_in: formatImpairment(imp?.in),
+    impair_out: formatImpairment(imp?.out),
   };
 }
 
@@ -193,12 +179,10 @@ function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
   });
 }
 
-/** Follows every daemon's map stream and carrier state while anyone watches; feeds views to the watchers. */
+/** Follows every daemon's map stream while anyone watches; feeds views to the watchers. */
 class LiveView {
   private readonly maps = new Map<string, MapSnapshot>();
-  private ends = new Map<string, EndState>();
   private readonly streams = new Set<{ cancel(): void }>();
-  private poll: NodeJS.Timeout | null = null;
   private pending: NodeJS.Timeout | null = null;
   private running = false;
   last: string | null = null;
@@ -218,23 +202,10 @@ class LiveView {
 
   private start(): void {
     this.running = true;
+    // Carrier, cable and impairments come in the map (a daemon sends a change
+    // within 50 ms of a cable pull or impairment it made, within a second of
+    // one its peer made): nothing is polled.
     for (const c of this.ui.clients) this.open(c);
-    const tick = (): void => {
-      this.ui
-        .listAll()
-        .then((lists) => {
-          const next = endStates(lists);
-          if (JSON.stringify([...next]) !== JSON.stringify([...this.ends])) {
-            this.ends = next;
-            this.changed();
-          }
-        })
-        .catch(() => undefined)
-        .finally(() => {
-          if (this.running) this.poll = setTimeout(tick, 500);
-        });
-    };
-    tick();
   }
 
   private open(c: { node: string; client: ControlClient }): void {
@@ -262,7 +233,7 @@ class LiveView {
       let json: string;
       try {
         const state = this.ui.state();
-        json = JSON.stringify(buildView(state, mergeMaps(state.name, [...this.maps.values()]), this.ends, this.ui.tokenFile));
+        json = JSON.stringify(buildView(state, mergeMaps(state.name, [...this.maps.values()]), this.ui.tokenFile));
       } catch (err) {
         // The lab went away (or its file cannot be read): the pages keep their last view.
         this.ui.note(`view: ${(err as Error).message}`);
@@ -273,26 +244,13 @@ class LiveView {
     }, 100);
   }
 
-  /** Carrier state is read again at once (after the page pulled a cable or set an impairment). */
-  refresh(): void {
-    if (!this.running) return;
-    this.ui
-      .listAll()
-      .then((lists) => {
-        this.ends = endStates(lists);
-        this.changed();
-      })
-      .catch(() => undefined);
-  }
-
   stop(): void {
     this.running = false;
     for (const s of this.streams) s.cancel();
     this.streams.clear();
     this.maps.clear();
-    if (this.poll) clearTimeout(this.poll);
     if (this.pending) clearTimeout(this.pending);
-    this.poll = this.pending = null;
+    this.pending = null;
     this.last = null;
   }
 }
@@ -335,14 +293,10 @@ export class UiServer {
     return s;
   }
 
-  listAll(): Promise<PbWireStatus[][]> {
-    return Promise.all(this.clients.map((c) => c.client.listWires().catch(() => [] as PbWireStatus[])));
-  }
-
   async view(): Promise<View> {
     const state = this.state();
-    const [maps, lists] = await Promise.all([Promise.all(this.clients.map((c) => c.client.getMap().catch(() => null))), this.listAll()]);
-    return buildView(state, mergeMaps(state.name, maps.filter((m): m is MapSnapshot => m !== null)), endStates(lists), this.tokenFile);
+    const maps = await Promise.all(this.clients.map((c) => c.client.getMap().catch(() => null)));
+    return buildView(state, mergeMaps(state.name, maps.filter((m): m is MapSnapshot => m !== null)), this.tokenFile);
   }
 
   listen(listen: string): Promise<string> {
@@ -612,7 +566,6 @@ export class UiServer {
     if (typeof body.plugged !== 'boolean') throw new InvalidArgument('"plugged" must be true (plug the cable in) or false (pull it)');
     this.endsOf(new URLSearchParams([['end', body.end]]));
     await linkCable(this.lab, body.end, body.plugged);
-    this.live.refresh();
     sendJson(res, 200, { end: body.end, plugged: body.plugged });
   }
 
@@ -646,7 +599,6 @@ export class UiServer {
       }
       w = await client.setImpair(body.end, dir as ImpairDir, imp);
     }
-    this.live.refresh();
     const e = endImpairFromPb(w.ends.find((x) => x.name === body.end)?.impair);
     sendJson(res, 200, { end: body.end, impair_in: formatImpairment(e?.in), impair_out: formatImpairment(e?.out) });
   }
