@@ -29,6 +29,8 @@ have qemu-system-x86_64 || need+=(qemu-system-x86)
 have gcc || need+=(gcc)
 # test/ui.test.ts drives Debian's Chromium with playwright-core (never a downloaded browser).
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# test/ui-firefox.test.ts drives Debian's Firefox ESR over WebDriver BiDi (built into Firefox).
+[ -x /usr/bin/firefox-esr ] || need+=(firefox-esr)
 # The native engine links nghttp2; the fuzz targets need clang with libFuzzer and
 # the sanitizer runtimes, the request reader's the system's OpenSSL (npm run fuzz,
 # test/fuzz.test.ts).

@@ -2,7 +2,8 @@
 // control API's GetMap, `patchwire map`), and its three streams (SSE from
 // curl, WatchMap from a gRPC client, `patchwire map --watch --json`) seeing
 // counters and rates move while a ping crosses a wire, a wire removed and
-// added back by `up` on an edited file, and each stream ending cleanly when
+// added back by `up` on an edited file, a cable pulled and plugged and an
+// impairment set and reset (link state in the map), and each stream ending cleanly when
 // its client goes (the daemon's watcher count falls back to zero).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -196,6 +197,50 @@ t.test('snapshot and streams of a lab', async (t) => {
     t.ok(f.events.every((ev, i) => i === 0 || !ev.full), `${name}: only the first event was a full map (${f.events.length} events)`);
   }
   await waitFor('CLI: wire 3 back', () => cliMaps.at(-1)?.wires.some((w) => w.uid === 3 && w.ends.length === 2));
+
+  // Link state in the map: a cable pulled and plugged, an impairment set and reset.
+  const e1 = endOf(sse.map!, 1, 'r1/eth1')!;
+  t.same([e1.carrier, e1.cable, e1.far_cable, e1.impair], [true, 'plugged', 'plugged', null], 'r1/eth1 starts with carrier, its cable and the far one plugged, no impairments');
+  const evCount = { sse: sse.events.length, grpc: grpcF.events.length };
+  await pwOk('link', 'down', LAB, 'r1/eth1');
+  for (const [name, f] of [
+    ['SSE', sse],
+    ['gRPC', grpcF],
+  ] as const) {
+    const e = await f.wait(`${name}: r1/eth1 pulled and without carrier`, (m) => {
+      const x = endOf(m, 1, 'r1/eth1');
+      return x && x.cable === 'pulled' && !x.carrier ? x : undefined;
+    });
+    t.match(e.carrier_reason, /cable/, `${name}: the reason names the cable (${e.carrier_reason})`);
+    t.ok(e.carrier_changes >= 1, `${name}: a carrier change counted`);
+    t.ok(f.events.slice(name === 'SSE' ? evCount.sse : evCount.grpc).some((ev) => !ev.full && ev.map.wires.some((w) => w.uid === 1 && w.ends[0]!.cable === 'pulled')), `${name}: a change event carried the pull`);
+  }
+  const pulledFar = await waitFor('CLI: r2/eth1 (node2) without carrier, far cable pulled', () => {
+    const b = cliMaps.at(-1)?.wires.find((x) => x.uid === 1)?.ends.find((e) => e.name === 'r2/eth1');
+    return b && !b.carrier && b.cable === 'plugged' && b.far_cable === 'pulled' ? b : undefined;
+  });
+  t.equal(pulledFar.node, 'node2', "the far end's daemon reports its carrier gone and the far cable pulled");
+  t.match((await run('ip', ['-n', `pw-${LAB}-r1`, '-o', 'link', 'show', 'dev', 'eth1'])).stdout, /NO-CARRIER/, "r1's eth1 has no carrier, as the map says");
+  await pwOk('link', 'up', LAB, 'r1/eth1');
+  await sse.wait('SSE: r1/eth1 plugged with carrier', (m) => {
+    const x = endOf(m, 1, 'r1/eth1');
+    return x && x.cable === 'plugged' && x.carrier;
+  });
+  await waitFor('CLI: r2/eth1 carrier back', () => cliMaps.at(-1)?.wires.find((x) => x.uid === 1)?.ends.find((e) => e.name === 'r2/eth1' && e.carrier && e.far_cable === 'plugged'));
+  t.pass('plugged back: carrier at both ends in the map');
+  await pwOk('link', 'set', LAB, 'r3/eth2', '--delay', '20ms', '--loss', '1%');
+  for (const [name, f] of [
+    ['SSE', sse],
+    ['gRPC', grpcF],
+  ] as const) {
+    const imp = await f.wait(`${name}: r3/eth2 impaired`, (m) => endOf(m, 3, 'r3/eth2')?.impair ?? undefined);
+    t.match(imp, { inbound: { delay_us: 20000, loss_percent: 1 }, outbound: { delay_us: 20000, loss_percent: 1 } }, `${name}: r3/eth2's impairments in both directions`);
+    t.equal(endOf(f.map!, 3, 'r1/eth2')!.impair, null, `${name}: the other end of wire 3 stays unimpaired`);
+  }
+  await pwOk('link', 'reset', LAB, 'r3/eth2');
+  await grpcF.wait('gRPC: r3/eth2 impairments gone', (m) => endOf(m, 3, 'r3/eth2')?.impair === null);
+  await sse.wait('SSE: r3/eth2 impairments gone', (m) => endOf(m, 3, 'r3/eth2')?.impair === null);
+  t.pass('reset: the map shows no impairments on r3/eth2');
 
   // Each client leaving ends its stream on the daemon.
   curlProc.kill('SIGTERM');

@@ -226,9 +226,13 @@ function drawCapture() {
   $('#download').disabled = n === 0;
   $('#copy-live').disabled = n === 0;
   const v = state.view;
-  $('#live-command').value = n && v
-    ? `curl -sN -H "Authorization: Bearer $(sudo cat ${v.token_file})" '${new URL(`api/capture?${captureQuery()}&follow=1`, document.baseURI)}' | wireshark -k -i -\n# or: sudo patchwire capture ${v.lab} ${[...state.selectedEnds].join(' ')} --follow | wireshark -k -i -`
-    : '';
+  const url = new URL(`api/capture?${captureQuery()}&follow=1`, document.baseURI);
+  // A daemon's page in a cluster takes a Kubernetes token ($TOKEN: kubectl create token ...).
+  $('#live-command').value = !n || !v
+    ? ''
+    : v.mode === 'cluster'
+      ? `curl -sN -H "Authorization: Bearer $TOKEN" '${url}' | wireshark -k -i -`
+      : `curl -sN -H "Authorization: Bearer $(sudo cat ${v.token_file})" '${url}' | wireshark -k -i -\n# or: sudo patchwire capture ${v.lab} ${[...state.selectedEnds].join(' ')} --follow | wireshark -k -i -`;
 }
 
 $('#download').addEventListener('click', async () => {
@@ -383,7 +387,13 @@ function followPackets() {
   $('#packets-of').textContent = `wire ${w.uid}: ${w.ends.map((e) => e.name).join(' ↔ ')} (the last ${MAX_PACKETS} frames)`;
   const ctl = new AbortController();
   state.packetStream = ctl;
-  const q = w.ends.map((e) => `end=${encodeURIComponent(e.name)}`).join('&');
+  // A daemon's page in a cluster lists the frames of the ends on its own node.
+  const ends = v.mode === 'cluster' ? w.ends.filter((e) => e.node === v.node) : w.ends;
+  if (ends.length === 0) {
+    $('#packets-of').textContent = `wire ${w.uid}: no end on node ${v.node} (open the page of the daemon that holds it)`;
+    return;
+  }
+  const q = ends.map((e) => `end=${encodeURIComponent(e.name)}`).join('&');
   sse(`api/packets?${q}`, (event, data) => {
     if (event === 'frames') addPackets(data.frames);
     else if (event === 'error') toast(data.error, true);
@@ -396,8 +406,8 @@ function followPackets() {
 
 function render(v) {
   state.view = v;
-  $('#lab-name').textContent = v.lab;
-  $('#token-hint').textContent = `sudo cat ${v.token_file}`;
+  $('#lab-name').textContent = v.mode === 'cluster' ? `${v.lab} (node ${v.node})` : v.lab;
+  if (v.token_file) $('#token-hint').textContent = `sudo cat ${v.token_file}`;
   drawGraph(v);
   drawWires(v);
   drawCapture();

@@ -35,6 +35,14 @@ export interface CaptureAuth {
    * metrics and link map (every wire end of node `node`: names, state, counters).
    */
   authorizeNode(caller: Caller, node: string): Promise<void>;
+  /**
+   * Throws PermissionDenied unless the caller may pull or plug the cable of,
+   * or set the impairments of, the wire end `end` (the browser view's
+   * actions on a daemon).
+   */
+  authorizeLinkChange(caller: Caller, end: string): Promise<void>;
+  /** Whether the caller may see the links of every pod of `namespace` (the browser view's whole lab). */
+  maySeeLinks(caller: Caller, namespace: string): Promise<boolean>;
 }
 
 /** Local root on the control socket: the socket's mode is the boundary. */
@@ -97,6 +105,14 @@ export class LabTokenAuth implements CaptureAuth {
   async authorizeNode(): Promise<void> {
     // The same: the token's holder may see the whole lab.
   }
+
+  async authorizeLinkChange(): Promise<void> {
+    // The token's holder owns the lab (patchwire ui and link down do the same with it).
+  }
+
+  async maySeeLinks(): Promise<boolean> {
+    return true;
+  }
 }
 
 /** A small cache whose entries expire, holding at most `max` (the oldest go first). */
@@ -154,6 +170,22 @@ export const CAPTURE_ATTRIBUTES = { verb: 'get', group: '', resource: 'pods', su
  */
 export const NODE_METRICS_ATTRIBUTES = { verb: 'get', group: '', resource: 'nodes', subresource: 'metrics' } as const;
 
+/**
+ * What the browser view's cable pulls and impairments are authorized as:
+ * `patch` on the Topology object of the end's pod (group networkop.co.uk).
+ * Whoever may patch it can already pull that cable or impair that end by
+ * editing the link's `patchwire` block (state: down, impairments), so the
+ * page grants nothing new; `get pods/capture` (a viewer's right) is not enough.
+ */
+export const LINK_CHANGE_ATTRIBUTES = { verb: 'patch', group: 'networkop.co.uk', resource: 'topologies', subresource: '' } as const;
+
+/**
+ * What the browser view's whole-lab drawing is authorized as: `list` of the
+ * Topology objects of a namespace, whose links and status it shows. Without
+ * it the page shows only the daemon's own wire ends (as /map does).
+ */
+export const LINK_VIEW_ATTRIBUTES = { verb: 'list', group: 'networkop.co.uk', resource: 'topologies', subresource: '' } as const;
+
 /** Cluster mode: the API server decides, through TokenReview and SubjectAccessReview. */
 export class KubeAuth implements CaptureAuth {
   private readonly users = new TtlCache<KubeUser | null>(REVIEW_CACHE_ENTRIES);
@@ -210,6 +242,23 @@ export class KubeAuth implements CaptureAuth {
       const { verb, resource, subresource } = NODE_METRICS_ATTRIBUTES;
       throw new PermissionDenied(`user "${user.username}" may not ${verb} ${resource}/${subresource} of node ${node}`);
     }
+  }
+
+  async authorizeLinkChange(caller: Caller, end: string): Promise<void> {
+    const user = (caller as KubeCaller).user;
+    if (!user) throw new PermissionDenied('unknown caller');
+    const parts = end.split('/');
+    if (parts.length !== 3 || parts.some((p) => p === '')) throw new InvalidArgument(`wire end '${end.slice(0, 100)}': in a cluster, name wire ends NAMESPACE/POD/INTF`);
+    if (!(await this.allowed(user, { namespace: parts[0]!, name: parts[1]!, ...LINK_CHANGE_ATTRIBUTES }))) {
+      const { verb, resource, group } = LINK_CHANGE_ATTRIBUTES;
+      throw new PermissionDenied(`user "${user.username}" may not ${verb} ${resource}.${group} ${parts[0]}/${parts[1]}, which pulling a cable or setting impairments at ${end} needs`);
+    }
+  }
+
+  async maySeeLinks(caller: Caller, namespace: string): Promise<boolean> {
+    const user = (caller as KubeCaller).user;
+    if (!user) return false;
+    return this.allowed(user, { namespace, name: '', ...LINK_VIEW_ATTRIBUTES });
   }
 
   private async allowed(user: KubeUser, attrs: { namespace?: string; name: string; verb: string; group: string; resource: string; subresource: string }): Promise<boolean> {

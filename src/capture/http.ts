@@ -42,8 +42,16 @@ export interface HttpDaemon {
   /** the live link map now, and a stream of its changes */
   mapSnapshot(): MapSnapshot;
   mapWatch(w: MapWatcher): { stop: () => void; resume: () => void };
+  /**
+   * The browser view under /ui/ (cluster mode; null: not served here). It
+   * checks its callers itself, with captureAuth.
+   */
+  page(): PageHandler | null;
   log(msg: string): void;
 }
+
+/** Serves a path under /ui/ (`rel`: the part after "/ui/"); errors it throws are answered as here. */
+export type PageHandler = (rel: string, query: URLSearchParams, req: http.IncomingMessage, res: http.ServerResponse) => Promise<void>;
 
 export const HTTP_STATUS: Record<ErrorCode, number> = {
   CANCELLED: 400,
@@ -142,7 +150,7 @@ function hasBody(req: http.IncomingMessage): boolean {
   return (len !== undefined && len !== '0') || req.headers['transfer-encoding'] !== undefined;
 }
 
-async function caller(d: HttpDaemon, req: http.IncomingMessage): Promise<Caller> {
+export async function caller(d: Pick<HttpDaemon, 'captureAuth'>, req: http.IncomingMessage): Promise<Caller> {
   const auth = d.captureAuth();
   if (!auth) throw new HttpFailure(503, 'capture is not available yet: the daemon cannot check credentials');
   try {
@@ -156,10 +164,17 @@ async function caller(d: HttpDaemon, req: http.IncomingMessage): Promise<Caller>
 
 async function handle(d: HttpDaemon, capture: boolean, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   const { path, query: q } = splitTarget(req.url ?? '/');
+  if (capture && (path === '/ui' || path.startsWith('/ui/'))) {
+    const page = d.page();
+    if (!page) throw new HttpFailure(404, `this daemon serves no page (in lab mode run 'patchwire ui LAB' instead)`);
+    // The page's paths are relative: it must be loaded as /ui/.
+    if (path === '/ui') throw new HttpFailure(308, 'the page is at /ui/', { location: '/ui/' });
+    return page(path.slice('/ui/'.length), q, req, res);
+  }
   const observe = path === '/metrics' || path === '/map' || path === '/map/events';
   const known = path === '/healthz' || path === '/readyz' || (capture && (path === '/capture' || observe));
   if (!known) {
-    throw new HttpFailure(404, `no such path ${shown(path)}; this port serves ${capture ? '/capture?wire=POD/INTF, /metrics, /map, /map/events, ' : ''}/healthz and /readyz`);
+    throw new HttpFailure(404, `no such path ${shown(path)}; this port serves ${capture ? '/capture?wire=POD/INTF, /metrics, /map, /map/events, /ui/, ' : ''}/healthz and /readyz`);
   }
   if (!READ_METHODS.has(req.method ?? '')) throw new HttpFailure(405, 'use GET', { allow: 'GET, HEAD' });
   // Nothing here takes a body; one would only be read for nothing.
@@ -204,6 +219,23 @@ async function handle(d: HttpDaemon, capture: boolean, req: http.IncomingMessage
     } else serveMapEvents(d, q, req, res);
     return;
   }
+  const asked = q.getAll('wire');
+  if (asked.length === 0) throw new InvalidArgument('name at least one wire end: ?wire=POD/INTF');
+  await serveCapture(d, who, asked, q, req, res);
+}
+
+/**
+ * A capture of the wire ends `asked` (checked against the caller's rights)
+ * as pcapng or pcap, with ?follow, ?count, ?duration and ?format from `q`.
+ */
+export async function serveCapture(
+  d: Pick<HttpDaemon, 'node' | 'lab' | 'captureAuth' | 'captureSources' | 'captureGate'>,
+  who: Caller,
+  asked: string[],
+  q: URLSearchParams,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+): Promise<void> {
   const format = q.get('format') ?? 'pcapng';
   if (format !== 'pcapng' && format !== 'pcap') throw new InvalidArgument(`format ${shown(format)} is not pcapng or pcap`);
   const num = (k: string): number => {
@@ -216,8 +248,6 @@ async function handle(d: HttpDaemon, capture: boolean, req: http.IncomingMessage
   const count = Math.floor(num('count'));
   const duration = num('duration');
   const follow = ['1', 'true', 'yes'].includes(q.get('follow') ?? '');
-  const asked = q.getAll('wire');
-  if (asked.length === 0) throw new InvalidArgument('name at least one wire end: ?wire=POD/INTF');
   const wires = foldWires(asked);
   await d.captureAuth()!.authorize(who, wires);
   const picked = d.captureSources(wires, who.seesAll);

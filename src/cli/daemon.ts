@@ -233,6 +233,24 @@ export async function daemonMain(argv: string[]): Promise<void> {
     else kc.loadFromDefault();
     const api = new ApiClient(kc, { requestMs: apiTimeoutSeconds * 1000, watchSeconds: 1 });
     captureAuth = new KubeAuth((p, body) => api.request('POST', p, body));
+    // The browser view under /ui/, for `kubectl port-forward` (lab mode has `patchwire ui LAB`).
+    const { DaemonPage } = await import('../ui/daemon-page.js');
+    const page = new DaemonPage(
+      {
+        node: values.node,
+        lab: values.lab!,
+        captureAuth: () => daemon.captureAuth,
+        captureSources: (names, listAll) => daemon.captureSources(names, listAll),
+        captureGate: daemon.captureGate,
+        mapSnapshot: () => daemon.map.snapshot(),
+        mapWatch: (w) => daemon.map.watch(w),
+        setCable: (end, plugged) => daemon.setCable(end, plugged),
+        setImpair: (end, dir, imp) => daemon.setImpair(end, dir, imp),
+        log: (m) => process.stderr.write(`[${values.node}] ${m}\n`),
+      },
+      () => controller!.listed(),
+    );
+    daemon.pageHandler = page.handler;
   }
   daemon.captureAuth = captureAuth;
   daemon.setRealtime(rtPriority);

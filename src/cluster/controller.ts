@@ -192,6 +192,12 @@ export class ClusterController {
     await this.running?.catch(() => undefined);
   }
 
+  /** The Topology objects and pods as last listed (null before both are): the browser view draws the lab from them. */
+  listed(): { topologies: TopologyObject[]; pods: Map<string, PodInfo> } | null {
+    if (!this.topologies?.synced || !this.pods?.synced) return null;
+    return { topologies: this.topologies.informer.list() as TopologyObject[], pods: this.podMap() };
+  }
+
   notReady(): string | null {
     for (const w of [this.topologies, this.pods]) {
       if (!w.synced) return `${w.what} not listed yet${w.lastError ? `: ${w.lastError}` : ''}`;

@@ -24,7 +24,7 @@ import { coalesced } from '../util/serial.js';
 import { AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable } from '../errors.js';
 import type { CaptureAuth } from '../capture/auth.js';
 import { CaptureGate, foldWires } from '../capture/limits.js';
-import type { HttpDaemon } from '../capture/http.js';
+import type { HttpDaemon, PageHandler } from '../capture/http.js';
 import { MapHub } from '../map/hub.js';
 import { IdleMemory } from '../util/idle-memory.js';
 import { netlink, netnsPath } from '../netns/ip.js';
@@ -271,6 +271,8 @@ export class Daemon {
   notReady: () => string | null = () => null;
   /** who may capture over HTTP (set before start; null: nobody can be authenticated) */
   captureAuth: CaptureAuth | null = null;
+  /** the browser view on the HTTP port (cluster mode sets it; src/ui/daemon-page.ts) */
+  pageHandler: PageHandler | null = null;
   /** sessions and bytes per capture caller, for HTTP and the control API alike */
   readonly captureGate = new CaptureGate();
   /** the live link map (HTTP /map, /map/events; ControlService GetMap, WatchMap) */
@@ -381,6 +383,7 @@ export class Daemon {
       },
       mapSnapshot: () => this.map.snapshot(),
       mapWatch: (w) => this.map.watch(w),
+      page: () => this.pageHandler,
       log: (m) => this.log(m),
     };
   }
@@ -817,6 +820,7 @@ export class Daemon {
       else delete impair[key];
       if (impair.local || impair.localPeer) w.spec.impair = impair;
       else delete w.spec.impair;
+      this.map.changed();
       await this.persist();
       return this.status(w);
     }

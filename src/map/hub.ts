@@ -5,6 +5,7 @@
 // watches. A watcher that cannot keep up skips events and gets a full map
 // once it has drained: it never makes the daemon queue without bound.
 import { ResourceExhausted } from '../errors.js';
+import { endImpairToPb } from '../dataplane/impair.js';
 import type { EnginePeer } from '../native/wire.js';
 import { type EndCounters, localEnds, type WireSpec } from '../dataplane/wire.js';
 import { diffMaps, fullEvent, MAP_VERSION, type MapEvent, type MapPeer, type MapSnapshot, type MapWire, type MapWireEnd, sortMap, splitEndName } from './model.js';
@@ -14,7 +15,7 @@ export interface ListedWire {
   spec: WireSpec;
   state: string;
   message?: string;
-  ends: Array<{ name: string; ifindex: number; counters: EndCounters; carrier?: { on: boolean; cable: 'plugged' | 'pulled' } }>;
+  ends: Array<{ name: string; ifindex: number; counters: EndCounters; carrier?: { on: boolean; cable: 'plugged' | 'pulled'; reason?: string; far?: string; changes?: number } }>;
 }
 
 /** What the hub reads of a daemon. */
@@ -136,6 +137,7 @@ export class MapHub {
     const pods = new Map<string, { namespace: string; name: string; node: string }>();
     const mapWires: MapWire[] = wires.map((w) => {
       const specs = localEnds(w.spec); // a segment: every member here
+      const isSegment = w.spec.segment !== undefined;
       const ends: MapWireEnd[] = specs.map((spec, i) => {
         const st = w.ends[i];
         const name = st?.name ?? `${spec.pod}/${spec.ifname}`;
@@ -175,6 +177,13 @@ export class MapHub {
           tx_fps: rate(cur.txF, prev?.txF),
           tx_bps: rate(cur.txB * 8, prev && prev.txB * 8),
           drop_rate: rate(cur.drops, prev?.drops),
+          carrier: st?.carrier?.on ?? false,
+          carrier_reason: st?.carrier?.reason ?? '',
+          cable: st?.carrier?.cable ?? 'plugged',
+          far_cable: st?.carrier?.far ?? 'unknown',
+          carrier_changes: st?.carrier?.changes ?? 0,
+          // Segment members have none (refused when set); a wire's are its local end's and local peer's.
+          impair: isSegment ? null : endImpairToPb(i === 0 ? w.spec.impair?.local : i === 1 ? w.spec.impair?.localPeer : undefined),
         };
       });
       return { uid: w.spec.uid, state: w.state, peer_node: w.spec.peer?.node ?? '', message: w.message ?? '', ends };

@@ -6,6 +6,8 @@
 // (proto/patchwire/v1/control.proto, MapSnapshot), so the JSON of /map and
 // /map/events and the gRPC messages read the same.
 
+import type { PbEndImpairments } from '../dataplane/impair.js';
+
 /** Bumped when a field changes meaning or goes away (adding fields does not). */
 export const MAP_VERSION = 1;
 
@@ -69,9 +71,17 @@ export interface MapWireEnd {
   tx_fps: number;
   tx_bps: number;
   drop_rate: number;
-  // Issue #15 adds, per end, as optional fields (absent: the default):
-  //   carrier?: 'up' | 'down'; cable?: 'plugged' | 'pulled'; impair?: {...settings}
-  // (MapWireEnd fields 21-29 in the proto are kept for them).
+  /** the pod's interface has carrier */
+  carrier: boolean;
+  /** why carrier is as it is (the reason of its last change) */
+  carrier_reason: string;
+  /** the cable at this end: plugged or pulled */
+  cable: string;
+  /** the far end's cable as its daemon last said: plugged, pulled, gone or unknown */
+  far_cable: string;
+  carrier_changes: number;
+  /** the end's impairments by direction, in the control API's shape (null: none) */
+  impair: PbEndImpairments | null;
 }
 
 export interface MapWire {

@@ -14,119 +14,36 @@
 //   GET  /api/packets?end=...   live frame summaries of the ends as server-sent events
 //   POST /api/cable             {"end": "POD/INTF", "plugged": false|true}
 //   POST /api/impair            {"end": "POD/INTF", "dir": "in|out|both", "set": {"delay": "20ms", ...}} or {"end", "dir", "reset": true}
-import { readFileSync } from 'node:fs';
-import http from 'node:http';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import type http from 'node:http';
 
 import { LabTokenAuth } from '../capture/auth.js';
 import { type CaptureInterface } from '../capture/format.js';
 import { attachment, HTTP_STATUS, HttpFailure, hardenedServer, splitTarget } from '../capture/http.js';
 import { mergeCapture, type MergeSource } from '../capture/merge.js';
-import { impairmentFromArgs, locate } from '../cli/impair.js';
+import { locate } from '../cli/impair.js';
 import { linkCable } from '../cli/link.js';
 import { ControlClient, type PbCaptureResponse } from '../control/client.js';
 import type { PbWireStatus } from '../control/convert.js';
 import { errorFromGrpc } from '../control/service.js';
-import { endImpairFromPb, formatImpairment, type ImpairDir } from '../dataplane/impair.js';
+import { endImpairFromPb, formatImpairment } from '../dataplane/impair.js';
 import { asPatchwireError, InvalidArgument, NotFound, PatchwireError, ResourceExhausted } from '../errors.js';
 import type { LabState } from '../lab/state.js';
-import { applyMapEvent, type MapEvent, type MapSnapshot, type MapWireEnd, mergeMaps } from '../map/model.js';
+import { applyMapEvent, type MapEvent, type MapSnapshot, mergeMaps } from '../map/model.js';
 import { carrierPod } from '../topology/resolve.js';
 import { parseHostPort } from '../util/hostport.js';
+import { ASSETS_DIR, PageAssets, parseCableBody, parseImpairBody, readJson, sendJson, sseHead, UI_LIMITS, type View, type ViewEnd, viewEnd, type ViewWire } from './common.js';
 import { type FrameSummary, summarize } from './decode.js';
 
-/** Limits of the page's API (SECURITY.md style: each is a bound on what a caller can make us hold). */
-export const UI_LIMITS = {
-  /** a POST body */
-  maxBodyBytes: 16 << 10,
-  /** open /api/events, /api/packets and live (follow) capture streams together */
-  maxStreams: 16,
-  /** bytes buffered for a view stream's client before views are skipped */
-  maxBufferedBytes: 1 << 20,
-  /** frames of the rings a packet list starts with (the newest) */
-  packetBacklog: 300,
-  /** summaries held for a slow page before the oldest are dropped */
-  packetQueue: 2000,
-  /** ends in one capture or packet list */
-  maxEnds: 64,
-} as const;
+export { UI_LIMITS } from './common.js';
 
-/** dist/ui, next to dist/src (where this module is compiled to dist/src/ui/server.js). */
-export const ASSETS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'ui');
-
-const ASSET_TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.mjs': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.png': 'image/png' };
-const ASSETS = ['index.html', 'app.js', 'style.css', 'cytoscape.esm.min.mjs'];
-
-/** A wire end as the page sees it: the map's end plus carrier, cable and impairments from ListWires. */
-export interface ViewEnd extends Partial<MapWireEnd> {
-  name: string;
-  pod: string;
-  node: string;
-  carrier: 'up' | 'down' | 'unknown';
-  cable: 'plugged' | 'pulled' | 'unknown';
-  impair_in: string;
-  impair_out: string;
-}
-
-export interface ViewWire {
-  uid: number;
-  /** up, down, restoring, partial; 'missing' when no daemon reports it */
-  state: string;
-  message: string;
-  ends: [ViewEnd, ViewEnd];
-}
-
-export interface View {
-  version: 1;
-  lab: string;
-  time_ms: number;
-  rate_window_ms: number;
-  nodes: Array<{ name: string; reporting: boolean }>;
-  pods: Array<{ name: string; node: string }>;
-  peers: MapSnapshot['peers'];
-  wires: ViewWire[];
-  /** for the Wireshark command the page shows */
-  token_file: string;
-}
-
-interface EndState {
-  carrier: boolean;
-  cable: string;
-  impair_in: string;
-  impair_out: string;
-}
-
-function endStates(lists: PbWireStatus[][]): Map<string, EndState> {
-  const out = new Map<string, EndState>();
-  for (const w of lists.flat()) {
-    for (const e of w.ends) {
-      const imp = endImpairFromPb(e.impair);
-      out.set(e.name, { carrier: e.carrier?.on ?? false, cable: e.carrier?.cable === 'CABLE_STATE_PULLED' ? 'pulled' : 'plugged', impair_in: formatImpairment(imp?.in), impair_out: formatImpairment(imp?.out) });
-    }
-  }
-  return out;
-}
-
-/** The page's view: the lab's links (so every wire is drawn, reported or not) with what the daemons say of each. */
-export function buildView(state: LabState, map: MapSnapshot, ends: Map<string, EndState>, tokenFile: string): View {
+/** The page's view: the lab's links (so every wire is drawn, reported or not) with what the daemons' maps say of each. */
+export function buildView(state: LabState, map: MapSnapshot, tokenFile: string): View {
   const wires: ViewWire[] = state.links.map((l) => {
     const mw = map.wires.find((w) => w.uid === l.uid);
     const side = (which: 'a' | 'b'): ViewEnd => {
       const name = `${l[which].pod}/${l[which].intf}`;
-      const me = mw?.ends.find((e) => e.name === name);
-      const st = ends.get(name);
       const node = state.pods.find((p) => p.name === carrierPod(l, which))?.node ?? '';
-      return {
-        ...(me ?? {}),
-        name,
-        pod: l[which].pod,
-        node,
-        carrier: st ? (st.carrier ? 'up' : 'down') : 'unknown',
-        cable: st ? (st.cable as 'plugged' | 'pulled') : 'unknown',
-        impair_in: st?.impair_in ?? '',
-        impair_out: st?.impair_out ?? '',
-      };
+      return viewEnd(mw?.ends.find((e) => e.name === name), { name, pod: l[which].pod, node });
     };
     return { uid: l.uid, state: mw?.state ?? 'missing', message: mw?.message ?? '', ends: [side('a'), side('b')] };
   });
@@ -135,7 +52,9 @@ export function buildView(state: LabState, map: MapSnapshot, ends: Map<string, E
   for (const w of wires) for (const e of w.ends) if (!pods.has(e.pod)) pods.set(e.pod, e.node);
   return {
     version: 1,
+    mode: 'lab',
     lab: state.name,
+    node: '',
     time_ms: map.time_ms || Date.now(),
     rate_window_ms: map.rate_window_ms,
     nodes: state.nodes.map((n) => ({ name: n.name, reporting: map.nodes.some((m) => m.name === n.name && m.reporting) })),
@@ -146,59 +65,10 @@ export function buildView(state: LabState, map: MapSnapshot, ends: Map<string, E
   };
 }
 
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-  res.end(JSON.stringify(body));
-}
-
-function sseHead(res: http.ServerResponse): void {
-  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
-}
-
-/** Reads a JSON object body of at most UI_LIMITS.maxBodyBytes; 413 past it, 400 when it is not a JSON object. */
-function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > UI_LIMITS.maxBodyBytes) return Promise.reject(new HttpFailure(413, `the body is ${declared} bytes; at most ${UI_LIMITS.maxBodyBytes}`, { connection: 'close' }));
-  const type = String(req.headers['content-type'] ?? '');
-  if (!/^application\/json\b/i.test(type)) return Promise.reject(new HttpFailure(415, 'send the body as Content-Type: application/json', { connection: 'close' }));
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      if (size > UI_LIMITS.maxBodyBytes) return;
-      size += c.length;
-      if (size > UI_LIMITS.maxBodyBytes) {
-        // Answered at once; the rest is not kept, and the connection closes after the answer.
-        chunks.length = 0;
-        reject(new HttpFailure(413, `the body is over ${UI_LIMITS.maxBodyBytes} bytes`, { connection: 'close' }));
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on('error', reject);
-    // A client that goes mid-body leaves nothing waiting.
-    req.on('close', () => reject(new InvalidArgument('the request ended before its body')));
-    req.on('end', () => {
-      if (size > UI_LIMITS.maxBodyBytes) return;
-      let v: unknown;
-      try {
-        v = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-      } catch (err) {
-        reject(new InvalidArgument(`the body is not JSON: ${(err as Error).message}`));
-        return;
-      }
-      if (typeof v !== 'object' || v === null || Array.isArray(v)) reject(new InvalidArgument('the body must be a JSON object'));
-      else resolve(v as Record<string, unknown>);
-    });
-  });
-}
-
-/** Follows every daemon's map stream and carrier state while anyone watches; feeds views to the watchers. */
+/** Follows every daemon's map stream while anyone watches; feeds views to the watchers. */
 class LiveView {
   private readonly maps = new Map<string, MapSnapshot>();
-  private ends = new Map<string, EndState>();
   private readonly streams = new Set<{ cancel(): void }>();
-  private poll: NodeJS.Timeout | null = null;
   private pending: NodeJS.Timeout | null = null;
   private running = false;
   last: string | null = null;
@@ -218,23 +88,10 @@ class LiveView {
 
   private start(): void {
     this.running = true;
+    // Carrier, cable and impairments come in the map (a daemon sends a change
+    // within 50 ms of a cable pull or impairment it made, within a second of
+    // one its peer made): nothing is polled.
     for (const c of this.ui.clients) this.open(c);
-    const tick = (): void => {
-      this.ui
-        .listAll()
-        .then((lists) => {
-          const next = endStates(lists);
-          if (JSON.stringify([...next]) !== JSON.stringify([...this.ends])) {
-            this.ends = next;
-            this.changed();
-          }
-        })
-        .catch(() => undefined)
-        .finally(() => {
-          if (this.running) this.poll = setTimeout(tick, 500);
-        });
-    };
-    tick();
   }
 
   private open(c: { node: string; client: ControlClient }): void {
@@ -262,7 +119,7 @@ class LiveView {
       let json: string;
       try {
         const state = this.ui.state();
-        json = JSON.stringify(buildView(state, mergeMaps(state.name, [...this.maps.values()]), this.ends, this.ui.tokenFile));
+        json = JSON.stringify(buildView(state, mergeMaps(state.name, [...this.maps.values()]), this.ui.tokenFile));
       } catch (err) {
         // The lab went away (or its file cannot be read): the pages keep their last view.
         this.ui.note(`view: ${(err as Error).message}`);
@@ -273,26 +130,13 @@ class LiveView {
     }, 100);
   }
 
-  /** Carrier state is read again at once (after the page pulled a cable or set an impairment). */
-  refresh(): void {
-    if (!this.running) return;
-    this.ui
-      .listAll()
-      .then((lists) => {
-        this.ends = endStates(lists);
-        this.changed();
-      })
-      .catch(() => undefined);
-  }
-
   stop(): void {
     this.running = false;
     for (const s of this.streams) s.cancel();
     this.streams.clear();
     this.maps.clear();
-    if (this.poll) clearTimeout(this.poll);
     if (this.pending) clearTimeout(this.pending);
-    this.poll = this.pending = null;
+    this.pending = null;
     this.last = null;
   }
 }
@@ -303,7 +147,7 @@ export class UiServer {
   private readonly live = new LiveView(this);
   private streams = 0;
   private server: http.Server | null = null;
-  private readonly assets = new Map<string, Buffer>();
+  private readonly assets: PageAssets;
 
   constructor(
     private readonly lab: string,
@@ -316,13 +160,7 @@ export class UiServer {
     const st = this.state();
     this.clients = st.nodes.map((n) => ({ node: n.name, client: new ControlClient(n.control) }));
     this.auth = new LabTokenAuth(token);
-    for (const a of ASSETS) {
-      try {
-        this.assets.set(a, readFileSync(path.join(assetsDir, a)));
-      } catch (err) {
-        throw new Error(`the page's file ${a} is missing from ${assetsDir} (run 'npm run build'): ${(err as Error).message}`);
-      }
-    }
+    this.assets = new PageAssets(assetsDir);
   }
 
   note(msg: string): void {
@@ -335,14 +173,10 @@ export class UiServer {
     return s;
   }
 
-  listAll(): Promise<PbWireStatus[][]> {
-    return Promise.all(this.clients.map((c) => c.client.listWires().catch(() => [] as PbWireStatus[])));
-  }
-
   async view(): Promise<View> {
     const state = this.state();
-    const [maps, lists] = await Promise.all([Promise.all(this.clients.map((c) => c.client.getMap().catch(() => null))), this.listAll()]);
-    return buildView(state, mergeMaps(state.name, maps.filter((m): m is MapSnapshot => m !== null)), endStates(lists), this.tokenFile);
+    const maps = await Promise.all(this.clients.map((c) => c.client.getMap().catch(() => null)));
+    return buildView(state, mergeMaps(state.name, maps.filter((m): m is MapSnapshot => m !== null)), this.tokenFile);
   }
 
   listen(listen: string): Promise<string> {
@@ -394,18 +228,7 @@ export class UiServer {
     const { path: p, query } = splitTarget(req.url ?? '/');
     const method = req.method ?? '';
     if (p === '/' || p.startsWith('/assets/')) {
-      const name = p === '/' ? 'index.html' : p.slice('/assets/'.length);
-      const body = this.assets.get(name);
-      if (!body) throw new HttpFailure(404, `no such file ${JSON.stringify(p.slice(0, 100))}`);
-      if (method !== 'GET' && method !== 'HEAD') throw new HttpFailure(405, 'use GET', { allow: 'GET, HEAD' });
-      res.writeHead(200, {
-        'content-type': ASSET_TYPES[path.extname(name)] ?? 'application/octet-stream',
-        'cache-control': 'no-cache',
-        // The page loads nothing from anywhere else.
-        'content-security-policy': "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'",
-        'x-content-type-options': 'nosniff',
-      });
-      res.end(method === 'HEAD' ? undefined : body);
+      this.assets.serve(p.slice(1), method, res);
       return;
     }
     const routes: Record<string, string> = { '/api/view': 'GET', '/api/events': 'GET', '/api/capture': 'GET', '/api/packets': 'GET', '/api/cable': 'POST', '/api/impair': 'POST' };
@@ -606,48 +429,18 @@ export class UiServer {
   }
 
   private async cable(body: Record<string, unknown>, res: http.ServerResponse): Promise<void> {
-    const unknown = Object.keys(body).filter((k) => k !== 'end' && k !== 'plugged');
-    if (unknown.length) throw new InvalidArgument(`unknown field ${JSON.stringify(unknown[0]!.slice(0, 50))} (end, plugged)`);
-    if (typeof body.end !== 'string') throw new InvalidArgument('"end" must be a string, POD/INTF');
-    if (typeof body.plugged !== 'boolean') throw new InvalidArgument('"plugged" must be true (plug the cable in) or false (pull it)');
-    this.endsOf(new URLSearchParams([['end', body.end]]));
-    await linkCable(this.lab, body.end, body.plugged);
-    this.live.refresh();
-    sendJson(res, 200, { end: body.end, plugged: body.plugged });
+    const { end, plugged } = parseCableBody(body);
+    this.endsOf(new URLSearchParams([['end', end]]));
+    await linkCable(this.lab, end, plugged);
+    sendJson(res, 200, { end, plugged });
   }
 
   private async impair(body: Record<string, unknown>, res: http.ServerResponse): Promise<void> {
-    const unknown = Object.keys(body).filter((k) => !['end', 'dir', 'set', 'reset'].includes(k));
-    if (unknown.length) throw new InvalidArgument(`unknown field ${JSON.stringify(unknown[0]!.slice(0, 50))} (end, dir, set, reset)`);
-    if (typeof body.end !== 'string') throw new InvalidArgument('"end" must be a string, POD/INTF');
-    const dir = body.dir ?? 'both';
-    if (dir !== 'in' && dir !== 'out' && dir !== 'both') throw new InvalidArgument('"dir" must be "in", "out" or "both"');
-    const [at] = this.endsOf(new URLSearchParams([['end', body.end]]));
+    const { end, dir, imp } = parseImpairBody(body);
+    const [at] = this.endsOf(new URLSearchParams([['end', end]]));
     const client = this.clients.find((c) => c.node === at!.node)!.client;
-    let w: PbWireStatus;
-    if (body.reset === true) {
-      if (body.set !== undefined) throw new InvalidArgument('give "set" or "reset", not both');
-      w = await client.resetImpair(body.end, dir as ImpairDir);
-    } else {
-      const set = body.set;
-      if (typeof set !== 'object' || set === null || Array.isArray(set)) throw new InvalidArgument('"set" must be an object like {"delay": "20ms", "loss": "1%"} (or send "reset": true)');
-      const args: Record<string, string> = {};
-      const keys = ['delay', 'jitter', 'jitter-dist', 'loss', 'loss-burst', 'duplicate', 'reorder', 'corrupt', 'rate', 'burst', 'limit'];
-      for (const [k, v] of Object.entries(set)) {
-        if (!keys.includes(k)) throw new InvalidArgument(`unknown impairment ${JSON.stringify(k.slice(0, 50))} (${keys.join(', ')})`);
-        if (typeof v !== 'string') throw new InvalidArgument(`impairment ${k} must be a string like the CLI's --${k}`);
-        if (v.trim() !== '') args[k] = v.trim();
-      }
-      let imp;
-      try {
-        imp = impairmentFromArgs(args);
-      } catch (err) {
-        throw new InvalidArgument((err as Error).message.replace(/^link: /, ''));
-      }
-      w = await client.setImpair(body.end, dir as ImpairDir, imp);
-    }
-    this.live.refresh();
-    const e = endImpairFromPb(w.ends.find((x) => x.name === body.end)?.impair);
-    sendJson(res, 200, { end: body.end, impair_in: formatImpairment(e?.in), impair_out: formatImpairment(e?.out) });
+    const w: PbWireStatus = imp ? await client.setImpair(end, dir, imp) : await client.resetImpair(end, dir);
+    const e = endImpairFromPb(w.ends.find((x) => x.name === end)?.impair);
+    sendJson(res, 200, { end, impair_in: formatImpairment(e?.in), impair_out: formatImpairment(e?.out) });
   }
 }
