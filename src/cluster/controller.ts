@@ -67,7 +67,8 @@ function podInfo(p: k8s.V1Pod): PodInfo {
     hostIP: p.status?.hostIP ?? '',
     gone: !!p.metadata?.deletionTimestamp || phase === 'Succeeded' || phase === 'Failed',
     ...(p.metadata?.labels ? { labels: p.metadata.labels } : {}),
-    ...(p.metadata?.creationTimestamp ? { created: new Date(p.metadata.creationTimestamp as unknown as string).toISOString() } : {}),
+    // RFC 3339 as the API sends it (the watch gives JSON, not Dates): compared as text.
+    ...(p.metadata?.creationTimestamp ? { created: String(p.metadata.creationTimestamp) } : {}),
   };
 }
 
@@ -540,12 +541,15 @@ export class ClusterController {
     const vmTopologies = (this.topologies.informer.list() as TopologyObject[]).some((o) => (o.spec as { patchwire?: { kubevirt?: unknown } } | undefined)?.patchwire?.kubevirt === true);
     if (!vmTopologies) return;
     const deadline = Date.now() + GUEST_POD_WAIT_MS;
-    let obj = this.pods.informer.get(req.pod, req.namespace);
-    while ((!obj || (req.podUid && obj.metadata?.uid !== req.podUid)) && Date.now() < deadline && !this.stopped) {
-      await new Promise((r) => setTimeout(r, 100));
-      obj = this.pods.informer.get(req.pod, req.namespace);
-    }
-    if (!obj?.metadata?.labels?.[LAUNCHER_UID_LABEL]) return;
+    // The pod object, and for a launcher the VMI its label names (created just before it).
+    const seen = (): boolean => {
+      const obj = this.pods.informer.get(req.pod, req.namespace);
+      if (!obj || (req.podUid && obj.metadata?.uid !== req.podUid)) return false;
+      const vmiUid = obj.metadata?.labels?.[LAUNCHER_UID_LABEL];
+      return !vmiUid || this.vmis.informer.list().some((v) => v.metadata?.uid === vmiUid);
+    };
+    while (!seen() && Date.now() < deadline && !this.stopped) await new Promise((r) => setTimeout(r, 100));
+    if (!this.pods.informer.get(req.pod, req.namespace)?.metadata?.labels?.[LAUNCHER_UID_LABEL]) return;
     const plan = this.computePlan();
     if (!plan.taps.some((x) => x.netns === req.netns)) return;
     await this.ensureTaps(plan, req.netns);
