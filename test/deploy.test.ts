@@ -225,6 +225,8 @@ t.test('what real daemons write and request fits deploy/', async (t) => {
       'networkop.co.uk|topologies|watch',
       '|pods|list',
       '|pods|watch',
+      'kubevirt.io|virtualmachineinstances|list',
+      'kubevirt.io|virtualmachineinstances|watch',
       'authentication.k8s.io|tokenreviews|create',
       'authorization.k8s.io|subjectaccessreviews|create',
       'certificates.k8s.io|certificatesigningrequests|create',
@@ -232,7 +234,7 @@ t.test('what real daemons write and request fits deploy/', async (t) => {
       'certificates.k8s.io|certificatesigningrequests|delete',
       '|configmaps|get',
     ].sort(),
-    'the daemons list and watch pods and Topology objects, patch Topology status, review capture callers, ask for their identity and read the CA',
+    'the daemons list and watch pods, Topology objects and KubeVirt VMs, patch Topology status, review capture callers, ask for their identity and read the CA',
   );
   const binding = byKind('ClusterRoleBinding')[0]!;
   const sa = byKind('ServiceAccount')[0]!;

@@ -13,6 +13,7 @@ import { linkExists } from '../netns/ip.js';
 import { type CniAttachment, CNI_ERR, CniError, type CniRequest, CNI_DEL_WAIT_MS } from '../cni/protocol.js';
 import { startCniServer } from '../cni/server.js';
 import { ApiClient } from './api.js';
+import { ensureGuestTap, KUBEVIRT_GROUP, KUBEVIRT_VERSION, LAUNCHER_UID_LABEL, VMI_PLURAL, type VmiInfo, vmiInfo } from './kubevirt.js';
 import {
   computePlan,
   type LinkStatus,
@@ -53,6 +54,8 @@ const PLUMB_PARALLEL = 8;
 const PROGRESS_EVERY = 25;
 /** answer a DEL before the plugin stops waiting for us (one timeout, in cni/protocol.ts) */
 const DEL_WAIT_MS = CNI_DEL_WAIT_MS;
+/** how long CNI ADD waits for a new pod's object to be watched (to know a KubeVirt launcher) */
+const GUEST_POD_WAIT_MS = 2000;
 
 function podInfo(p: k8s.V1Pod): PodInfo {
   const phase = p.status?.phase;
@@ -63,6 +66,9 @@ function podInfo(p: k8s.V1Pod): PodInfo {
     nodeName: p.spec?.nodeName ?? '',
     hostIP: p.status?.hostIP ?? '',
     gone: !!p.metadata?.deletionTimestamp || phase === 'Succeeded' || phase === 'Failed',
+    ...(p.metadata?.labels ? { labels: p.metadata.labels } : {}),
+    // RFC 3339 as the API sends it (the watch gives JSON, not Dates): compared as text.
+    ...(p.metadata?.creationTimestamp ? { created: String(p.metadata.creationTimestamp) } : {}),
   };
 }
 
@@ -73,14 +79,18 @@ class Watched<T extends k8s.KubernetesObject> {
   private backoff = 500;
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
+  /** an optional API's 404 (not installed) was said once */
+  private saidMissing = false;
   readonly informer: k8s.ListWatch<T>;
 
+  /** `optional`: the API may not be installed (KubeVirt): its 404 is said once, and retried quietly */
   constructor(
     readonly what: string,
     api: ApiClient,
     path: string,
     onChange: () => void,
     log: (m: string) => void,
+    readonly optional = false,
   ) {
     const listed = async (): Promise<k8s.KubernetesListObject<T>> => {
       const r = await api.list<T>(path);
@@ -99,7 +109,9 @@ class Watched<T extends k8s.KubernetesObject> {
       if (this.stopped) return;
       const e = err as { message?: string; code?: string | number; statusCode?: number };
       this.lastError = `${e.message ?? String(err)}${e.statusCode ? ` (HTTP ${e.statusCode})` : ''}`;
-      log(`watch of ${what} failed: ${this.lastError}; retrying in ${this.backoff} ms`);
+      const missing = optional && e.statusCode === 404;
+      if (!missing || !this.saidMissing) log(`watch of ${what} failed: ${this.lastError}; ${missing ? 'not installed? retrying quietly' : `retrying in ${this.backoff} ms`}`);
+      if (missing) this.saidMissing = true;
       this.timer = setTimeout(() => {
         this.timer = null;
         if (!this.stopped) this.informer.start().catch(() => undefined);
@@ -130,8 +142,13 @@ export class ClusterController {
   private api!: ApiClient;
   private topologies!: Watched<k8s.KubernetesObject>;
   private pods!: Watched<k8s.V1Pod>;
+  private vmis!: Watched<k8s.KubernetesObject>;
+  /** why each KubeVirt VM named by a Topology cannot be reached, as last logged */
+  private vmiLogged = new Map<string, string>();
+  /** taps of KubeVirt VMs that could not be made, by "netns\0ifname" */
+  private tapErrors = new Map<string, string>();
   private cni: net.Server | null = null;
-  private plan: Plan = { wires: new Map(), topologies: [] };
+  private plan: Plan = { wires: new Map(), topologies: [], taps: [], vmiWaiting: new Map() };
   /** plumbing failures by wire id, shown in status until a retry succeeds */
   private readonly plumbErrors = new Map<number, string>();
   /** status last written per Topology, to patch only changes */
@@ -174,10 +191,13 @@ export class ClusterController {
     const changed = (): void => this.schedule();
     this.topologies = new Watched('Topology objects', this.api, `/apis/${TOPOLOGY_GROUP}/${TOPOLOGY_VERSION}/${TOPOLOGY_PLURAL}`, changed, this.log);
     this.pods = new Watched('pods', this.api, '/api/v1/pods', changed, this.log);
+    // KubeVirt VMs as link ends: optional, a cluster without KubeVirt is fine.
+    this.vmis = new Watched('VirtualMachineInstances', this.api, `/apis/${KUBEVIRT_GROUP}/${KUBEVIRT_VERSION}/${VMI_PLURAL}`, changed, this.log, true);
     this.daemon.notReady = () => this.notReady();
     this.cni = await startCniServer(this.opts.cniSocket, (req) => this.handleCni(req), this.log);
     this.topologies.start();
     this.pods.start();
+    this.vmis.start();
     this.timers.push(setInterval(() => this.schedule(), this.opts.resyncMs ?? 10000));
     this.timers.push(setInterval(() => void this.writeStatuses().catch(() => undefined), this.opts.statusMs ?? 2000));
     this.log(`cluster mode: API ${this.kc.getCurrentCluster()!.server}, CNI socket ${this.opts.cniSocket}`);
@@ -188,7 +208,7 @@ export class ClusterController {
     for (const t of this.timers) clearInterval(t);
     if (this.debounce) clearTimeout(this.debounce);
     this.cni?.close();
-    await Promise.all([this.topologies?.stop(), this.pods?.stop()]);
+    await Promise.all([this.topologies?.stop(), this.pods?.stop(), this.vmis?.stop()]);
     await this.running?.catch(() => undefined);
   }
 
@@ -244,18 +264,63 @@ export class ClusterController {
     return out;
   }
 
-  private async reconcile(): Promise<void> {
-    if (!this.topologies.synced || !this.pods.synced) return;
-    const pods = this.podMap();
-    this.dropOrphans(pods);
-    const plan = computePlan({
+  private vmiMap(): Map<string, VmiInfo> | null {
+    if (!this.vmis.synced) return null;
+    const out = new Map<string, VmiInfo>();
+    for (const o of this.vmis.informer.list()) {
+      const v = vmiInfo(o as Parameters<typeof vmiInfo>[0]);
+      out.set(podKey(v.namespace, v.name), v);
+    }
+    return out;
+  }
+
+  private computePlan(pods = this.podMap()): Plan {
+    return computePlan({
       node: this.daemon.opts.node,
       dataPort: this.opts.dataPort,
       topologies: this.topologies.informer.list() as TopologyObject[],
       pods,
       registry: (ns, pod) => this.registry.get(ns, pod),
+      vmis: this.vmiMap(),
     });
+  }
+
+  /** one tap check at a time: CNI ADD and a reconcile may both find a tap missing */
+  private tapQueue: Promise<void> = Promise.resolve();
+
+  /** Makes the taps of this node's KubeVirt VMs that are missing (`netns`: only that namespace's); failures by netns and name. */
+  private ensureTaps(plan: Plan, netns?: string): Promise<void> {
+    const run = this.tapQueue.then(() => this.doEnsureTaps(plan, netns));
+    this.tapQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async doEnsureTaps(plan: Plan, netns?: string): Promise<void> {
+    for (const tap of plan.taps) {
+      if (netns !== undefined && tap.netns !== netns) continue;
+      const key = `${tap.netns}\0${tap.ifname}`;
+      try {
+        if (await ensureGuestTap(tap)) this.log(`made tap ${tap.ifname} for KubeVirt VM ${tap.vmi} (${tap.netns})`);
+        this.tapErrors.delete(key);
+      } catch (err) {
+        if (this.tapErrors.get(key) !== (err as Error).message) this.log((err as Error).message);
+        this.tapErrors.set(key, (err as Error).message);
+      }
+    }
+  }
+
+  private async reconcile(): Promise<void> {
+    if (!this.topologies.synced || !this.pods.synced) return;
+    const pods = this.podMap();
+    this.dropOrphans(pods);
+    const plan = this.computePlan(pods);
     this.plan = plan;
+    // Said once per change: a Topology naming a VM that is not there (yet).
+    for (const [vmi, why] of plan.vmiWaiting) if (this.vmiLogged.get(vmi) !== why) this.log(`Topology ${vmi}: ${why}`);
+    this.vmiLogged = new Map(plan.vmiWaiting);
+    await this.ensureTaps(plan);
+    const live = new Set(plan.taps.map((x) => `${x.netns}\0${x.ifname}`));
+    for (const k of this.tapErrors.keys()) if (!live.has(k)) this.tapErrors.delete(k);
     const current = new Map(this.daemon.listWires().map((w) => [w.spec.uid, w.spec]));
     let touched = false;
     for (const [id, spec] of current) {
@@ -294,6 +359,11 @@ export class ClusterController {
       while (next < todo.length && !this.stopped) {
         const spec = todo[next++]!;
         try {
+          // A VM's tap that could not be made (a name taken by another interface) fails its wire.
+          for (const e of [spec.local, spec.localPeer]) {
+            const tapErr = e && this.tapErrors.get(`${e.netns}\0${e.ifname}`);
+            if (tapErr) throw new Error(tapErr);
+          }
           // attach: interfaces left from before a restart are taken over, not recreated.
           await this.daemon.addWire(spec, { attach: true, persist: false, checkPeer: false });
           this.plumbErrors.delete(spec.uid);
@@ -443,6 +513,7 @@ export class ClusterController {
           await this.daemon.persist();
           this.schedule();
         }
+        await this.addGuestTaps(req);
         return;
       }
       case 'DEL': {
@@ -462,6 +533,34 @@ export class ClusterController {
       case 'GC':
         return this.collect(req.network, req.validAttachments ?? []);
     }
+  }
+
+  /**
+   * A KubeVirt VM's QEMU opens its taps by name when virt-launcher starts the
+   * domain, after the sandbox's CNI ADD: they are made before ADD answers. A
+   * virt-launcher pod is known by KubeVirt's label; its object may reach the
+   * watch a moment after the kubelet ran the plugin, so ADD waits briefly for
+   * it. A pod that is no VM's launcher costs one lookup.
+   */
+  private async addGuestTaps(req: CniRequest): Promise<void> {
+    if (!this.pods.synced || !this.topologies.synced) return;
+    const vmTopologies = (this.topologies.informer.list() as TopologyObject[]).some((o) => (o.spec as { patchwire?: { kubevirt?: unknown } } | undefined)?.patchwire?.kubevirt === true);
+    if (!vmTopologies) return;
+    const deadline = Date.now() + GUEST_POD_WAIT_MS;
+    // The pod object, and for a launcher the VMI its label names (created just before it).
+    const seen = (): boolean => {
+      const obj = this.pods.informer.get(req.pod, req.namespace);
+      if (!obj || (req.podUid && obj.metadata?.uid !== req.podUid)) return false;
+      const vmiUid = obj.metadata?.labels?.[LAUNCHER_UID_LABEL];
+      return !vmiUid || this.vmis.informer.list().some((v) => v.metadata?.uid === vmiUid);
+    };
+    while (!seen() && Date.now() < deadline && !this.stopped) await new Promise((r) => setTimeout(r, 100));
+    if (!this.pods.informer.get(req.pod, req.namespace)?.metadata?.labels?.[LAUNCHER_UID_LABEL]) return;
+    const plan = this.computePlan();
+    if (!plan.taps.some((x) => x.netns === req.netns)) return;
+    await this.ensureTaps(plan, req.netns);
+    const failed = plan.taps.filter((x) => x.netns === req.netns).map((x) => this.tapErrors.get(`${x.netns}\0${x.ifname}`)).filter(Boolean);
+    if (failed.length) throw new CniError(CNI_ERR.io, failed.join('; '));
   }
 
   /**
@@ -502,7 +601,8 @@ export class ClusterController {
       throw new CniError(CNI_ERR.containerUnknown, `pod ${who} (container ${req.containerId}) is not known to patchwire on node ${this.daemon.opts.node}`);
     }
     if (!existsSync(reg.netns)) throw new CniError(CNI_ERR.containerUnknown, `network namespace ${reg.netns} of pod ${who} is gone`);
-    const t = this.plan.topologies.find((x) => x.namespace === req.namespace && x.name === req.pod);
+    // A KubeVirt VM's Topology is found by its launcher pod.
+    const t = this.plan.topologies.find((x) => x.namespace === req.namespace && x.pod.name === req.pod);
     if (!t) return;
     const states = new Map(this.daemon.listWires().map((w) => [w.spec.uid, w]));
     for (const l of this.linkStatus(t, states)) {

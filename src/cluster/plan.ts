@@ -9,6 +9,8 @@ import type { WireSpec } from '../dataplane/wire.js';
 import { MESHNET_API_VERSION, parseMeshnet } from '../topology/meshnet.js';
 import type { LinkModel, TopologyError } from '../topology/model.js';
 import { canonicalLink, endpointFor, resolveLink } from '../topology/resolve.js';
+import { ifnameProblem } from '../netns/ip.js';
+import { type GuestTap, LAUNCHER_UID_LABEL, type VmiInfo } from './kubevirt.js';
 import { podKey, type RegisteredPod } from './registry.js';
 
 export const TOPOLOGY_GROUP = 'networkop.co.uk';
@@ -31,6 +33,9 @@ export interface PodInfo {
   hostIP: string;
   /** being deleted, or finished: its wires should go */
   gone: boolean;
+  labels?: Record<string, string>;
+  /** metadata.creationTimestamp */
+  created?: string;
 }
 
 export type LinkState = 'pending' | 'up' | 'down' | 'error';
@@ -79,8 +84,11 @@ export interface PlannedTopology {
   namespace: string;
   name: string;
   generation?: number;
+  /** the pod itself; for a KubeVirt VM (`vmi`), its virt-launcher pod */
   pod: PodInfo;
   registered?: RegisteredPod;
+  /** set when the Topology names a KubeVirt VirtualMachineInstance */
+  vmi?: string;
   links: PlannedLink[];
   errors: string[];
 }
@@ -88,6 +96,10 @@ export interface PlannedTopology {
 export interface Plan {
   wires: Map<number, WireSpec>;
   topologies: PlannedTopology[];
+  /** taps this node's KubeVirt VMs' QEMUs open: every link end of their Topologies, wired yet or not */
+  taps: GuestTap[];
+  /** why a KubeVirt VM named by a Topology cannot be reached yet, by "namespace/name" (for logs) */
+  vmiWaiting: Map<string, string>;
 }
 
 export interface PlanInput {
@@ -96,6 +108,25 @@ export interface PlanInput {
   topologies: TopologyObject[];
   pods: Map<string, PodInfo>;
   registry: (namespace: string, pod: string) => RegisteredPod | undefined;
+  /** VirtualMachineInstances by "namespace/name"; null while they are not listed yet */
+  vmis?: Map<string, VmiInfo> | null;
+}
+
+/**
+ * The virt-launcher pod of a VirtualMachineInstance: a live pod that KubeVirt
+ * labelled with the VMI's uid, on the node the VMI says it runs on when
+ * several exist (a migration's target pod is not it until the VMI moves).
+ */
+export function launcherPod(input: PlanInput, ns: string, name: string): { pod: PodInfo } | { waiting: string } {
+  if (input.vmis === null || input.vmis === undefined) return { waiting: 'VirtualMachineInstances are not listed yet (is KubeVirt installed?)' };
+  const vmi = input.vmis.get(podKey(ns, name));
+  if (!vmi) return { waiting: `VirtualMachineInstance ${name} does not exist in namespace ${ns} (its Topology says patchwire.kubevirt)` };
+  if (vmi.gone) return { waiting: `VirtualMachineInstance ${name} is stopping` };
+  const pods = [...input.pods.values()].filter((p) => p.namespace === ns && !p.gone && p.labels?.[LAUNCHER_UID_LABEL] === vmi.uid);
+  const here = pods.filter((p) => vmi.nodeName && p.nodeName === vmi.nodeName);
+  const pick = (here.length ? here : pods).sort((a, b) => (b.created ?? '').localeCompare(a.created ?? ''))[0];
+  if (!pick) return { waiting: `no virt-launcher pod of VirtualMachineInstance ${name} yet (none labelled ${LAUNCHER_UID_LABEL}=${vmi.uid})` };
+  return { pod: pick };
 }
 
 /**
@@ -162,6 +193,8 @@ function linkIndexOf(e: TopologyError): number | null {
 export function computePlan(input: PlanInput): Plan {
   const wires = new Map<number, WireSpec>();
   const topologies: PlannedTopology[] = [];
+  const taps: GuestTap[] = [];
+  const vmiWaiting = new Map<string, string>();
   const byNs = new Map<string, TopologyObject[]>();
   for (const t of input.topologies) {
     const ns = t.metadata?.namespace ?? 'default';
@@ -189,10 +222,22 @@ export function computePlan(input: PlanInput): Plan {
         if (linkErrors.has(`${o.metadata?.name}\0${i}`)) erroredEnds.add(`${o.metadata?.name}\0${rawLink(l).local_intf}`);
       });
     }
+    // KubeVirt VMs stand in for pods of their name through their launcher pods.
+    const vmiPods = new Map<string, PodInfo | null>();
+    for (const pm of model.pods) {
+      if (!pm.kubevirt) continue;
+      const r = launcherPod(input, ns, pm.name);
+      vmiPods.set(pm.name, 'pod' in r ? r.pod : null);
+      if ('waiting' in r) vmiWaiting.set(podKey(ns, pm.name), r.waiting);
+    }
     const pod = (name: string): PodInfo | undefined => {
+      if (vmiPods.has(name)) return vmiPods.get(name) ?? undefined;
       const p = input.pods.get(podKey(ns, name));
       return p && !p.gone ? p : undefined;
     };
+    const reg = (name: string): RegisteredPod | undefined => input.registry(ns, vmiPods.get(name)?.name ?? name);
+    const waiting = (name: string): string | undefined => vmiWaiting.get(podKey(ns, name));
+    const vmiFor = (name: string): VmiInfo | undefined => (vmiPods.has(name) ? input.vmis?.get(podKey(ns, name)) : undefined);
     const local = (name: string): boolean => pod(name)?.nodeName === input.node;
     const linkBlock = new Map<number, PlannedLink['blocked']>();
     for (const link of model.links) {
@@ -205,8 +250,13 @@ export function computePlan(input: PlanInput): Plan {
         linkBlock.set(link.uid, { state: 'error', message: 'the other end of this link is declared wrongly' });
         continue;
       }
+      const vmiProblem = [link.a, link.b].map((e) => vmiEndProblem(e, vmiFor(e.pod))).find(Boolean);
+      if (vmiProblem) {
+        linkBlock.set(link.uid, { state: 'error', message: vmiProblem });
+        continue;
+      }
       if (!local(link.a.pod) && !local(link.b.pod)) continue;
-      const r = planLink(input, ns, link, pod);
+      const r = planLink(input, ns, link, { pod, reg, waiting, isVmi: (n) => vmiPods.has(n) });
       if ('blocked' in r) linkBlock.set(link.uid, r.blocked);
       else wires.set(r.spec.uid, r.spec);
     }
@@ -215,6 +265,14 @@ export function computePlan(input: PlanInput): Plan {
       const p = pod(name);
       if (!p || p.nodeName !== input.node) continue;
       const links = Array.isArray(o.spec?.links) ? (o.spec!.links as unknown[]) : [];
+      const registered = reg(name);
+      // The VM's QEMU opens every tap its Topology declares when it starts,
+      // so each one exists whether its link can be wired yet or not.
+      if (vmiPods.has(name) && registered) {
+        const mtus = new Map(model.links.flatMap((l) => [l.a, l.b]).filter((e) => e.pod === name && e.mtu).map((e) => [e.intf, e.mtu!]));
+        const names = new Set(links.map((l) => rawLink(l).local_intf).filter((n) => n && !ifnameProblem(n)));
+        for (const ifname of names) taps.push({ netns: registered.netns, ifname, mtu: mtus.get(ifname) ?? 0, vmi: podKey(ns, name) });
+      }
       const planned: PlannedLink[] = links.map((l, i) => {
         const raw = rawLink(l);
         const peer = pod(raw.peer_pod);
@@ -230,30 +288,59 @@ export function computePlan(input: PlanInput): Plan {
         name,
         generation: o.metadata?.generation,
         pod: p,
-        registered: input.registry(ns, name),
+        registered,
+        ...(vmiPods.has(name) ? { vmi: name } : {}),
         links: planned,
         errors: objErrors.get(name) ?? [],
       });
     }
   }
-  return { wires, topologies };
+  return { wires, topologies, taps, vmiWaiting };
 }
 
-function planLink(input: PlanInput, ns: string, link: LinkModel, pod: (n: string) => PodInfo | undefined): { spec: WireSpec } | { blocked: NonNullable<PlannedLink['blocked']> } {
+/**
+ * What a link end cannot be when it is a KubeVirt VM's interface: the guest
+ * owns its addresses and MAC (KubeVirt's VMI spec sets them), and the end is
+ * always the tap patchwire makes for QEMU.
+ */
+function vmiEndProblem(e: LinkModel['a'], vmi: VmiInfo | undefined): string | null {
+  if (!vmi) return null;
+  const where = `${e.pod}:${e.intf} is an interface of KubeVirt VM ${vmi.name}`;
+  if (e.ip || e.ip6) return `${where}: its address is the guest's to configure, not local_ip`;
+  if (e.mac) return `${where}: its MAC is set in the VirtualMachineInstance's interface (macAddress), not patchwire.mac`;
+  if (e.kind !== 'veth') return `${where}: it is always a tap QEMU opens; patchwire.kind does not apply`;
+  if (vmi.interfaces.length && !vmi.interfaces.includes(e.intf)) {
+    return `${where}, which declares no interface ${e.intf} (its interfaces: ${vmi.interfaces.join(', ')}); local_intf names the VMI interface whose tap it is`;
+  }
+  return null;
+}
+
+interface PlanLookups {
+  pod: (n: string) => PodInfo | undefined;
+  reg: (n: string) => RegisteredPod | undefined;
+  /** why a KubeVirt VM's launcher pod is not known */
+  waiting: (n: string) => string | undefined;
+  isVmi: (n: string) => boolean;
+}
+
+function planLink(input: PlanInput, ns: string, link: LinkModel, { pod, reg, waiting, isVmi }: PlanLookups): { spec: WireSpec } | { blocked: NonNullable<PlannedLink['blocked']> } {
   // A fixed order of the two ends, so the same link always gives the same spec.
   const canon = canonicalLink(link);
   const pa = pod(canon.a.pod);
   const pb = pod(canon.b.pod);
   for (const [e, p] of [[canon.a, pa], [canon.b, pb]] as const) {
+    const why = waiting(e.pod);
+    if (why) return { blocked: { state: 'pending', message: `waiting for KubeVirt VM ${e.pod}: ${why}` } };
     if (!p) return { blocked: { state: 'pending', message: `waiting for pod ${e.pod} to exist` } };
     if (!p.nodeName) return { blocked: { state: 'pending', message: `waiting for pod ${e.pod} to be scheduled` } };
   }
   // This node's ends need their pods' namespaces from CNI ADD first.
   for (const [e, p] of [[canon.a, pa!], [canon.b, pb!]] as const) {
     if (p.nodeName !== input.node) continue;
-    const reg = input.registry(ns, e.pod);
-    if (!reg) return { blocked: { state: 'pending', message: `waiting for pod ${e.pod} to start on node ${input.node} (no CNI ADD yet)` } };
-    if (reg.podUid && p.uid && reg.podUid !== p.uid) return { blocked: { state: 'pending', message: `waiting for the new pod ${e.pod} to start (CNI ADD seen for an older pod of that name)` } };
+    const r = reg(e.pod);
+    const shown = isVmi(e.pod) ? `the virt-launcher pod ${p.name} of KubeVirt VM ${e.pod}` : `pod ${e.pod}`;
+    if (!r) return { blocked: { state: 'pending', message: `waiting for ${shown} to start on node ${input.node} (no CNI ADD yet)` } };
+    if (r.podUid && p.uid && r.podUid !== p.uid) return { blocked: { state: 'pending', message: `waiting for the new pod ${e.pod} to start (CNI ADD seen for an older pod of that name)` } };
   }
   const theirs = pa!.nodeName === input.node ? pb! : pa!;
   if (pa!.nodeName !== pb!.nodeName && !theirs.hostIP) {
@@ -269,7 +356,11 @@ function planLink(input: PlanInput, ns: string, link: LinkModel, pod: (n: string
         const host = p.hostIP.includes(':') ? `[${p.hostIP}]` : p.hostIP;
         return { node: p.nodeName, address: `${host}:${input.dataPort}` };
       },
-      endpoint: (e) => endpointFor(e, `${ns}/${e.pod}`, input.registry(ns, e.pod)!.netns),
+      endpoint: (e) => {
+        const ep = endpointFor(e, `${ns}/${e.pod}`, reg(e.pod)!.netns);
+        // A VM's end is the tap its QEMU opened: read as it is, never configured.
+        return isVmi(e.pod) ? { ...ep, kind: 'host' } : ep;
+      },
     },
     input.node,
   );

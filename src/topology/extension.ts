@@ -6,7 +6,7 @@ import type { LinkEnd, VmSpec } from './model.js';
 import { type EndImpairments, parseEndImpair } from '../dataplane/impair.js';
 
 export const LINK_EXTENSION_KEYS = ['kind', 'mtu', 'mac', 'capture_bytes', 'impair', 'state', 'carrier_hold_ms'] as const;
-export const POD_EXTENSION_KEYS = ['node', 'vm'] as const;
+export const POD_EXTENSION_KEYS = ['node', 'vm', 'kubevirt'] as const;
 export const VM_KEYS = ['kernel', 'initrd', 'disk', 'memory', 'cpus', 'args', 'append'] as const;
 
 export interface LinkExtension {
@@ -144,7 +144,7 @@ export function parseVm(v: unknown, field: string, report: Report): VmSpec | und
   return { ...(kernel ? { kernel } : {}), ...(initrd ? { initrd } : {}), ...(disk ? { disk } : {}), memory, cpus, args, ...(typeof v.append === 'string' ? { append: v.append } : {}) };
 }
 
-export function parsePodExtension(v: unknown, field: string, report: Report): { node?: string; vm?: VmSpec } {
+export function parsePodExtension(v: unknown, field: string, report: Report): { node?: string; vm?: VmSpec; kubevirt?: true } {
   if (v === undefined || v === null) return {};
   if (!isObject(v)) {
     report(field, `must be a mapping with keys ${POD_EXTENSION_KEYS.join(', ')}`);
@@ -154,7 +154,10 @@ export function parsePodExtension(v: unknown, field: string, report: Report): { 
     if (!(POD_EXTENSION_KEYS as readonly string[]).includes(key)) report(`${field}.${key}`, `unknown key '${key}' (known: ${POD_EXTENSION_KEYS.join(', ')})`);
   }
   const vm = v.vm === undefined ? undefined : parseVm(v.vm, `${field}.vm`, report);
-  const withVm = vm ? { vm } : {};
+  // kubevirt: the pod is the KubeVirt VirtualMachineInstance of that name (cluster mode; docs/vms.md).
+  if (v.kubevirt !== undefined && typeof v.kubevirt !== 'boolean') report(`${field}.kubevirt`, `'${String(v.kubevirt)}' must be true or false`);
+  if (v.kubevirt === true && vm) report(`${field}.kubevirt`, 'a pod is either a KubeVirt VM (kubevirt) or a guest patchwire starts (vm), not both');
+  const withVm = { ...(vm ? { vm } : {}), ...(v.kubevirt === true ? { kubevirt: true as const } : {}) };
   if (v.node === undefined) return withVm;
   if (typeof v.node === 'number' && Number.isInteger(v.node) && v.node > 0) return { node: `node${v.node}`, ...withVm };
   if (typeof v.node === 'string' && /^node[1-9][0-9]*$/.test(v.node)) return { node: v.node, ...withVm };

@@ -76,6 +76,8 @@ export interface PodModel {
   name: string;
   /** a QEMU guest rather than a namespace's own processes */
   vm?: VmSpec;
+  /** cluster mode: the pod is the KubeVirt VirtualMachineInstance of this name, reached in its virt-launcher pod */
+  kubevirt?: true;
   /** emulated node the pod is pinned to ("node2"), if any */
   node?: string;
   /** Kubernetes namespace of its Topology object (meshnet), when the file names one */

@@ -131,6 +131,7 @@ export function resolveSegment(seg: SegmentModel, ctx: ResolveContext, only?: st
  */
 export function labModeProblems(model: LabModel): string[] {
   const out: string[] = [];
+  for (const p of model.pods) if (p.kubevirt) out.push(`pod ${p.name}: patchwire.kubevirt names a KubeVirt VirtualMachineInstance, which only cluster mode reaches; a lab starts its own guests with patchwire.vm`);
   for (const l of model.links) if (l.uid >= SEGMENT_UID_BASE) out.push(`link ${l.uid}: uids from ${SEGMENT_UID_BASE} up are kept for segments`);
   for (const s of model.segments) {
     const host = s.members.filter((m) => m.kind === 'host');

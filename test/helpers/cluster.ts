@@ -118,6 +118,8 @@ export class TestCluster {
     // Pods may be replaced without a resourceVersion and are deleted gracefully; custom resources neither.
     this.api.addResource({ prefix: '/api/v1', plural: 'pods', kind: 'Pod', apiVersion: 'v1', unconditionalUpdate: true, graceful: true });
     this.api.addResource({ prefix: '/apis/networkop.co.uk/v1beta1', plural: 'topologies', kind: 'Topology', apiVersion: 'networkop.co.uk/v1beta1', schema: crdSchema() });
+    // KubeVirt's VMs (test/kubevirt.test.ts creates them; other tests have none, as a cluster with KubeVirt and no VMs).
+    this.api.addResource({ prefix: '/apis/kubevirt.io/v1', plural: 'virtualmachineinstances', kind: 'VirtualMachineInstance', apiVersion: 'kubevirt.io/v1' });
     const deploy = renderKustomization(path.join(ROOT, 'deploy'));
     this.api.setRbac(deploy);
     const ds = deploy.find((d) => d.kind === 'DaemonSet')!;
@@ -243,13 +245,13 @@ export class TestCluster {
   }
 
   /** What a kubelet does: schedule, make the sandbox namespace, run CNI ADD. */
-  async startPod(nodeShort: string, namespace: string, name: string, o: { cni?: boolean } = {}): Promise<{ pod: TestPod; add: RunResult & { json: Record<string, unknown> | null } }> {
+  async startPod(nodeShort: string, namespace: string, name: string, o: { cni?: boolean; labels?: Record<string, string> } = {}): Promise<{ pod: TestPod; add: RunResult & { json: Record<string, unknown> | null } }> {
     const node = this.nodes.get(nodeShort)!;
     const netns = this.net.addPod(`${namespace.slice(-2)}${name}`);
     const created = await this.request('POST', `/api/v1/namespaces/${namespace}/pods`, {
       apiVersion: 'v1',
       kind: 'Pod',
-      metadata: { name, namespace },
+      metadata: { name, namespace, ...(o.labels ? { labels: o.labels } : {}) },
       spec: { nodeName: node.name, terminationGracePeriodSeconds: 30, containers: [{ name: 'router', image: 'router:latest' }] },
     });
     if (created.status !== 201) throw new Error(`creating pod ${namespace}/${name}: ${JSON.stringify(created.body)}`);
