@@ -43,9 +43,10 @@ export async function tapHolderMain(argv: string[]): Promise<void> {
   const resync = Number(values['resync-seconds']);
   if (!Number.isFinite(resync) || resync < 0 || resync > 3600) throw new UsageError(`tap-holder: --resync-seconds '${values['resync-seconds']}' must be from 0 to 3600`);
   const log = (m: string): void => void process.stderr.write(`[tap-holder] ${m}\n`);
-  const holder = new TapHolder(stateFileTapEnds(file, log), log, resync * 1000);
-  holder.start();
+  // The holder's own prefix is for a lab supervisor's log; this one says it already.
+  const holder = new TapHolder(stateFileTapEnds(file, log), (m) => log(m.replace(/^tap holder: /, '')), resync * 1000);
   log(`holding the taps listed in ${file}`);
+  holder.start();
   await new Promise<void>((resolve) => {
     const stop = (): void => {
       // Releasing the holds takes the carrier of taps whose daemon is not running: the node is going away.
