@@ -16,6 +16,7 @@ import { parseAllDocuments } from 'yaml';
 
 import { DAEMON_HELP } from '../src/cli/daemon.js';
 import { CNI_HELP } from '../src/cli/cni.js';
+import { TAP_HOLDER_HELP } from '../src/cli/tap-holder.js';
 import { parseMeshnet } from '../src/topology/meshnet.js';
 import { ADMIN } from './helpers/apiserver.js';
 import { TestCluster } from './helpers/cluster.js';
@@ -139,6 +140,18 @@ t.test('the DaemonSet, the image and the probes', async (t) => {
   const cniSocketDir = path.dirname(arg(daemon.command, '--cni-socket'));
   t.equal(hostPathOf(mountOf(daemon, cniSocketDir)!.name), cniSocketDir, 'the CNI socket is on the host where the plugin looks');
   t.equal(path.dirname(arg(daemon.command, '--state')), cniSocketDir, 'the state file outlives the container');
+  // The tap holder: its own container (a daemon's container restart kills all of its processes), reading the daemon's state file.
+  const holder = pod.containers.find((c: Obj) => c.name === 'tap-holder');
+  t.ok(holder, 'a tap-holder container beside the daemon');
+  t.same(holder.command.slice(0, 2), ['patchwire', 'tap-holder'], 'running patchwire tap-holder');
+  for (const flag of holder.command.filter((x: string) => x.startsWith('--'))) t.match(TAP_HOLDER_HELP, `  ${flag}`, `tap-holder knows ${flag}`);
+  t.equal(arg(holder.command, '--state'), arg(daemon.command, '--state'), "it follows the daemon's state file");
+  t.equal(mountOf(holder, cniSocketDir)?.name, mountOf(daemon, cniSocketDir)!.name, 'from the same host directory');
+  t.equal(mountOf(holder, '/var/run/netns')?.mountPropagation, 'HostToContainer', "it sees the pods' namespaces");
+  t.equal(hostPathOf(mountOf(holder, '/dev/net/tun')!.name), '/dev/net/tun', 'and /dev/net/tun');
+  t.equal(holder.securityContext.privileged, false, 'not privileged');
+  t.same([...holder.securityContext.capabilities.add].sort(), ['NET_ADMIN', 'SYS_ADMIN', 'SYS_PTRACE'], 'attach taps, enter pod namespaces (hostPID paths): nothing else');
+  t.ok(pod.hostNetwork && pod.hostPID, 'host network and PID, shared by both containers');
   t.equal(mountOf(daemon, '/var/run/netns')?.mountPropagation, 'HostToContainer', 'pod namespaces made after start are visible');
   t.equal(arg(daemon.command, '--identity'), 'csr', "each daemon asks for its own node's identity");
   const idDir = arg(daemon.command, '--identity-dir');

@@ -24,6 +24,7 @@ Commands:
   ui        a lab's browser view: live map, capture, packet list, cable and impairments
   daemon    run a wire daemon (one per node; --cluster for Kubernetes)
   cni       install or uninstall the CNI plugin on a node
+  tap-holder  keep a node's taps' carrier while its daemon restarts (cluster)
   wire      add, remove or list the wires of a daemon
   health    show a daemon's health and peers
   help      this text
@@ -32,8 +33,8 @@ Run 'patchwire COMMAND --help' for the options of a command.
 `;
 
 async function fullHelp(): Promise<string> {
-  const [lab, capture, daemon, wire, cni, signer, map, link, impair, ui] = await Promise.all([import('./lab.js'), import('./capture.js'), import('./daemon.js'), import('./wire.js'), import('./cni.js'), import('./signer.js'), import('./map.js'), import('./link.js'), import('./impair.js'), import('./ui.js')]);
-  return `${HELP}\n${lab.LAB_HELP}\n${link.LINK_HELP}\n${impair.IMPAIR_HELP}\n${capture.CAPTURE_HELP}\n${map.MAP_HELP}\n${ui.UI_HELP}\n${daemon.DAEMON_HELP}\n${wire.WIRE_HELP}\n${cni.CNI_HELP}\n${signer.SIGNER_HELP}`;
+  const [lab, capture, daemon, wire, cni, signer, map, link, impair, ui, tapHolder] = await Promise.all([import('./lab.js'), import('./capture.js'), import('./daemon.js'), import('./wire.js'), import('./cni.js'), import('./signer.js'), import('./map.js'), import('./link.js'), import('./impair.js'), import('./ui.js'), import('./tap-holder.js')]);
+  return `${HELP}\n${lab.LAB_HELP}\n${link.LINK_HELP}\n${impair.IMPAIR_HELP}\n${capture.CAPTURE_HELP}\n${map.MAP_HELP}\n${ui.UI_HELP}\n${daemon.DAEMON_HELP}\n${wire.WIRE_HELP}\n${cni.CNI_HELP}\n${tapHolder.TAP_HOLDER_HELP}\n${signer.SIGNER_HELP}`;
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -82,6 +83,8 @@ async function main(argv: string[]): Promise<void> {
     case 'cni':
       process.exitCode = await (await import('./cni.js')).cniMain(rest);
       return;
+    case 'tap-holder':
+      return (await import('./tap-holder.js')).tapHolderMain(rest);
     case 'signer':
       return (await import('./signer.js')).signerMain(rest);
     case 'health':

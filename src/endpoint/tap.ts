@@ -1,8 +1,9 @@
 // tap endpoint: the daemon creates a persistent, multi-queue tap inside the
 // pod namespace and holds its fd (one queue). Persistent, so the pod's
 // interface outlives a daemon crash and a restarted daemon re-attaches to the
-// same device; multi-queue, so that a lab's supervisor can hold a detached
-// queue that keeps its carrier meanwhile (src/lab/tap-holder.ts).
+// same device; multi-queue, so that another process (a lab's supervisor, a
+// cluster's tap-holder container) can hold a detached queue that keeps its
+// carrier meanwhile (src/endpoint/tap-holder.ts).
 import { closeSync } from 'node:fs';
 
 import { wire } from '../native/wire.js';
@@ -55,7 +56,7 @@ export class TapEndpoint extends EndpointBase {
       } catch {
         /* already gone */
       }
-      // A tap whose detached queue a lab's supervisor holds (src/lab/tap-holder.ts)
+      // A tap whose detached queue another process holds (src/endpoint/tap-holder.ts)
       // outlives its last attached queue: delete it outright.
       await wire.netlink.linkDel(netnsPath(this.spec.netns), this.spec.ifname).catch(() => false);
     }

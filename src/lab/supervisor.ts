@@ -7,9 +7,10 @@ import path from 'node:path';
 
 import { PACKAGE_ROOT } from '../paths.js';
 import { ensureTokenFile, LAB_TOKEN_FILE } from '../capture/auth.js';
+import { TapHolder } from '../endpoint/tap-holder.js';
 import { labDir, type LabNode, readLab, type SupervisorState, writeSupervisor } from './state.js';
+import { labTapEnds } from './tap-ends.js';
 import { startVm, vmPid } from './vm.js';
-import { TapHolder } from './tap-holder.js';
 
 const CLI = `${PACKAGE_ROOT}/bin/patchwire.js`;
 /**
@@ -87,8 +88,8 @@ export async function superviseMain(argv: string[]): Promise<void> {
     });
   };
   for (const node of state.nodes) start(node);
-  // Taps keep their carrier while their daemon restarts (see tap-holder.ts).
-  const taps = new TapHolder(lab, (m) => process.stderr.write(`supervise: ${m}\n`));
+  // Taps keep their carrier while their daemon restarts (see src/endpoint/tap-holder.ts).
+  const taps = new TapHolder(labTapEnds(lab), (m) => process.stderr.write(`supervise: ${m}\n`));
   taps.start();
 
   // VM pods: a guest whose QEMU is gone (crashed, killed, powered off) is
