@@ -176,7 +176,8 @@ async function daemonsBaselineKb(dir: string): Promise<number> {
   await pw('down', lab).catch(() => undefined);
   await pw('up', '-f', file, '--name', lab, '--nodes', '2', '--json');
   try {
-    await sleep(2000);
+    // As long as the labs below idle: past the daemons' settling after start (src/util/idle-memory.ts).
+    await sleep(SETTLE_MS);
     return labPids(lab).daemons.reduce((a, pid) => a + rssKb(pid), 0);
   } finally {
     await pw('down', lab);

@@ -365,6 +365,7 @@ export class Daemon {
     }
     await this.restore();
     this.log(`listening on ${this.opts.listen}, control ${this.opts.control}, ${this.wires.size} wires`);
+    this.idleMemory.started();
   }
 
   /** What the HTTP ports may read of the daemon. */

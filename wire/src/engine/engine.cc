@@ -428,7 +428,18 @@ void Engine::Stop() {
   freeChunks_.clear();
   freeBytes_ = 0;
   impaired_.clear();
-  wires_.clear();  // ports close their fds
+  {
+    // The ports' fds, closed all at once (CloseConcurrently says why).
+    std::vector<int> fds;
+    for (auto& [uid, w] : wires_)
+      for (auto& e : w->ends)
+        if (e->port) {
+          int fd = e->port->ReleaseFd();
+          if (fd >= 0) fds.push_back(fd);
+        }
+    CloseConcurrently(fds);
+  }
+  wires_.clear();
   endsById_.clear();
   peers_.clear();
   readers_.clear();

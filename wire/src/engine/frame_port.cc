@@ -5,7 +5,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 namespace pw::engine {
@@ -41,6 +44,35 @@ FramePort::FramePort(int fd, bool tap, bool vnet, int slotSize, int slots, EndCo
 FramePort::~FramePort() {
   ReadKernelStats();
   if (fd_ >= 0) close(fd_);
+}
+
+int FramePort::ReleaseFd() {
+  ReadKernelStats();
+  int fd = fd_;
+  fd_ = -1;
+  return fd;
+}
+
+void CloseConcurrently(const std::vector<int>& fds) {
+  constexpr size_t kPerThread = 8, kMaxThreads = 64;
+  size_t threads = std::min(kMaxThreads, (fds.size() + kPerThread - 1) / kPerThread);
+  if (threads <= 1) {
+    for (int fd : fds) close(fd);
+    return;
+  }
+  std::vector<std::thread> pool;
+  pool.reserve(threads);
+  for (size_t t = 0; t < threads; t++) {
+    try {
+      pool.emplace_back([&fds, t, threads] {
+        for (size_t i = t; i < fds.size(); i += threads) close(fds[i]);
+      });
+    } catch (const std::system_error&) {
+      // No thread to be had: this one closes the share it would have had.
+      for (size_t i = t; i < fds.size(); i += threads) close(fds[i]);
+    }
+  }
+  for (std::thread& th : pool) th.join();
 }
 
 int FramePort::Receive() {
