@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 
 import type { TapEnd, TapEndSource } from '../endpoint/tap-holder.js';
-import { stateShapeProblem } from './statefile.js';
+import { parseState } from './statefile.js';
 
 type Read = { ends: TapEnd[] } | { missing: true } | { problem: string };
 
@@ -18,16 +18,10 @@ function readEnds(file: string): Read {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { missing: true };
     return { problem: `cannot be read (${(err as Error).message})` };
   }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (err) {
-    return { problem: `is not JSON (${(err as Error).message})` };
-  }
-  const p = stateShapeProblem(parsed);
-  if (p) return { problem: p };
+  const parsed = parseState(text);
+  if ('problem' in parsed) return parsed;
   const ends: TapEnd[] = [];
-  for (const w of (parsed as { wires: Array<{ local: { kind?: unknown; netns?: unknown; ifname?: unknown } }> }).wires) {
+  for (const w of (parsed.content as unknown as { wires: Array<{ local: { kind?: unknown; netns?: unknown; ifname?: unknown } }> }).wires) {
     const { kind, netns, ifname } = w.local;
     if (kind === 'tap' && typeof netns === 'string' && netns !== '' && typeof ifname === 'string' && ifname !== '') ends.push({ netns, ifname });
   }

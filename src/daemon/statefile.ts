@@ -31,14 +31,8 @@ export function stateShapeProblem(v: unknown): string | null {
   return null;
 }
 
-async function readOne(file: string): Promise<{ content: StateContent } | { missing: true } | { problem: string }> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { missing: true };
-    return { problem: (err as Error).message };
-  }
+/** A state file's text as its content, or what is wrong with it. */
+export function parseState(text: string): { content: StateContent } | { problem: string } {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -47,6 +41,17 @@ async function readOne(file: string): Promise<{ content: StateContent } | { miss
   }
   const p = stateShapeProblem(parsed);
   return p ? { problem: p } : { content: parsed as StateContent };
+}
+
+async function readOne(file: string): Promise<{ content: StateContent } | { missing: true } | { problem: string }> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { missing: true };
+    return { problem: (err as Error).message };
+  }
+  return parseState(text);
 }
 
 /**

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 import { impairmentFromArgs } from '../cli/impair.js';
 import { endImpairFromPb, formatImpairment, type ImpairDir, type Impairment } from '../dataplane/impair.js';
-import { InvalidArgument } from '../errors.js';
+import { InvalidArgument, ResourceExhausted } from '../errors.js';
 import type { MapSnapshot, MapWireEnd } from '../map/model.js';
 import { HttpFailure } from '../capture/http.js';
 
@@ -30,6 +30,22 @@ export const UI_LIMITS = {
 } as const;
 
 /** dist/ui, next to dist/src (where this module is compiled to dist/src/ui/common.js). */
+/** A page server's open streams (events, packet lists, live captures), at most UI_LIMITS.maxStreams. */
+export class StreamGate {
+  private open = 0;
+
+  /** One more stream, or ResourceExhausted; the function returned lets it go (once). */
+  admit(): () => void {
+    if (this.open >= UI_LIMITS.maxStreams) throw new ResourceExhausted(`at most ${UI_LIMITS.maxStreams} open streams (events and packet lists) at once`);
+    this.open++;
+    let done = false;
+    return () => {
+      if (!done) this.open--;
+      done = true;
+    };
+  }
+}
+
 export const ASSETS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'ui');
 
 const ASSET_TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.mjs': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.png': 'image/png' };
@@ -120,6 +136,17 @@ export function viewEnd(me: MapWireEnd | undefined, id: { name: string; pod: str
 export function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
   res.end(JSON.stringify(body));
+}
+
+/**
+ * Sends a packet list's frames, in time order, unless the page is not
+ * keeping up (then they are skipped, not queued for); whether it sent them.
+ */
+export function sendFrames(res: http.ServerResponse, frames: Array<{ ts_us: number }>, lost: number): boolean {
+  if (res.writableLength >= UI_LIMITS.maxBufferedBytes) return false;
+  frames.sort((a, b) => a.ts_us - b.ts_us);
+  res.write(`event: frames\ndata: ${JSON.stringify({ frames, lost })}\n\n`);
+  return true;
 }
 
 export function sseHead(res: http.ServerResponse): void {

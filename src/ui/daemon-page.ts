@@ -20,10 +20,10 @@ import type { CaptureGate } from '../capture/limits.js';
 import { type CaptureSource, CaptureSession, READER_QUEUE_BYTES } from '../capture/session.js';
 import { clusterWireId, type LinkStatus, type PodInfo, type TopologyObject } from '../cluster/plan.js';
 import { formatImpairment, type ImpairDir, type Impairment } from '../dataplane/impair.js';
-import { asPatchwireError, FailedPrecondition, InvalidArgument, ResourceExhausted } from '../errors.js';
+import { asPatchwireError, FailedPrecondition, InvalidArgument } from '../errors.js';
 import type { MapWatcher } from '../map/hub.js';
 import { applyMapEvent, type MapSnapshot, type MapWire } from '../map/model.js';
-import { PageAssets, parseCableBody, parseImpairBody, readJson, sendJson, sseHead, UI_LIMITS, type View, type ViewEnd, viewEnd, type ViewWire } from './common.js';
+import { PageAssets, parseCableBody, parseImpairBody, readJson, sendJson, sendFrames, sseHead, StreamGate, UI_LIMITS, type View, type ViewEnd, viewEnd, type ViewWire } from './common.js';
 import { type FrameSummary, summarize } from './decode.js';
 
 /** What the page reads of, and does to, its daemon. */
@@ -159,7 +159,7 @@ export function clusterView(node: string, lab: string, map: MapSnapshot, cluster
 const VIEW_REFRESH_MS = 1000;
 
 export class DaemonPage {
-  private streams = 0;
+  private readonly gate = new StreamGate();
 
   constructor(
     private readonly d: PageDaemon,
@@ -250,18 +250,8 @@ export class DaemonPage {
     }
   }
 
-  private admitStream(): () => void {
-    if (this.streams >= UI_LIMITS.maxStreams) throw new ResourceExhausted(`at most ${UI_LIMITS.maxStreams} open streams (events and packet lists) at once`);
-    this.streams++;
-    let done = false;
-    return () => {
-      if (!done) this.streams--;
-      done = true;
-    };
-  }
-
   private events(who: Caller, req: http.IncomingMessage, res: http.ServerResponse): void {
-    const release = this.admitStream();
+    const release = this.gate.admit();
     let last = '';
     let map: MapSnapshot | null = null;
     let busy = false;
@@ -328,7 +318,7 @@ export class DaemonPage {
     this.local(ends);
     const picked = this.d.captureSources(ends, false);
     const names = new Map(picked.interfaces.map((i) => [i.id, i.name]));
-    const release = this.admitStream();
+    const release = this.gate.admit();
     let backlog: FrameSummary[] = [];
     let queue: FrameSummary[] = [];
     let ready = false;
@@ -375,10 +365,7 @@ export class DaemonPage {
         res.write('event: ready\ndata: {}\n\n');
       }
       if (queue.length === 0 && lost === 0) return;
-      // A page that does not keep up is skipped, not queued for.
-      if (res.writableLength < 1 << 20) {
-        queue.sort((a, b) => a.ts_us - b.ts_us);
-        res.write(`event: frames\ndata: ${JSON.stringify({ frames: queue, lost })}\n\n`);
+      if (sendFrames(res, queue, lost)) {
         queue = [];
         lost = 0;
       }

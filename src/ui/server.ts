@@ -26,12 +26,12 @@ import { ControlClient, type PbCaptureResponse } from '../control/client.js';
 import type { PbWireStatus } from '../control/convert.js';
 import { errorFromGrpc } from '../control/service.js';
 import { endImpairFromPb, formatImpairment } from '../dataplane/impair.js';
-import { asPatchwireError, InvalidArgument, NotFound, PatchwireError, ResourceExhausted } from '../errors.js';
+import { asPatchwireError, InvalidArgument, NotFound, PatchwireError } from '../errors.js';
 import type { LabState } from '../lab/state.js';
 import { applyMapEvent, type MapEvent, type MapSnapshot, mergeMaps } from '../map/model.js';
 import { carrierPod } from '../topology/resolve.js';
 import { parseHostPort } from '../util/hostport.js';
-import { ASSETS_DIR, PageAssets, parseCableBody, parseImpairBody, readJson, sendJson, sseHead, UI_LIMITS, type View, type ViewEnd, viewEnd, type ViewWire } from './common.js';
+import { ASSETS_DIR, PageAssets, parseCableBody, parseImpairBody, readJson, sendJson, sendFrames, sseHead, StreamGate, UI_LIMITS, type View, type ViewEnd, viewEnd, type ViewWire } from './common.js';
 import { type FrameSummary, summarize } from './decode.js';
 
 export { UI_LIMITS } from './common.js';
@@ -145,7 +145,7 @@ export class UiServer {
   readonly clients: Array<{ node: string; client: ControlClient }>;
   private readonly auth: LabTokenAuth;
   private readonly live = new LiveView(this);
-  private streams = 0;
+  private readonly gate = new StreamGate();
   private server: http.Server | null = null;
   private readonly assets: PageAssets;
 
@@ -259,18 +259,8 @@ export class UiServer {
     }
   }
 
-  private admitStream(): () => void {
-    if (this.streams >= UI_LIMITS.maxStreams) throw new ResourceExhausted(`at most ${UI_LIMITS.maxStreams} open streams (events and packet lists) at once`);
-    this.streams++;
-    let done = false;
-    return () => {
-      if (!done) this.streams--;
-      done = true;
-    };
-  }
-
   private events(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const release = this.admitStream();
+    const release = this.gate.admit();
     sseHead(res);
     // A client that stops reading gets no more views (each is whole, so the
     // next one it can take is current again); its buffer stays bounded.
@@ -335,7 +325,7 @@ export class UiServer {
     const follow = ['1', 'true', 'yes'].includes(q.get('follow') ?? '');
     const { sources, interfaces } = this.sources(ends);
     // A live capture holds daemon streams open: counted like the page's streams.
-    const release = follow ? this.admitStream() : () => undefined;
+    const release = follow ? this.gate.admit() : () => undefined;
     res.on('close', release);
     const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '');
     res.writeHead(200, {
@@ -358,7 +348,7 @@ export class UiServer {
   private packets(q: URLSearchParams, req: http.IncomingMessage, res: http.ServerResponse): void {
     const ends = this.endsOf(q);
     const { sources } = this.sources(ends);
-    const release = this.admitStream();
+    const release = this.gate.admit();
     sseHead(res);
     let backlog: FrameSummary[] = [];
     let queue: FrameSummary[] = [];
@@ -413,10 +403,7 @@ export class UiServer {
         res.write(`event: ready\ndata: {}\n\n`);
       }
       if (!sentBacklog || (queue.length === 0 && lost === 0)) return;
-      queue.sort((a, b) => a.ts_us - b.ts_us);
-      // A page that does not keep up is skipped, not queued for.
-      if (res.writableLength < 1 << 20) {
-        res.write(`event: frames\ndata: ${JSON.stringify({ frames: queue, lost })}\n\n`);
+      if (sendFrames(res, queue, lost)) {
         queue = [];
         lost = 0;
       }
