@@ -340,7 +340,7 @@ function planLink(input: PlanInput, ns: string, link: LinkModel, { pod, reg, wai
     const r = reg(e.pod);
     const shown = isVmi(e.pod) ? `the virt-launcher pod ${p.name} of KubeVirt VM ${e.pod}` : `pod ${e.pod}`;
     if (!r) return { blocked: { state: 'pending', message: `waiting for ${shown} to start on node ${input.node} (no CNI ADD yet)` } };
-    if (r.podUid && p.uid && r.podUid !== p.uid) return { blocked: { state: 'pending', message: `waiting for the new pod ${e.pod} to start (CNI ADD seen for an older pod of that name)` } };
+    if (r.podUid && p.uid && r.podUid !== p.uid) return { blocked: { state: 'pending', message: `waiting for the new ${shown} to start (CNI ADD seen for an older pod of that name)` } };
   }
   const theirs = pa!.nodeName === input.node ? pb! : pa!;
   if (pa!.nodeName !== pb!.nodeName && !theirs.hostIP) {

@@ -251,6 +251,8 @@ export class DaemonPage {
   }
 
   private events(who: Caller, req: http.IncomingMessage, res: http.ServerResponse): void {
+    // A page gone while its rights were checked has already closed: nothing would ever end the stream.
+    if (res.closed || req.socket.destroyed) return;
     const release = this.gate.admit();
     let last = '';
     let map: MapSnapshot | null = null;
@@ -318,6 +320,8 @@ export class DaemonPage {
     this.local(ends);
     const picked = this.d.captureSources(ends, false);
     const names = new Map(picked.interfaces.map((i) => [i.id, i.name]));
+    // A page gone while its rights were checked has already closed: nothing would ever end the stream.
+    if (res.closed || req.socket.destroyed) return;
     const release = this.gate.admit();
     let backlog: FrameSummary[] = [];
     let queue: FrameSummary[] = [];

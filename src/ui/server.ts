@@ -238,6 +238,8 @@ export class UiServer {
     // Who is asking comes first: without the token nothing about the lab is told.
     try {
       await this.auth.authenticate(req.headers.authorization);
+      // A page gone meanwhile has already closed: a stream opened now would never end.
+      if (res.closed || req.socket.destroyed) return;
     } catch (err) {
       throw new HttpFailure(401, `${(err as Error).message} (the lab's token is in ${this.tokenFile})`, { 'www-authenticate': 'Bearer realm="patchwire"' });
     }

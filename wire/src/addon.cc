@@ -302,7 +302,9 @@ Napi::Value KeepFreedMemory(const Napi::CallbackInfo& info) {
 // available garbage, and the young generation shrunk: after a thousand wires
 // it had grown to 35 MB of committed, mostly empty pages that an ordinary
 // collection keeps), then glibc's malloc_trim over every arena (whatever
-// keepFreedMemory kept). Tens of milliseconds on the event loop, once.
+// keepFreedMemory kept). Tens of milliseconds on the event loop, once; the
+// trim holds each arena's lock while it works, so the engine thread may wait
+// as long for a malloc (impaired frames are copied into malloc'd buffers).
 Napi::Value ReturnFreedMemory(const Napi::CallbackInfo& info) {
   if (v8::Isolate* isolate = v8::Isolate::GetCurrent()) isolate->LowMemoryNotification();
 #ifdef __GLIBC__

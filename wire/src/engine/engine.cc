@@ -461,6 +461,7 @@ void Engine::Run() {
   while (!stop_) {
     int n = epoll_wait(epfd_, events, 64, timeoutMs);
     if (n < 0 && errno != EINTR) break;
+    wokeNs_ = NowNs();
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (int i = 0; i < n; i++) HandleEvent(events[i].data.u64, events[i].events);
@@ -487,8 +488,7 @@ void Engine::HandleEvent(uint64_t key, uint32_t events) {
     if (type == kTypeTimer && timerArmedAtNs_ != 0) {
       // A late wake moves the lead up by an eighth of the lateness; one far
       // off (a stall of the machine) is clamped, so it cannot pull frames forward much.
-      uint64_t now = NowNs();
-      uint64_t late = now > timerArmedAtNs_ ? std::min(now - timerArmedAtNs_, kMaxTimerLeadNs) : 0;
+      uint64_t late = wokeNs_ > timerArmedAtNs_ ? std::min(wokeNs_ - timerArmedAtNs_, kMaxTimerLeadNs) : 0;
       timerLeadNs_ = (timerLeadNs_ * 7 + late) / 8;
       timerArmedAtNs_ = 0;
     }
@@ -669,7 +669,8 @@ void Engine::ToPod(End* e, const OutFrame* frames, int n) {
 // Sends what is due, then sets the timer for the next frame due.
 void Engine::RunImpairments() {
   // Frames due within the timer's lead leave now (see timerLeadNs_).
-  const uint64_t now = NowNs() + timerLeadNs_;
+  const uint64_t realNow = NowNs();
+  const uint64_t now = realNow + timerLeadNs_;
   uint64_t next = UINT64_MAX;
   constexpr size_t kBatch = 256;
   constexpr int kRounds = 64;  // bound one pass: what is left goes on the next (the timer fires at once)
@@ -707,7 +708,9 @@ void Engine::RunImpairments() {
   if (next != UINT64_MAX) {
     itimerspec its{};
     next = next > timerLeadNs_ + 1 ? next - timerLeadNs_ : 1;
-    timerArmedAtNs_ = next;
+    // Only a timer armed for the future measures a wake's lateness; one
+    // already due (a pass cut short, a backlog) fires at once and says nothing.
+    timerArmedAtNs_ = next > realNow ? next : 0;
     its.it_value.tv_sec = static_cast<time_t>(next / 1000000000ULL);
     its.it_value.tv_nsec = static_cast<long>(next % 1000000000ULL);
     timerfd_settime(timerFd_, TFD_TIMER_ABSTIME, &its, nullptr);

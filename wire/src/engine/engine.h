@@ -224,6 +224,7 @@ class Engine {
   // timerArmedAtNs_ is what the timer was last armed for; each firing feeds
   // its lateness into the average.
   uint64_t timerArmedAtNs_ = 0, timerLeadNs_ = 0;
+  uint64_t wokeNs_ = 0;  // when epoll_wait last returned
   static constexpr uint64_t kMaxTimerLeadNs = 200'000;
   std::vector<End*> impaired_;  // ends with impairments (an empty list costs the pass nothing)
   uint64_t impairSeed_ = 0;
