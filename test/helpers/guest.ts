@@ -48,8 +48,9 @@ export class GuestShell {
       conn.once('error', reject);
     });
     const sh = new GuestShell(conn);
-    // Quiet the line discipline: no echo of what we type (long lines), no CR.
-    await sh.run('stty -echo -onlcr 2>/dev/null; true');
+    // Quiet the line discipline: no echo of what we type (long lines), no CR;
+    // and no prompt, which could otherwise land in the next command's output.
+    await sh.run("PS1=''; stty -echo -onlcr 2>/dev/null; true");
     return sh;
   }
 
