@@ -239,7 +239,11 @@ function patchwirePath(kind: 'veth' | 'tap', ringBytes?: number, rtPriority = 0,
     file,
     `name: ${lab}\ntopology:\n  nodes:\n    a: {patchwire: {node: node1}}\n    b: {patchwire: {node: node2}}\n  links:\n    - endpoints: ["a:eth1", "b:eth1"]\n      patchwire: {kind: ${kind}}\n`,
   );
-  sh(process.execPath, CLI, 'up', '-f', file, '--name', lab, '--nodes', '2', '--json', ...(ringBytes !== undefined ? ['--capture-ring-bytes', String(ringBytes)] : []), '--rt-priority', String(rtPriority), ...(plainText ? ['--plain-text'] : []));
+  try {
+    sh(process.execPath, CLI, 'up', '-f', file, '--name', lab, '--nodes', '2', '--json', ...(ringBytes !== undefined ? ['--capture-ring-bytes', String(ringBytes)] : []), '--rt-priority', String(rtPriority), ...(plainText ? ['--plain-text'] : []));
+  } finally {
+    rmSync(file, { force: true }); // read by `up` only
+  }
   const a = `pw-${lab}-a`;
   const b = `pw-${lab}-b`;
   sh('ip', '-n', a, 'addr', 'add', `${A_IP}/24`, 'dev', 'eth1');
