@@ -144,15 +144,11 @@ async function podToGuest(t: Test, r1: TestPod, shell: GuestShell, tag: string):
     frames.map((f) => f.toString('hex')).sort(),
     `pod to guest: all ${frames.length} frames (STP 01:80:C2:00:00:00, LLDP 01:80:C2:00:00:0E and the rest of the link-local group, 802.1Q, QinQ, ...) once, byte for byte`,
   );
-  // Known, not hidden: one or two frames of the 28 now and then arrive up
-  // to 1 ms late, here and with lab-mode VMs (test/vm-lab.test.ts). A
-  // capture at the pod's node shows them in order as they enter the engine;
-  // where they swap is not traced.
+  // In order (the guest's receive path batches no frames: see test/vm-lab.test.ts).
   t.same(
     got.map((f) => f.toString('hex')),
     frames.map((f) => f.toString('hex')),
     'pod to guest: in the order sent',
-    { todo: 'a frame now and then a place late between the engine and the guest; not traced yet' },
   );
 }
 
