@@ -7,7 +7,7 @@ import type net from 'node:net';
 
 import * as k8s from '@kubernetes/client-node';
 
-import type { Daemon, WireStatus } from '../daemon/daemon.js';
+import type { Daemon, WireState } from '../daemon/daemon.js';
 import type { WireSpec } from '../dataplane/wire.js';
 import { linkExists } from '../netns/ip.js';
 import { type CniAttachment, CNI_ERR, CniError, type CniRequest, CNI_DEL_WAIT_MS } from '../cni/protocol.js';
@@ -321,7 +321,7 @@ export class ClusterController {
     await this.ensureTaps(plan);
     const live = new Set(plan.taps.map((x) => `${x.netns}\0${x.ifname}`));
     for (const k of this.tapErrors.keys()) if (!live.has(k)) this.tapErrors.delete(k);
-    const current = new Map(this.daemon.listWires().map((w) => [w.spec.uid, w.spec]));
+    const current = new Map(this.daemon.wireStates().map((w) => [w.spec.uid, w.spec]));
     let touched = false;
     for (const [id, spec] of current) {
       const want = plan.wires.get(id);
@@ -333,7 +333,7 @@ export class ClusterController {
     for (const id of this.plumbErrors.keys()) if (!plan.wires.has(id)) this.plumbErrors.delete(id);
     for (const m of [this.declared, this.declareErrors]) for (const id of m.keys()) if (!plan.wires.has(id)) m.delete(id);
     // Kept wires: a changed `state:` or impairment is applied in place.
-    const restoring = new Set(this.daemon.listWires().filter((w) => w.state === 'restoring').map((w) => w.spec.uid));
+    const restoring = new Set(this.daemon.wireStates().filter((w) => w.state === 'restoring').map((w) => w.spec.uid));
     for (const [id, have] of current) {
       // A wire being restored takes what is declared once it is back.
       if (restoring.has(id)) continue;
@@ -423,7 +423,7 @@ export class ClusterController {
     if (dropped) void this.daemon.persist();
   }
 
-  private linkStatus(t: PlannedTopology, states: Map<number, WireStatus>): LinkStatus[] {
+  private linkStatus(t: PlannedTopology, states: Map<number, WireState>): LinkStatus[] {
     return t.links.map((l) => {
       const { blocked, ...base } = l;
       if (blocked) return { ...base, state: blocked.state, message: blocked.message };
@@ -462,7 +462,7 @@ export class ClusterController {
     return Array.isArray(links) ? links.find((x) => x.uid === uid) : undefined;
   }
 
-  statusOf(t: PlannedTopology, states: Map<number, WireStatus>): TopologyStatus {
+  statusOf(t: PlannedTopology, states: Map<number, WireState>): TopologyStatus {
     const links = this.linkStatus(t, states);
     return {
       src_ip: t.pod.hostIP,
@@ -481,7 +481,7 @@ export class ClusterController {
 
   private async doWriteStatuses(): Promise<void> {
     if (this.stopped) return;
-    const states = new Map(this.daemon.listWires().map((w) => [w.spec.uid, w]));
+    const states = new Map(this.daemon.wireStates().map((w) => [w.spec.uid, w]));
     const live = new Set<string>();
     for (const t of this.plan.topologies) {
       const key = `${t.namespace}/${t.name}`;
@@ -585,7 +585,7 @@ export class ClusterController {
     const netns = new Set(gone.map((p) => p.netns));
     // The pods' own wires go now, even while the API server is unreachable;
     // the reconcile that follows settles the rest (nothing, normally).
-    for (const w of this.daemon.listWires()) {
+    for (const w of this.daemon.wireStates()) {
       const ends = [w.spec.local, ...(w.spec.localPeer ? [w.spec.localPeer] : [])];
       if (ends.some((e) => netns.has(e.netns))) await this.daemon.removeWire(w.spec.uid).catch((err: Error) => this.log(`removing wire ${w.spec.uid}: ${err.message}`));
     }
@@ -604,7 +604,7 @@ export class ClusterController {
     // A KubeVirt VM's Topology is found by its launcher pod.
     const t = this.plan.topologies.find((x) => x.namespace === req.namespace && x.pod.name === req.pod);
     if (!t) return;
-    const states = new Map(this.daemon.listWires().map((w) => [w.spec.uid, w]));
+    const states = new Map(this.daemon.wireStates().map((w) => [w.spec.uid, w]));
     for (const l of this.linkStatus(t, states)) {
       if (l.state === 'error') throw new CniError(CNI_ERR.wireBroken, `link ${l.uid} (${l.local_intf}) of pod ${who}: ${l.message}`);
       if (l.state === 'up' || l.state === 'down') {
