@@ -1,4 +1,4 @@
-// npm run bench:scale [-- --sizes 100,500,1000] [--json]: how patchwire's
+// npm run bench:scale [-- --sizes 100,500,1000] [--cluster] [--json]: how patchwire's
 // lab plumbing and idle wires scale. For each size, a lab of size/2 pods in
 // a ring with chords (two links per pod, meshnet Topology objects with an
 // address on every end) on 2 emulated nodes is brought up and torn down with
@@ -12,28 +12,28 @@
 //               measured once the wires have carried their frames and idled
 //   idle cpu    CPU of the lab's daemons and supervisor over 10 s of idling,
 //               as a percentage of one core (from /proc/PID/stat)
+// --cluster measures the same in cluster mode (bench/scale-cluster.ts).
 // Not a timed test: numbers depend on the machine. Writes
-// bench/results/scale-latest.json (and a dated copy).
-import { spawn, spawnSync } from 'node:child_process';
+// bench/results/scale-latest.json or scale-cluster-latest.json (and a dated copy).
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { wire, type NativePort } from '../src/native/wire.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 import { ringWithChords } from '../test/helpers/gen.js';
+import { measureCluster } from './scale-cluster.js';
+import { clkTck, cpuTicks, probeAll, round, type Row, rssKb } from './scale-common.js';
 
 const CLI = path.join(PACKAGE_ROOT, 'bin', 'patchwire.js');
 const RESULTS = path.join(PACKAGE_ROOT, 'bench', 'results');
 const IDLE_SECONDS = 10;
 const SETTLE_MS = 5000;
-const ETHERTYPE = 0x88b5; // IEEE local experimental: nothing in a pod answers or sends it
-const MAGIC = Buffer.from('pwscale!');
 
 const log = (m: string): void => void process.stderr.write(`bench:scale: ${m}\n`);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function args(): { sizes: number[]; json: boolean } {
+function args(): { sizes: number[]; json: boolean; cluster: boolean } {
   const argv = process.argv.slice(2);
   let sizes = [100, 500, 1000];
   const i = argv.indexOf('--sizes');
@@ -43,7 +43,10 @@ function args(): { sizes: number[]; json: boolean } {
       throw new Error(`--sizes wants even link counts from 4 to 2000, comma separated (got '${argv[i + 1] ?? ''}')`);
     }
   }
-  return { sizes, json: argv.includes('--json') };
+  for (const a of argv) {
+    if (a.startsWith('--') && !['--sizes', '--json', '--cluster'].includes(a)) throw new Error(`unknown option ${a} (bench:scale takes --sizes N,N,... --cluster --json)`);
+  }
+  return { sizes, json: argv.includes('--json'), cluster: argv.includes('--cluster') };
 }
 
 /** Runs the CLI, progress passed through to our stderr; throws with its stderr on failure. */
@@ -70,102 +73,6 @@ interface LabPids {
 function labPids(lab: string): LabPids {
   const sup = JSON.parse(readFileSync(`/run/patchwire/labs/${lab}/supervisor.json`, 'utf8')) as { pid: number; daemons: Record<string, number> };
   return { daemons: Object.values(sup.daemons), supervisor: sup.pid };
-}
-
-function rssKb(pid: number): number {
-  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
-}
-
-function cpuTicks(pids: number[]): number {
-  let t = 0;
-  for (const pid of pids) {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    t += Number(f[11]) + Number(f[12]); // utime + stime
-  }
-  return t;
-}
-
-function clkTck(): number {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  return Number(r.stdout.trim()) || 100;
-}
-
-/** A 64-byte broadcast frame naming the wire and direction it is sent into. */
-function probeFrame(uid: number, dir: number): Buffer {
-  const f = Buffer.alloc(64);
-  f.fill(0xff, 0, 6);
-  Buffer.from([0x02, 0x5c, 0, 0, 0, dir]).copy(f, 6);
-  f.writeUInt16BE(ETHERTYPE, 12);
-  MAGIC.copy(f, 14);
-  f.writeUInt32BE(uid, 22);
-  f[26] = dir;
-  return f;
-}
-
-interface ProbeEnd {
-  port: NativePort;
-  frame: Buffer;
-}
-
-/**
- * Sends a probe frame into both ends of every link until each has arrived at
- * the other end; resolves with the time the last one arrived.
- */
-async function probeAll(lab: string, links: Array<{ uid: number; a: string; b: string }>, timeoutMs: number): Promise<number> {
-  const pending = new Set<string>();
-  const ports: ProbeEnd[] = [];
-  const hdr = new Int32Array([-1]);
-  const off = new Int32Array([0]);
-  const len = new Int32Array([64]);
-  const open = (end: string, uid: number, dir: number): ProbeEnd => {
-    const [pod, intf] = end.split(':') as [string, string];
-    const opened = wire.openPacket(intf, `/var/run/netns/pw-${lab}-${pod}`, { vnetHdr: false, bufBytes: 64 << 10 });
-    const port = new wire.Port(opened.fd, 'packet', false, 2048, 4);
-    port.start((count) => {
-      const rx = Buffer.from(port.rx);
-      for (let i = 0; i < count; i++) {
-        const o = port.meta[2 * i]!;
-        const l = port.meta[2 * i + 1]!;
-        if (l < 27 || rx.readUInt16BE(o + 12) !== ETHERTYPE || !rx.subarray(o + 14, o + 22).equals(MAGIC)) continue;
-        pending.delete(`${rx.readUInt32BE(o + 22)}/${rx[o + 26]}`);
-      }
-    });
-    return { port, frame: probeFrame(uid, dir) };
-  };
-  try {
-    for (const l of links) {
-      ports.push(open(l.a, l.uid, 0), open(l.b, l.uid, 1));
-      pending.add(`${l.uid}/0`).add(`${l.uid}/1`);
-    }
-    const deadline = Date.now() + timeoutMs;
-    while (pending.size > 0) {
-      if (Date.now() > deadline) throw new Error(`${pending.size} wire directions carried no frame within ${timeoutMs / 1000} s: ${[...pending].slice(0, 8).join(', ')}`);
-      for (const p of ports) {
-        const key = `${p.frame.readUInt32BE(22)}/${p.frame[26]}`;
-        if (pending.has(key)) p.port.send(p.frame, hdr, off, len, 1);
-      }
-      // Frames sent into a wire that is not forwarding yet are lost, so resend
-      // to whatever has not arrived; arrivals are read as they come.
-      for (let i = 0; i < 10 && pending.size > 0; i++) await sleep(20);
-    }
-    return Date.now();
-  } finally {
-    for (const p of ports) p.port.close();
-  }
-}
-
-interface Row {
-  links: number;
-  pods: number;
-  up_s: number;
-  first_frame_s: number;
-  down_s: number;
-  baseline_rss_mb: number;
-  rss_mb: number;
-  rss_per_end_kb: number;
-  /** daemons, supervisor included; percent of one core */
-  idle_cpu_pct: number;
-  idle_cpu_pct_daemons: number;
 }
 
 async function daemonsBaselineKb(dir: string): Promise<number> {
@@ -198,7 +105,7 @@ async function measure(size: number, dir: string, baselineKb: number): Promise<R
   let row: Row;
   try {
     log(`${size} links: probing every wire both ways`);
-    const tFrames = await probeAll(lab, links, 120000);
+    const tFrames = await probeAll((pod) => `/var/run/netns/pw-${lab}-${pod}`, links, 120000);
     const firstFrameS = (tFrames - t0) / 1000;
     const pids = labPids(lab);
     // Let the work of bringing the lab up and probing it settle (V8 collects
@@ -236,8 +143,6 @@ async function measure(size: number, dir: string, baselineKb: number): Promise<R
   return row;
 }
 
-const round = (x: number): number => Math.round(x * 100) / 100;
-
 function table(rows: Row[]): string {
   const head = ['links', 'pods', 'up s', 'first frame s', 'down s', 'RSS per idle end kB', 'daemons RSS MB (0 wires)', 'idle CPU %'];
   const body = rows.map((r) => [r.links, r.pods, r.up_s, r.first_frame_s, r.down_s, r.rss_per_end_kb, `${r.rss_mb} (${r.baseline_rss_mb})`, r.idle_cpu_pct].map(String));
@@ -249,20 +154,29 @@ function table(rows: Row[]): string {
 }
 
 async function main(): Promise<void> {
-  const { sizes, json } = args();
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'pwnbs-'));
+  const { sizes, json, cluster } = args();
   const rows: Row[] = [];
-  try {
-    log('daemons with no wires: baseline RSS');
-    const baseline = await daemonsBaselineKb(dir);
+  if (cluster) {
     for (const size of sizes) {
-      rows.push(await measure(size, dir, baseline));
+      rows.push(await measureCluster(size, { idleSeconds: IDLE_SECONDS, settleMs: SETTLE_MS, log }));
       log(JSON.stringify(rows.at(-1)));
     }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+  } else {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'pwnbs-'));
+    try {
+      log('daemons with no wires: baseline RSS');
+      const baseline = await daemonsBaselineKb(dir);
+      for (const size of sizes) {
+        rows.push(await measure(size, dir, baseline));
+        log(JSON.stringify(rows.at(-1)));
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
+  const mode = cluster ? 'cluster' : 'lab';
   const result = {
+    mode,
     machine: { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model ?? '', mem_gb: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version },
     date: new Date().toISOString(),
     nodes: 2,
@@ -271,8 +185,9 @@ async function main(): Promise<void> {
   };
   mkdirSync(RESULTS, { recursive: true });
   const text = JSON.stringify(result, null, 2) + '\n';
-  writeFileSync(path.join(RESULTS, 'scale-latest.json'), text);
-  writeFileSync(path.join(RESULTS, `scale-${result.date.slice(0, 19).replace(/[:]/g, '')}.json`), text);
+  const base = cluster ? 'scale-cluster' : 'scale';
+  writeFileSync(path.join(RESULTS, `${base}-latest.json`), text);
+  writeFileSync(path.join(RESULTS, `${base}-${result.date.slice(0, 19).replace(/[:]/g, '')}.json`), text);
   process.stdout.write(json ? text : table(rows));
 }
 

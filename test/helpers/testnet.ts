@@ -6,14 +6,15 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { ControlClient } from '../../src/control/client.js';
 import type { EndpointSpec } from '../../src/endpoint/endpoint.js';
 import type { WireSpec } from '../../src/dataplane/wire.js';
 import { pidsInNetns } from '../../src/netns/ip.js';
+import { PACKAGE_ROOT } from '../../src/paths.js';
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+// The package root also when these helpers run compiled, from dist/ (bench:scale --cluster).
+export const ROOT = PACKAGE_ROOT;
 export const CLI = path.join(ROOT, 'bin', 'patchwire.js');
 const DATA_PORT = 7000;
 
