@@ -262,6 +262,8 @@ export class Daemon {
    */
   private readonly loopDelay = monitorEventLoopDelay({ resolution: 100 });
   private lastLoopWindow = { p99: 0, max: 0 };
+  /** grows with every wire added, removed or changed (statesRevision) */
+  private wiresRevision = 0;
   private loopWindowTimer: NodeJS.Timeout | null = null;
   /** live capture readers by engine reader id */
   private readonly ringReaders = new Map<number, EngineRing>();
@@ -642,7 +644,7 @@ export class Daemon {
       }
     }
     if (o.persist) await this.persist();
-    this.map.changed();
+    this.wiresChanged();
     this.idleMemory.changed();
     return this.status(wire);
   }
@@ -660,7 +662,7 @@ export class Daemon {
     if (!wire) throw new NotFound(`wire ${uid} does not exist on node ${this.opts.node}`);
     this.dropFromEngine(wire);
     for (const end of wire.ends) await end.endpoint.close(true);
-    this.map.changed();
+    this.wiresChanged();
     this.idleMemory.changed();
     await this.persist();
   }
@@ -747,7 +749,7 @@ export class Daemon {
     r.timer = setTimeout(() => void this.tryRestore(r), RESTORE_RETRY_MS.first);
     r.timer.unref();
     this.restoring.set(uid, r);
-    this.map.changed();
+    this.wiresChanged();
   }
 
   /**
@@ -829,7 +831,7 @@ export class Daemon {
       else delete impair[key];
       if (impair.local || impair.localPeer) w.spec.impair = impair;
       else delete w.spec.impair;
-      this.map.changed();
+      this.wiresChanged();
       await this.persist();
       return this.status(w);
     }
@@ -900,7 +902,7 @@ export class Daemon {
     const spec = localEnds(wire.spec)[index]!;
     if (plugged) delete spec.cable;
     else spec.cable = 'pulled';
-    this.map.changed();
+    this.wiresChanged();
   }
 
   /**
@@ -934,7 +936,7 @@ export class Daemon {
       else delete impair[key];
       if (impair.local || impair.localPeer) wire.spec.impair = impair;
       else delete wire.spec.impair;
-      this.map.changed();
+      this.wiresChanged();
       changed = true;
     }
     return changed;
@@ -988,6 +990,24 @@ export class Daemon {
   listWires(): WireStatus[] {
     const live = [...this.wires.values()].map((w) => this.status(w));
     return [...live, ...this.restoringStates()].sort((a, b) => a.spec.uid - b.spec.uid);
+  }
+
+  /** A wire was added, removed or changed here: for the map and for statesRevision(). */
+  private wiresChanged(): void {
+    this.wiresRevision++;
+    this.map.changed();
+  }
+
+  /**
+   * Changes whenever what wireStates() reports may have: a wire added,
+   * removed or changed, any end's carrier or news of a far end, a peer daemon
+   * connected or lost, a restore attempt. The cluster controller recomputes
+   * Topology statuses only when it does.
+   */
+  statesRevision(): string {
+    const peers = this.engine.peers().map((p) => `${p.node}:${this.engine.peerUp(p.node) ? 1 : 0}`).join(',');
+    const restoring = [...this.restoring.values()].map((r) => `${r.spec.uid}:${r.attempts}`).join(',');
+    return `${this.wiresRevision}/${this.engine.carrierRevision()}/${peers}/${restoring}`;
   }
 
   /**

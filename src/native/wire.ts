@@ -168,6 +168,8 @@ export interface NativeEngine {
   removeWire(uid: number): boolean;
   counters(uid: number): EngineEndCounters[] | null;
   peerUp(node: string): boolean;
+  /** grows whenever any end's carrier, its reason or news of a far end changes */
+  carrierRevision(): number;
   peers(): EnginePeer[];
   health(): {
     unknownWire: number;

@@ -36,6 +36,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     return DefineClass(env, "Engine",
                        {InstanceMethod("addWire", &EngineWrap::AddWire), InstanceMethod("removeWire", &EngineWrap::RemoveWire),
                         InstanceMethod("counters", &EngineWrap::Counters), InstanceMethod("peerUp", &EngineWrap::PeerUp),
+                        InstanceMethod("carrierRevision", &EngineWrap::CarrierRevision),
                         InstanceMethod("setCable", &EngineWrap::SetCable), InstanceMethod("carrier", &EngineWrap::CarrierOf),
                         InstanceMethod("peers", &EngineWrap::Peers), InstanceMethod("health", &EngineWrap::Health),
                         InstanceMethod("setTls", &EngineWrap::SetTls),
@@ -298,6 +299,12 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     Napi::Env env = info.Env();
     if (!Alive(env)) return env.Undefined();
     return Napi::Boolean::New(env, engine_->PeerUp(info[0].ToString().Utf8Value()));
+  }
+
+  Napi::Value CarrierRevision(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    return Napi::Number::New(env, static_cast<double>(engine_->CarrierRevision()));
   }
 
   Napi::Value Peers(const Napi::CallbackInfo& info) {

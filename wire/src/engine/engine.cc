@@ -1900,6 +1900,15 @@ bool Engine::CablePulled(const End* e) const {
 
 // One end's carrier from what is known now (see carrier.h).
 void Engine::EvalCarrier(End* e, uint64_t now) {
+  const Carrier& c = e->car;
+  const bool on = c.on;
+  const uint64_t events = c.eventsTotal;
+  const std::string reason = c.reason;
+  EvalCarrierOf(e, now);
+  if (c.on != on || c.eventsTotal != events || c.reason != reason) carrierRevision_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Engine::EvalCarrierOf(End* e, uint64_t now) {
   Carrier& c = e->car;
   const uint64_t us = NowUsReal();
   if (e->pair) {
@@ -2050,6 +2059,7 @@ void Engine::FarStates(Peer* p) {
   }
   SendCarrier(p, reply);
   carrierDirty_ = true;
+  carrierRevision_.fetch_add(1, std::memory_order_relaxed);
 }
 
 // The stream that tells us how p's ends are ended: what it said may be stale.
@@ -2060,6 +2070,7 @@ void Engine::FarUnknown(Peer* p) {
       if (sp.p == p) sp.farKnown = false;
   }
   carrierDirty_ = true;
+  carrierRevision_.fetch_add(1, std::memory_order_relaxed);
 }
 
 // Tells every daemon of segment w how its members here are.

@@ -142,6 +142,9 @@ class Engine {
   // Per end of the wire, in order: false when the wire does not exist.
   bool Counters(uint64_t uid, std::vector<std::map<std::string, uint64_t>>* out);
   bool PeerUp(const std::string& node);
+  // Grows whenever any end's carrier, its reason or what is known of a far
+  // end changes: the control plane re-reads carrier only when it moved.
+  uint64_t CarrierRevision() const { return carrierRevision_.load(std::memory_order_relaxed); }
   // Impairments of one end (0 or 1, as added) in one direction (kImpairIn:
   // frames delivered to the pod; kImpairOut: frames the pod sends). cfg
   // nullptr (or one that does nothing) clears them; frames already waiting
@@ -199,7 +202,8 @@ class Engine {
   Peer* PeerFor(const std::string& node);
   // Carrier (engine.cc): decide each end's carrier from what is known and
   // apply it; tell peers how our ends are.
-  void EvalCarrier(End* e, uint64_t nowMs);
+  void EvalCarrier(End* e, uint64_t nowMs);  // EvalCarrierOf, counted in carrierRevision_
+  void EvalCarrierOf(End* e, uint64_t nowMs);
   uint64_t EvalAllCarrier(uint64_t nowMs);  // returns when a hold time next runs out (0: none)
   void SendCarrier(Peer* p, const std::vector<CarrierStateRef>& states);
   void SendAllCarrier(Peer* p);
@@ -261,6 +265,7 @@ class Engine {
   std::vector<FrameRef> decoded_;
   std::vector<CarrierStateRef> states_;
   bool carrierDirty_ = false;   // something carrier depends on changed: evaluate at the end of the pass
+  std::atomic<uint64_t> carrierRevision_{0};
   uint64_t carrierDueMs_ = 0;   // a hold time runs out then (0: none)
   std::vector<End*> touched_;
   std::vector<uint8_t> readBuf_;
