@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
 #include <memory>
 #include <system_error>
 #include <thread>
@@ -43,7 +45,11 @@ FramePort::FramePort(int fd, bool tap, bool vnet, int slotSize, int slots, EndCo
 
 FramePort::~FramePort() {
   ReadKernelStats();
-  if (fd_ >= 0) close(fd_);
+  if (fd_ < 0) return;
+  // A tap goes away only when its fd closes: closed now, so that the same
+  // tap can be opened again at once (a wire removed and added again).
+  if (tap_) close(fd_);
+  else CloseSoon(fd_);
 }
 
 int FramePort::ReleaseFd() {
@@ -73,6 +79,51 @@ void CloseConcurrently(const std::vector<int>& fds) {
     }
   }
   for (std::thread& th : pool) th.join();
+}
+
+namespace {
+
+// Never destroyed: its thread outlives static destruction at exit.
+struct Closer {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<int> queue;
+  bool started = false;
+
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu);
+    for (;;) {
+      cv.wait(lock, [this] { return !queue.empty(); });
+      std::vector<int> batch;
+      batch.swap(queue);
+      lock.unlock();
+      CloseConcurrently(batch);
+      lock.lock();
+    }
+  }
+};
+
+Closer* TheCloser() {
+  static Closer* c = new Closer();
+  return c;
+}
+
+}  // namespace
+
+void CloseSoon(int fd) {
+  Closer* c = TheCloser();
+  std::lock_guard<std::mutex> lock(c->mu);
+  if (!c->started) {
+    try {
+      std::thread([c] { c->Run(); }).detach();
+      c->started = true;
+    } catch (const std::system_error&) {
+      close(fd);  // no thread to be had: the caller waits, as before
+      return;
+    }
+  }
+  c->queue.push_back(fd);
+  c->cv.notify_one();
 }
 
 int FramePort::Receive() {
