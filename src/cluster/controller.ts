@@ -10,7 +10,7 @@ import * as k8s from '@kubernetes/client-node';
 import type { Daemon, WireState } from '../daemon/daemon.js';
 import type { WireSpec } from '../dataplane/wire.js';
 import { linkExists } from '../netns/ip.js';
-import { type CniAttachment, CNI_ERR, CniError, type CniRequest, CNI_DEL_WAIT_MS } from '../cni/protocol.js';
+import { type CniAttachment, CNI_ERR, CniError, type CniRequest } from '../cni/protocol.js';
 import { startCniServer } from '../cni/server.js';
 import { ApiClient } from './api.js';
 import { ensureGuestTap, KUBEVIRT_GROUP, KUBEVIRT_VERSION, LAUNCHER_UID_LABEL, VMI_PLURAL, type VmiInfo, vmiInfo } from './kubevirt.js';
@@ -52,8 +52,6 @@ export interface ClusterOptions {
 const PLUMB_PARALLEL = 8;
 /** status is written while a pod's plumbing goes on: every this many wires, or each second */
 const PROGRESS_EVERY = 25;
-/** answer a DEL before the plugin stops waiting for us (one timeout, in cni/protocol.ts) */
-const DEL_WAIT_MS = CNI_DEL_WAIT_MS;
 /** how long CNI ADD waits for a new pod's object to be watched (to know a KubeVirt launcher) */
 const GUEST_POD_WAIT_MS = 2000;
 
@@ -627,8 +625,10 @@ export class ClusterController {
       if (ends.some((e) => netns.has(e.netns))) await this.daemon.removeWire(w.spec.uid).catch((err: Error) => this.log(`removing wire ${w.spec.uid}: ${err.message}`));
     }
     await this.daemon.persist();
-    // Answer once the reconcile is through, but never hold pod removal for long.
-    await Promise.race([this.reconcileNow(), new Promise((r) => setTimeout(r, DEL_WAIT_MS).unref())]);
+    // The rest (statuses, a segment's other members wired again) follows in
+    // the next reconcile; the answer does not wait for it. Waiting made each
+    // DEL of a pod among 500 take about a second (a full plan and status pass).
+    this.schedule();
   }
 
   private async check(req: CniRequest): Promise<void> {

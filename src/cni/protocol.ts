@@ -8,12 +8,6 @@ export const DEFAULT_CNI_SOCKET = '/run/patchwire/cni.sock';
  * cni/patchwire-cni.c; test/bounds.test.ts checks they are equal).
  */
 export const CNI_DAEMON_TIMEOUT_MS = 10000;
-/**
- * How long the daemon lets a DEL's clean-up run before it answers: well
- * inside the plugin's wait, so the runtime hears "done" rather than a
- * timeout while the wires are still being removed (the rest finishes after).
- */
-export const CNI_DEL_WAIT_MS = CNI_DAEMON_TIMEOUT_MS - 2000;
 
 /** One entry of GC's cni.dev/valid-attachments: an attachment the runtime still has. */
 export interface CniAttachment {
