@@ -13,7 +13,6 @@
 //                both daemons hold no wire
 //   rss/end, idle cpu  as in lab mode, for the two daemons
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 
 import { parseAllDocuments } from 'yaml';
 
@@ -85,14 +84,20 @@ export async function measureCluster(size: number, o: { idleSeconds: number; set
     const upS = (Date.now() - t0) / 1000;
     o.log(`cluster, ${size} links: probing every wire both ways`);
     const tFrames = await probeAll((pod) => netnsOf.get(pod)!, links, 120000).catch(async (err: Error) => {
-      // Where the frames of a wire that carried none went: both daemons' view of it.
+      // Where the frames of a link that carried none went: both daemons'
+      // view of its wire and the kernel's of its interfaces.
       const uid = Number(/: (\d+)\//.exec(err.message)?.[1]);
-      for (const n of nodes) {
-        const w = (await n.client.listWires()).find((x) => Number(x.spec.uid) === uid);
-        o.log(`${n.short}: wire ${uid}: ${JSON.stringify(w)}`);
+      for (const l of links.filter((x) => x.uid === uid)) {
+        const names = [l.a, l.b].map((e) => `${NAMESPACE}/${e.replace(':', '/')}`);
+        for (const n of nodes) {
+          const w = (await n.client.listWires()).find((x) => x.ends.some((e) => names.includes(e.name)));
+          o.log(`${n.short}: wire of link ${uid}: ${JSON.stringify(w)}`);
+        }
+        for (const e of [l.a, l.b]) {
+          const [pod, intf] = e.split(':') as [string, string];
+          o.log(`${e}: ${execFileSync('ip', ['-n', started.find((p) => p.name === pod)!.netns, '-s', '-d', 'link', 'show', intf]).toString()}`);
+        }
       }
-      for (const l of links.filter((x) => x.uid === uid)) for (const e of [l.a, l.b]) o.log(`${e}: ${execFileSync('ip', ['-n', started.find((p) => p.name === e.split(':')[0])!.netns, '-d', 'link', 'show', e.split(':')[1]!]).toString()}`);
-      for (const n of nodes) o.log(`${n.short} log:\n${readFileSync(n.log, 'utf8').split('\n').filter((x) => !/plumbing|CNI ADD/.test(x)).slice(-25).join('\n')}`);
       throw err;
     });
     const firstFrameS = (tFrames - t0) / 1000;
@@ -106,16 +111,21 @@ export async function measureCluster(size: number, o: { idleSeconds: number; set
 
     o.log(`cluster, ${size} links: CNI DEL of every pod`);
     const t1 = Date.now();
+    const delMs: number[] = [];
     await Promise.all(
       ['n1', 'n2'].map((short) =>
         inParallel(started.filter((p) => p.node.short === short), CNI_PARALLEL, async (p) => {
+          const tt = Date.now();
           const r = await cluster.deletePod(NAMESPACE, p.name);
+          delMs.push(Date.now() - tt);
           if (r.code !== 0) throw new Error(`CNI DEL of ${p.name}: ${r.stdout}${r.stderr}`);
         }),
       ),
     );
     await waitFor('both daemons to hold no wire', async () => (await wireCount(nodes)) === 0, 60000, 100);
     const downS = (Date.now() - t1) / 1000;
+    delMs.sort((a, b) => a - b);
+    o.log(`deletePod ms p50 ${delMs[delMs.length >> 1]} p90 ${delMs[Math.floor(delMs.length * 0.9)]} max ${delMs.at(-1)}`);
     return {
       links: size,
       pods,
