@@ -95,7 +95,11 @@ export async function measureCluster(size: number, o: { idleSeconds: number; set
         }
         for (const e of [l.a, l.b]) {
           const [pod, intf] = e.split(':') as [string, string];
-          o.log(`${e}: ${execFileSync('ip', ['-n', started.find((p) => p.name === pod)!.netns, '-s', '-d', 'link', 'show', intf]).toString()}`);
+          try {
+            o.log(`${e}: ${execFileSync('ip', ['-n', started.find((p) => p.name === pod)!.netns, '-s', '-d', 'link', 'show', intf], { stdio: ['ignore', 'pipe', 'pipe'] }).toString()}`);
+          } catch (ipErr) {
+            o.log(`${e}: ${(ipErr as Error).message.split('\n')[0]}`);
+          }
         }
       }
       throw err;

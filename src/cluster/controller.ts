@@ -334,6 +334,9 @@ export class ClusterController {
 
   private async reconcile(): Promise<void> {
     if (!this.topologies.synced || !this.pods.synced) return;
+    // What this pass starts from: a change made while it runs (a wire added
+    // through the control API mid-plumbing) is not taken as reconciled.
+    const inputs = this.reconcileInputs();
     const pods = this.podMap();
     this.dropOrphans(pods);
     const plan = this.computePlan(pods);
@@ -382,6 +385,9 @@ export class ClusterController {
     const worker = async (): Promise<void> => {
       while (next < todo.length && !this.stopped) {
         const spec = todo[next++]!;
+        // Its pod was deleted (CNI DEL) after this plan was made: nothing is
+        // made in a namespace the runtime is removing.
+        if ([spec.local, spec.localPeer].some((e) => e && !this.registry.all().some((p) => p.netns === e.netns))) continue;
         try {
           // A VM's tap that could not be made (a name taken by another interface) fails its wire.
           for (const e of [spec.local, spec.localPeer]) {
@@ -406,8 +412,11 @@ export class ClusterController {
     };
     await Promise.all(Array.from({ length: Math.min(PLUMB_PARALLEL, todo.length) }, worker));
     if (touched) await this.daemon.persist();
+    // Plumbing and declaration errors set or cleared during this pass are part
+    // of the statuses: the last pass of a reconcile always rebuilds them.
+    this.planRevision++;
     await this.writeStatuses();
-    this.reconciled = this.reconcileInputs();
+    this.reconciled = inputs;
   }
 
   /**
