@@ -83,7 +83,7 @@ export async function measureCluster(size: number, o: { idleSeconds: number; set
     );
     const upS = (Date.now() - t0) / 1000;
     o.log(`cluster, ${size} links: probing every wire both ways`);
-    const tFrames = await probeAll((pod) => netnsOf.get(pod)!, links, 120000).catch(async (err: Error) => {
+    const probe = await probeAll((pod) => netnsOf.get(pod)!, links, 120000).catch(async (err: Error) => {
       // Where the frames of a link that carried none went: both daemons'
       // view of its wire and the kernel's of its interfaces.
       const uid = Number(/: (\d+)\//.exec(err.message)?.[1]);
@@ -104,7 +104,8 @@ export async function measureCluster(size: number, o: { idleSeconds: number; set
       }
       throw err;
     });
-    const firstFrameS = (tFrames - t0) / 1000;
+    if (probe.reopened.length) o.log(`cluster, ${size} links: probe sockets opened again after ${probe.reopened.length > 1 ? 'they' : 'it'} saw nothing for 10 s: ${probe.reopened.join(', ')}`);
+    const firstFrameS = (probe.at - t0) / 1000;
     await sleep(o.settleMs);
     const rssNow = pids.reduce((a, pid) => a + rssKb(pid), 0);
     o.log(`cluster, ${size} links: idling ${o.idleSeconds} s`);

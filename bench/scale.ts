@@ -105,7 +105,9 @@ async function measure(size: number, dir: string, baselineKb: number): Promise<R
   let row: Row;
   try {
     log(`${size} links: probing every wire both ways`);
-    const tFrames = await probeAll((pod) => `/var/run/netns/pw-${lab}-${pod}`, links, 120000);
+    const probe = await probeAll((pod) => `/var/run/netns/pw-${lab}-${pod}`, links, 120000);
+    if (probe.reopened.length) log(`${size} links: probe sockets opened again after ${probe.reopened.length > 1 ? 'they' : 'it'} saw nothing for 10 s: ${probe.reopened.join(', ')}`);
+    const tFrames = probe.at;
     const firstFrameS = (tFrames - t0) / 1000;
     const pids = labPids(lab);
     // Let the work of bringing the lab up and probing it settle (V8 collects
