@@ -19,7 +19,7 @@ import { parseAllDocuments } from 'yaml';
 import { TestCluster, type ClusterNode, type TestPod } from '../test/helpers/cluster.js';
 import { ringWithChords } from '../test/helpers/gen.js';
 import { waitFor } from '../test/helpers/testnet.js';
-import { clkTck, cpuTicks, probeAll, round, type Row, rssKb } from './scale-common.js';
+import { cpuSeconds, probeAll, round, type Row, rssKb } from './scale-common.js';
 
 const NAMESPACE = 'scale';
 /** CNI calls in flight at once per node, as a kubelet starting many pods has. */
@@ -109,10 +109,10 @@ export async function measureCluster(size: number, o: { idleSeconds: number; set
     await sleep(o.settleMs);
     const rssNow = pids.reduce((a, pid) => a + rssKb(pid), 0);
     o.log(`cluster, ${size} links: idling ${o.idleSeconds} s`);
-    const c0 = cpuTicks(pids);
+    const c0 = cpuSeconds(pids);
     const w0 = Date.now();
     await sleep(o.idleSeconds * 1000);
-    const cpu = (100 * (cpuTicks(pids) - c0)) / clkTck() / ((Date.now() - w0) / 1000);
+    const cpu = (100 * (cpuSeconds(pids) - c0)) / ((Date.now() - w0) / 1000);
 
     o.log(`cluster, ${size} links: CNI DEL of every pod`);
     const t1 = Date.now();

@@ -1,7 +1,6 @@
 // What bench:scale measures in both modes: probe frames through every wire,
 // and a process's RSS and CPU from /proc.
-import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 import { wire, type NativePort } from '../src/native/wire.js';
 
@@ -14,18 +13,24 @@ export function rssKb(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
 }
 
-export function cpuTicks(pids: number[]): number {
-  let t = 0;
+/**
+ * CPU time of the processes' live threads in seconds, from each thread's
+ * schedstat (nanoseconds on the CPU). /proc/PID/stat's utime and stime come in
+ * 10 ms ticks charged to whichever thread runs at the tick: too coarse for
+ * brief wake-ups over a 10 s idle window (1% of a core is 10 ticks).
+ */
+export function cpuSeconds(pids: number[]): number {
+  let ns = 0;
   for (const pid of pids) {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    t += Number(f[11]) + Number(f[12]); // utime + stime
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
   }
-  return t;
-}
-
-export function clkTck(): number {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  return Number(r.stdout.trim()) || 100;
+  return ns / 1e9;
 }
 
 /** A 64-byte broadcast frame naming the wire and direction it is sent into. */

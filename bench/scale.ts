@@ -11,7 +11,7 @@
 //   rss/end     daemons' RSS above their own with no wires, per wire end,
 //               measured once the wires have carried their frames and idled
 //   idle cpu    CPU of the lab's daemons and supervisor over 10 s of idling,
-//               as a percentage of one core (from /proc/PID/stat)
+//               as a percentage of one core (each thread's schedstat)
 // --cluster measures the same in cluster mode (bench/scale-cluster.ts).
 // Not a timed test: numbers depend on the machine. Writes
 // bench/results/scale-latest.json or scale-cluster-latest.json (and a dated copy).
@@ -23,7 +23,7 @@ import path from 'node:path';
 import { PACKAGE_ROOT } from '../src/paths.js';
 import { ringWithChords } from '../test/helpers/gen.js';
 import { measureCluster } from './scale-cluster.js';
-import { clkTck, cpuTicks, probeAll, round, type Row, rssKb } from './scale-common.js';
+import { cpuSeconds, probeAll, round, type Row, rssKb } from './scale-common.js';
 
 const CLI = path.join(PACKAGE_ROOT, 'bin', 'patchwire.js');
 const RESULTS = path.join(PACKAGE_ROOT, 'bench', 'results');
@@ -115,13 +115,13 @@ async function measure(size: number, dir: string, baselineKb: number): Promise<R
     await sleep(SETTLE_MS);
     const rssKbNow = pids.daemons.reduce((a, pid) => a + rssKb(pid), 0);
     log(`${size} links: idling ${IDLE_SECONDS} s`);
-    const d0 = cpuTicks(pids.daemons);
-    const s0 = cpuTicks([pids.supervisor]);
+    const d0 = cpuSeconds(pids.daemons);
+    const s0 = cpuSeconds([pids.supervisor]);
     const w0 = Date.now();
     await sleep(IDLE_SECONDS * 1000);
-    const pct = (ticks: number): number => (100 * ticks) / clkTck() / ((Date.now() - w0) / 1000);
-    const daemonsCpu = pct(cpuTicks(pids.daemons) - d0);
-    const supCpu = pct(cpuTicks([pids.supervisor]) - s0);
+    const pct = (seconds: number): number => (100 * seconds) / ((Date.now() - w0) / 1000);
+    const daemonsCpu = pct(cpuSeconds(pids.daemons) - d0);
+    const supCpu = pct(cpuSeconds([pids.supervisor]) - s0);
     row = {
       links: size,
       pods,
