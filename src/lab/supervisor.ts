@@ -143,6 +143,9 @@ export async function superviseMain(argv: string[]): Promise<void> {
       v.restarts++;
       changed = true;
       startedAt.set(pod.name, Date.now());
+      // Counted before QEMU writes its new pidfile: status must never show the
+      // new guest with the old count (seen in CI: pid new, restarts 0).
+      writeSupervisor(current.name, sup);
       try {
         v.pid = startVm(current.name, { ...pod, vm: pod.vm });
         process.stderr.write(`supervise: VM ${pod.name} was gone; started again (pid ${v.pid})\n`);
