@@ -74,9 +74,11 @@ t.test('declared cable state and impairments follow the Topology objects', async
   });
   t.equal(down1.state, 'down', 'a link pulled at this end is down');
   t.match(down1.message, /cable is pulled at this end/);
+  // Not any 'far end' message: while n1 has not plumbed r1 yet, r2's status
+  // says so ('far end r1/eth1 ... is not plumbed yet'), which CI caught here.
   const down2 = await waitFor('r2 status: cable pulled at the far end', () => {
     const l = link('r2');
-    return l?.state === 'down' && /far end/.test(l.message ?? '') ? l : undefined;
+    return l?.state === 'down' && /cable is pulled at the far end/.test(l.message ?? '') ? l : undefined;
   });
   t.match(down2.message, /cable is pulled at the far end \(r1\/eth1\)/, 'the far end says where the cable is out');
   t.equal(down2.carrier, false, 'r2 status: no carrier');
