@@ -348,7 +348,8 @@ export class ClusterController {
     await this.ensureTaps(plan);
     const live = new Set(plan.taps.map((x) => `${x.netns}\0${x.ifname}`));
     for (const k of this.tapErrors.keys()) if (!live.has(k)) this.tapErrors.delete(k);
-    const current = new Map(this.daemon.wireStates().map((w) => [w.spec.uid, w.spec]));
+    const states = this.daemon.wireStates();
+    const current = new Map(states.map((w) => [w.spec.uid, w.spec]));
     let touched = false;
     for (const [id, spec] of current) {
       const want = plan.wires.get(id);
@@ -360,7 +361,7 @@ export class ClusterController {
     for (const id of this.plumbErrors.keys()) if (!plan.wires.has(id)) this.plumbErrors.delete(id);
     for (const m of [this.declared, this.declareErrors]) for (const id of m.keys()) if (!plan.wires.has(id)) m.delete(id);
     // Kept wires: a changed `state:` or impairment is applied in place.
-    const restoring = new Set(this.daemon.wireStates().filter((w) => w.state === 'restoring').map((w) => w.spec.uid));
+    const restoring = new Set(states.filter((w) => w.state === 'restoring').map((w) => w.spec.uid));
     for (const [id, have] of current) {
       // A wire being restored takes what is declared once it is back.
       if (restoring.has(id)) continue;
@@ -387,7 +388,7 @@ export class ClusterController {
         const spec = todo[next++]!;
         // Its pod was deleted (CNI DEL) after this plan was made: nothing is
         // made in a namespace the runtime is removing.
-        if ([spec.local, spec.localPeer].some((e) => e && !this.registry.all().some((p) => p.netns === e.netns))) continue;
+        if ([spec.local, spec.localPeer].some((e) => e && !this.registry.hasNetns(e.netns))) continue;
         try {
           // A VM's tap that could not be made (a name taken by another interface) fails its wire.
           for (const e of [spec.local, spec.localPeer]) {

@@ -20,6 +20,28 @@ export function podKey(namespace: string, pod: string): string {
 
 export class PodRegistry implements StateSection {
   private readonly pods = new Map<string, RegisteredPod>();
+  /** pods per network namespace: asked once per wire while plumbing a thousand */
+  private readonly inNetns = new Map<string, number>();
+
+  private put(key: string, p: RegisteredPod): void {
+    this.drop(key);
+    this.pods.set(key, p);
+    this.inNetns.set(p.netns, (this.inNetns.get(p.netns) ?? 0) + 1);
+  }
+
+  private drop(key: string): void {
+    const old = this.pods.get(key);
+    if (!old) return;
+    this.pods.delete(key);
+    const n = (this.inNetns.get(old.netns) ?? 1) - 1;
+    if (n > 0) this.inNetns.set(old.netns, n);
+    else this.inNetns.delete(old.netns);
+  }
+
+  /** Whether some registered pod lives in this namespace. */
+  hasNetns(netns: string): boolean {
+    return this.inNetns.has(netns);
+  }
 
   get(namespace: string, pod: string): RegisteredPod | undefined {
     return this.pods.get(podKey(namespace, pod));
@@ -30,7 +52,7 @@ export class PodRegistry implements StateSection {
     const key = podKey(p.namespace, p.pod);
     const old = this.pods.get(key);
     if (old && old.containerId === p.containerId && old.netns === p.netns && old.podUid === p.podUid && old.ifName === p.ifName && old.network === p.network) return false;
-    this.pods.set(key, { ...p });
+    this.put(key, { ...p });
     return true;
   }
 
@@ -38,7 +60,7 @@ export class PodRegistry implements StateSection {
   removeContainer(containerId: string): RegisteredPod | undefined {
     for (const [key, p] of this.pods) {
       if (p.containerId === containerId) {
-        this.pods.delete(key);
+        this.drop(key);
         return p;
       }
     }
@@ -50,7 +72,7 @@ export class PodRegistry implements StateSection {
     const dropped: RegisteredPod[] = [];
     for (const [key, p] of this.pods) {
       if (!keep(p)) {
-        this.pods.delete(key);
+        this.drop(key);
         dropped.push(p);
       }
     }
@@ -69,7 +91,7 @@ export class PodRegistry implements StateSection {
     if (!Array.isArray(v)) return;
     for (const p of v as RegisteredPod[]) {
       if (p && typeof p.namespace === 'string' && typeof p.pod === 'string' && typeof p.netns === 'string' && typeof p.containerId === 'string') {
-        this.pods.set(podKey(p.namespace, p.pod), {
+        this.put(podKey(p.namespace, p.pod), {
           namespace: p.namespace,
           pod: p.pod,
           podUid: p.podUid ?? '',
