@@ -145,6 +145,20 @@ t.test('cluster mode', async (t) => {
     t.equal((await cluster.exec(r1.pod, 'ping', ['-c', '2', '-W', '2', '192.0.2.2'])).code, 0, 'r1 -> new r2');
   });
 
+  await t.test('a Topology deleted and made again under its name gets its status', async (t) => {
+    await cluster.waitReady('lab1', 'r3', '2/2');
+    const r3 = triangle()[2]!;
+    // Back to back, so the daemon sees both within one pass: same plan, same
+    // status text, but a new object that has no status yet.
+    const del = await cluster.request('DELETE', '/apis/networkop.co.uk/v1beta1/namespaces/lab1/topologies/r3');
+    t.equal(del.status, 200, 'deleted');
+    const made = await cluster.createTopology('lab1', r3);
+    t.equal(made.status, 201, 'made again');
+    t.equal(cluster.topologyStatus('lab1', 'r3'), undefined, 'the new object starts without a status');
+    const st = await cluster.waitReady('lab1', 'r3', '2/2');
+    t.equal(st.node, n1.name, 'n1 writes the status of the new object');
+  });
+
   await t.test('a restarted daemon restores everything without recreating interfaces', async (t) => {
     const before = { r1e1: ifindex(r1.pod, 'eth1'), r1e2: ifindex(r1.pod, 'eth2'), r3e1: ifindex(r3.pod, 'eth1') };
     await cluster.net.killDaemon(n1, 'SIGKILL');

@@ -524,14 +524,16 @@ export class ClusterController {
     const states = new Map(this.daemon.wireStates().map((w) => [w.spec.uid, w]));
     const live = new Set<string>();
     for (const t of this.plan.topologies) {
-      const key = `${t.namespace}/${t.name}`;
+      // With the uid: a Topology deleted and made again under its name gets its status written.
+      const key = `${t.namespace}/${t.name}/${t.uid ?? ''}`;
       live.add(key);
       const status = this.statusOf(t, states);
       const text = JSON.stringify(status);
       if (this.written.get(key) === text) continue;
       try {
         const where = `/apis/${TOPOLOGY_GROUP}/${TOPOLOGY_VERSION}/namespaces/${encodeURIComponent(t.namespace)}/${TOPOLOGY_PLURAL}/${encodeURIComponent(t.name)}/status`;
-        await this.api.request('PATCH', where, { status }, 'application/merge-patch+json');
+        // A merge patch keeps keys it does not name: errors that are gone must be removed by name.
+        await this.api.request('PATCH', where, { status: { ...status, errors: status.errors ?? null } }, 'application/merge-patch+json');
         this.written.set(key, text);
       } catch (err) {
         const code = (err as { statusCode?: number }).statusCode;

@@ -83,6 +83,8 @@ export interface PlannedLink extends Omit<LinkStatus, 'state'> {
 export interface PlannedTopology {
   namespace: string;
   name: string;
+  /** the object's uid: one deleted and made again under the same name is another object */
+  uid?: string;
   generation?: number;
   /** the pod itself; for a KubeVirt VM (`vmi`), its virt-launcher pod */
   pod: PodInfo;
@@ -286,6 +288,7 @@ export function computePlan(input: PlanInput): Plan {
       topologies.push({
         namespace: ns,
         name,
+        ...(o.metadata?.uid ? { uid: o.metadata.uid } : {}),
         generation: o.metadata?.generation,
         pod: p,
         registered,
