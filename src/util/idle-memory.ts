@@ -5,24 +5,50 @@
 // 13.5 MB of live JavaScript among 56 MB of heap. So once a burst of changes
 // has settled (and once after start), the native side collects (V8's
 // low-memory notification) and trims (malloc_trim): never per change, never
-// on a timer while nothing changes.
+// on a timer while nothing changes. A collection stops the event loop for
+// tens of milliseconds, and 90-110 ms when the cores are busy (a lab that
+// carried TCP right after `up`), so it waits while the daemon is busy.
 
 /** Changes that make a burst worth it (a single `wire add` is not). */
 export const BURST_CHANGES = 32;
 /** Quiet time after the last change before collecting. */
 export const SETTLE_MS = 3000;
+/** Busier than this over the settle time (share of one core, engine included): traffic flows, collect later. */
+export const BUSY_SHARE = 0.1;
+/** A daemon busy for this long collects anyway. */
+export const MAX_POSTPONE_MS = 5 * 60_000;
+
+export interface IdleMemoryOptions {
+  /** CPU time of the process so far, microseconds */
+  cpuMicros?: () => number;
+  maxPostponeMs?: number;
+}
+
+function processCpuMicros(): number {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+}
 
 export class IdleMemory {
   private changes = 0;
   private timer: NodeJS.Timeout | null = null;
   private startPending = false;
+  private armedAt = 0;
+  private cpuAtArm = 0;
+  private postponedSince: number | null = null;
+  private readonly cpuMicros: () => number;
+  private readonly maxPostponeMs: number;
   /** collections done (for health and tests) */
   collections = 0;
 
   constructor(
     private readonly returnFreed: () => boolean,
     private readonly log: (m: string) => void,
-  ) {}
+    o: IdleMemoryOptions = {},
+  ) {
+    this.cpuMicros = o.cpuMicros ?? processCpuMicros;
+    this.maxPostponeMs = o.maxPostponeMs ?? MAX_POSTPONE_MS;
+  }
 
   /** The daemon is up: loading and starting it was a burst of its own. */
   started(): void {
@@ -40,15 +66,29 @@ export class IdleMemory {
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => this.settle(), SETTLE_MS);
     this.timer.unref();
+    this.armedAt = Date.now();
+    this.cpuAtArm = this.cpuMicros();
   }
 
   private settle(): void {
     this.timer = null;
     const changes = this.changes;
     const start = this.startPending;
+    if (changes < BURST_CHANGES && !start) {
+      this.changes = 0;
+      return;
+    }
+    const now = Date.now();
+    const share = (this.cpuMicros() - this.cpuAtArm) / (Math.max(1, now - this.armedAt) * 1000);
+    if (share > BUSY_SHARE && now - (this.postponedSince ?? now) < this.maxPostponeMs) {
+      if (this.postponedSince === null) this.log(`returning freed memory later: the daemon is busy (${Math.round(share * 100)}% of a core)`);
+      this.postponedSince ??= now;
+      this.arm();
+      return;
+    }
+    this.postponedSince = null;
     this.changes = 0;
     this.startPending = false;
-    if (changes < BURST_CHANGES && !start) return;
     const before = process.memoryUsage();
     this.returnFreed();
     this.collections++;
