@@ -298,6 +298,11 @@ std::string Engine::BuildTls(const std::string& certPem, const std::string& keyP
     for (X509* ca : cas) X509_STORE_add_cert(store, ca);
     ERR_clear_error();
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    // Every frame is encrypted once and decrypted once: AES-128-GCM first
+    // (OpenSSL's default order puts AES-256 first, 10 rounds against 14);
+    // the others stay for a peer that insists.
+    SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
+    SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
     return true;
   };
