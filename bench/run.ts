@@ -267,11 +267,14 @@ async function measure(p: Path): Promise<Run> {
   // health keeps the worst lateness of the last 10-20 s, so it is read after
   // each step (a step is at most 6 s).
   let loopMax = NaN;
-  const checkLoops = (): void => {
+  const checkLoops = (after: string): void => {
+    const seen: number[] = [];
     for (const c of p.controls ?? []) {
       const h = JSON.parse(sh(process.execPath, CLI, 'health', '--control', c)) as { event_loop_delay_max_ms: number };
+      seen.push(h.event_loop_delay_max_ms);
       loopMax = Number.isNaN(loopMax) ? h.event_loop_delay_max_ms : Math.max(loopMax, h.event_loop_delay_max_ms);
     }
+    if (seen.length) log(`${p.name}: event loops late by at most ${seen.join(' / ')} ms (last 10-20 s, after ${after})`);
   };
   const stop = await iperfServer(p.b);
   try {
@@ -300,12 +303,12 @@ async function measure(p: Path): Promise<Run> {
     const [first] = await Promise.all([tcpRun, pinger]);
     const cpuSeconds = (cpuTicks(p.pids) - c0) / 100;
     const cpu = p.pids.length ? (100 * cpuSeconds) / ((Date.now() - t0) / 1000) : 0;
-    checkLoops();
+    checkLoops('TCP and loaded pings');
     const gbCarried = (first * TCP_SECONDS) / 8;
     const tcpRuns = [first];
     while (tcpRuns.length < TCP_RUNS) {
       tcpRuns.push(tcp(p.a, TCP_SECONDS));
-      checkLoops();
+      checkLoops('TCP');
     }
     log(`${p.name}: small UDP`);
     // One uncounted second first, on every path: the first step after the TCP
@@ -317,12 +320,12 @@ async function measure(p: Path): Promise<Run> {
       // shared VM (seen even on the bare veth pair at 25k pps) must not end
       // the search.
       const ok = udpSmall(p, pps, UDP_SECONDS) < 0.1 || udpSmall(p, pps, UDP_SECONDS) < 0.1;
-      checkLoops();
+      checkLoops(`${pps} pps`);
       if (ok) best = pps;
       else break;
     }
     const fixedLoss = udpSmall(p, FIXED_PPS, UDP_SECONDS);
-    checkLoops();
+    checkLoops(`${FIXED_PPS} pps`);
     return {
       path: p.name,
       tcp_gbps: round(percentile(tcpRuns, 50)),

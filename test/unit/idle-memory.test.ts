@@ -22,7 +22,7 @@ t.test('after start, after a burst, not after a lone change', async (t) => {
   m.started();
   await sleep(SETTLE_MS + 300);
   t.equal(calls, 1, 'once after start');
-  t.match(logs[0], /^after starting: returned freed memory, RSS [\d.]+ -> [\d.]+ MB/);
+  t.match(logs[0], /^after starting: returned freed memory in [\d.]+ ms, RSS [\d.]+ -> [\d.]+ MB/);
 
   m.changed();
   await sleep(SETTLE_MS + 300);
