@@ -35,6 +35,8 @@ export const RESTART_MS = { first: 200, max: 30000 };
 const STABLE_MS = 10000;
 /** how often VM pods' QEMU processes are checked */
 const VM_CHECK_MS = 500;
+/** how often a lab without VM pods is checked for new ones */
+const LAB_CHECK_MS = 5000;
 /** exits of a daemon kept in supervisor.json, and how many young ones in a row make a crash loop */
 const EXITS_KEPT = 10;
 const CRASH_LOOP_EXITS = 3;
@@ -100,7 +102,8 @@ export async function superviseMain(argv: string[]): Promise<void> {
   const startedAt = new Map<string, number>();
   const youngVmExits = new Map<string, number>();
   // The lab file is parsed again only when it changed (a lab without VMs
-  // costs one stat per check).
+  // costs one stat per check, and is checked less often: a VM that `up`
+  // adds later is watched within LAB_CHECK_MS).
   let cached: { mtimeMs: number; lab: ReturnType<typeof readLab> } | null = null;
   const watchVms = (): void => {
     if (stopping) return;
@@ -113,6 +116,7 @@ export async function superviseMain(argv: string[]): Promise<void> {
       return;
     }
     if (!current) return;
+    nextVmCheckMs = current.pods.some((p) => p.vm) ? VM_CHECK_MS : LAB_CHECK_MS;
     let changed = false;
     for (const pod of current.pods) {
       if (!pod.vm) continue;
@@ -157,7 +161,12 @@ export async function superviseMain(argv: string[]): Promise<void> {
     }
     if (changed) writeSupervisor(current.name, sup);
   };
-  setInterval(watchVms, VM_CHECK_MS).unref();
+  let nextVmCheckMs = VM_CHECK_MS;
+  const vmTick = (): void => {
+    watchVms();
+    if (!stopping) setTimeout(vmTick, nextVmCheckMs).unref();
+  };
+  setTimeout(vmTick, VM_CHECK_MS).unref();
 
   const stop = (): void => {
     if (stopping) return;
