@@ -7,26 +7,50 @@
 // low-memory notification) and trims (malloc_trim): never per change, never
 // on a timer while nothing changes. A collection stops the event loop for
 // tens of milliseconds, and 90-110 ms when the cores are busy (a lab that
-// carried TCP right after `up`), so it waits while the daemon is busy.
+// carried TCP right after `up`), so it waits while frames keep its other
+// threads busy.
+
+import { readdirSync, readFileSync } from 'node:fs';
 
 /** Changes that make a burst worth it (a single `wire add` is not). */
 export const BURST_CHANGES = 32;
 /** Quiet time after the last change before collecting. */
 export const SETTLE_MS = 3000;
-/** Busier than this over the settle time (share of one core, engine included): traffic flows, collect later. */
+/** Busier than this over the settle time (share of one core, threads other than the event loop's): traffic flows, collect later. */
 export const BUSY_SHARE = 0.1;
 /** A daemon busy for this long collects anyway. */
 export const MAX_POSTPONE_MS = 5 * 60_000;
 
 export interface IdleMemoryOptions {
-  /** CPU time of the process so far, microseconds */
+  /** CPU time so far of the work that should put a collection off, microseconds */
   cpuMicros?: () => number;
   maxPostponeMs?: number;
 }
 
-function processCpuMicros(): number {
-  const u = process.cpuUsage();
-  return u.user + u.system;
+/**
+ * CPU time of the process's threads other than the event loop's (the frame
+ * engine's above all), microseconds, from each thread's schedstat. The event
+ * loop's own work (a cluster daemon writes statuses for seconds after a
+ * burst) must not put the collection off: it runs on that same thread, and
+ * put off, it fell into the idle time that bench:scale measures.
+ */
+function otherThreadsCpuMicros(): number {
+  let ns = 0;
+  let tids: string[];
+  try {
+    tids = readdirSync('/proc/self/task');
+  } catch {
+    return 0;
+  }
+  for (const tid of tids) {
+    if (tid === String(process.pid)) continue;
+    try {
+      ns += Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return ns / 1000;
 }
 
 export class IdleMemory {
@@ -46,7 +70,7 @@ export class IdleMemory {
     private readonly log: (m: string) => void,
     o: IdleMemoryOptions = {},
   ) {
-    this.cpuMicros = o.cpuMicros ?? processCpuMicros;
+    this.cpuMicros = o.cpuMicros ?? otherThreadsCpuMicros;
     this.maxPostponeMs = o.maxPostponeMs ?? MAX_POSTPONE_MS;
   }
 
@@ -81,7 +105,7 @@ export class IdleMemory {
     const now = Date.now();
     const share = (this.cpuMicros() - this.cpuAtArm) / (Math.max(1, now - this.armedAt) * 1000);
     if (share > BUSY_SHARE && now - (this.postponedSince ?? now) < this.maxPostponeMs) {
-      if (this.postponedSince === null) this.log(`returning freed memory later: the daemon is busy (${Math.round(share * 100)}% of a core)`);
+      if (this.postponedSince === null) this.log(`returning freed memory later: the daemon is busy carrying frames (${Math.round(share * 100)}% of a core)`);
       this.postponedSince ??= now;
       this.arm();
       return;

@@ -60,7 +60,7 @@ t.test('waits while the daemon is busy, then collects; a long busy spell collect
   await sleep(SETTLE_MS * 2 + 300);
   t.equal(calls, 0, 'no collection while a core is busy');
   t.equal(logs.length, 1, 'said once');
-  t.match(logs[0], /^returning freed memory later: the daemon is busy \(\d+% of a core\)/);
+  t.match(logs[0], /^returning freed memory later: the daemon is busy carrying frames \(\d+% of a core\)/);
   busy = false;
   await sleep(SETTLE_MS + 300);
   t.equal(calls, 1, 'collected once a settle time passed quietly');
