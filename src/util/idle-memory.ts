@@ -16,7 +16,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 export const BURST_CHANGES = 32;
 /** Quiet time after the last change before collecting. */
 export const SETTLE_MS = 3000;
-/** Busier than this over the settle time (share of one core, threads other than the event loop's): traffic flows, collect later. */
+/** Busier than this over PROBE_MS (share of one core, threads other than the event loop's): traffic flows, collect later. */
 export const BUSY_SHARE = 0.1;
 /** A daemon busy for this long collects anyway. */
 export const MAX_POSTPONE_MS = 5 * 60_000;
@@ -27,38 +27,55 @@ export interface IdleMemoryOptions {
   maxPostponeMs?: number;
 }
 
+/** How long the CPU of the other threads is watched before a collection. */
+export const PROBE_MS = 500;
+
 /**
  * CPU time of the process's threads other than the event loop's (the frame
  * engine's above all), microseconds, from each thread's schedstat. The event
  * loop's own work (a cluster daemon writes statuses for seconds after a
  * burst) must not put the collection off: it runs on that same thread, and
- * put off, it fell into the idle time that bench:scale measures.
+ * put off, it fell into the idle time that bench:scale measures. Monotonic:
+ * each thread adds what it used since the last call, so a thread that ended
+ * takes nothing back.
  */
-function otherThreadsCpuMicros(): number {
-  let ns = 0;
-  let tids: string[];
-  try {
-    tids = readdirSync('/proc/self/task');
-  } catch {
-    return 0;
-  }
-  for (const tid of tids) {
-    if (tid === String(process.pid)) continue;
+export function otherThreadsCpu(): () => number {
+  const last = new Map<string, number>();
+  let total = 0;
+  let first = true;
+  return () => {
+    let tids: string[];
     try {
-      ns += Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      tids = readdirSync('/proc/self/task');
     } catch {
-      // the thread ended meanwhile
+      return total;
     }
-  }
-  return ns / 1000;
+    const seen = new Map<string, number>();
+    for (const tid of tids) {
+      if (tid === String(process.pid)) continue;
+      try {
+        const ns = Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+        if (!Number.isFinite(ns)) continue;
+        seen.set(tid, ns);
+        // A thread that started since the last call used all of its time since.
+        total += Math.max(0, ns - (last.get(tid) ?? (first ? ns : 0)));
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+    first = false;
+    last.clear();
+    for (const [k, v] of seen) last.set(k, v);
+    return total / 1000;
+  };
 }
 
 export class IdleMemory {
   private changes = 0;
   private timer: NodeJS.Timeout | null = null;
   private startPending = false;
-  private armedAt = 0;
-  private cpuAtArm = 0;
+  /** a settled burst whose collection waits for PROBE_MS of the other threads' CPU */
+  private probe: { cpu: number; at: number } | null = null;
   private postponedSince: number | null = null;
   private readonly cpuMicros: () => number;
   private readonly maxPostponeMs: number;
@@ -70,7 +87,7 @@ export class IdleMemory {
     private readonly log: (m: string) => void,
     o: IdleMemoryOptions = {},
   ) {
-    this.cpuMicros = o.cpuMicros ?? otherThreadsCpuMicros;
+    this.cpuMicros = o.cpuMicros ?? otherThreadsCpu();
     this.maxPostponeMs = o.maxPostponeMs ?? MAX_POSTPONE_MS;
   }
 
@@ -88,10 +105,9 @@ export class IdleMemory {
 
   private arm(): void {
     if (this.timer) clearTimeout(this.timer);
+    this.probe = null;
     this.timer = setTimeout(() => this.settle(), SETTLE_MS);
     this.timer.unref();
-    this.armedAt = Date.now();
-    this.cpuAtArm = this.cpuMicros();
   }
 
   private settle(): void {
@@ -102,8 +118,17 @@ export class IdleMemory {
       this.changes = 0;
       return;
     }
-    const now = Date.now();
-    const share = (this.cpuMicros() - this.cpuAtArm) / (Math.max(1, now - this.armedAt) * 1000);
+    // Sampled here, not at each change: a thousand wire changes would each
+    // read /proc, and the plumbing's own threads would count as traffic.
+    if (!this.probe) {
+      this.probe = { cpu: this.cpuMicros(), at: performance.now() };
+      this.timer = setTimeout(() => this.settle(), PROBE_MS);
+      this.timer.unref();
+      return;
+    }
+    const now = performance.now();
+    const share = (this.cpuMicros() - this.probe.cpu) / (Math.max(1, now - this.probe.at) * 1000);
+    this.probe = null;
     if (share > BUSY_SHARE && now - (this.postponedSince ?? now) < this.maxPostponeMs) {
       if (this.postponedSince === null) this.log(`returning freed memory later: the daemon is busy carrying frames (${Math.round(share * 100)}% of a core)`);
       this.postponedSince ??= now;
@@ -126,5 +151,6 @@ export class IdleMemory {
   stop(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    this.probe = null;
   }
 }
