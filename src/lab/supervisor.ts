@@ -2,7 +2,7 @@
 // daemon that dies (kill -9, crash) is started again; it restores its wires
 // from its state file and re-attaches to the pods' interfaces.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { openSync, statSync } from 'node:fs';
+import { type FSWatcher, openSync, statSync, watch } from 'node:fs';
 import path from 'node:path';
 
 import { PACKAGE_ROOT } from '../paths.js';
@@ -102,8 +102,10 @@ export async function superviseMain(argv: string[]): Promise<void> {
   const startedAt = new Map<string, number>();
   const youngVmExits = new Map<string, number>();
   // The lab file is parsed again only when it changed (a lab without VMs
-  // costs one stat per check, and is checked less often: a VM that `up`
-  // adds later is watched within LAB_CHECK_MS).
+  // costs one stat per check). A lab without VM pods is checked every
+  // LAB_CHECK_MS, and at once whenever lab.json is written: `up` writes its
+  // VMs there after starting us, and a guest that died before we first saw
+  // it running would never be restarted.
   let cached: { mtimeMs: number; lab: ReturnType<typeof readLab> } | null = null;
   const watchVms = (): void => {
     if (stopping) return;
@@ -162,16 +164,31 @@ export async function superviseMain(argv: string[]): Promise<void> {
     if (changed) writeSupervisor(current.name, sup);
   };
   let nextVmCheckMs = VM_CHECK_MS;
+  let vmTimer: NodeJS.Timeout | null = null;
   const vmTick = (): void => {
     watchVms();
-    if (!stopping) setTimeout(vmTick, nextVmCheckMs).unref();
+    if (!stopping) (vmTimer = setTimeout(vmTick, nextVmCheckMs)).unref();
   };
-  setTimeout(vmTick, VM_CHECK_MS).unref();
+  vmTimer = setTimeout(vmTick, VM_CHECK_MS);
+  vmTimer.unref();
+  let labWatch: FSWatcher | null = null;
+  try {
+    // lab.json is replaced by a rename: watch its directory.
+    labWatch = watch(labDir(state.name), (_event, file) => {
+      if (file !== 'lab.json' || stopping) return;
+      if (vmTimer) clearTimeout(vmTimer);
+      (vmTimer = setTimeout(vmTick, 0)).unref();
+    });
+    labWatch.unref();
+  } catch {
+    // no inotify: the periodic check alone
+  }
 
   const stop = (): void => {
     if (stopping) return;
     stopping = true;
     taps.stop();
+    labWatch?.close();
     const pending = [...children.values()].filter((c) => c.exitCode === null && c.signalCode === null);
     let left = pending.length;
     if (left === 0) process.exit(0);
