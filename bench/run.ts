@@ -263,9 +263,10 @@ async function measure(p: Path): Promise<Run> {
   log(`${p.name}: ping`);
   inNs(p.a, 'ping', '-c', '3', '-i', '0.2', B_IP); // ARP and warm-up
   const idle = pingRtts(p.a, PINGS);
-  // The daemons' event loops over the whole run (TCP, pings, small frames):
-  // health keeps the worst lateness of the last 10-20 s, so it is read after
-  // each step (a step is at most 6 s).
+  // The daemons' event loops over the whole run (start, pings, TCP, small
+  // frames): health keeps the worst lateness of the last 10-20 s, so it is
+  // read after each step (with --quick a step is at most 6 s; a full run's
+  // 10 s TCP runs leave at most their first seconds unread).
   let loopMax = NaN;
   const checkLoops = (after: string): void => {
     const seen: number[] = [];
@@ -276,6 +277,7 @@ async function measure(p: Path): Promise<Run> {
     }
     if (seen.length) log(`${p.name}: event loops late by at most ${seen.join(' / ')} ms (last 10-20 s, after ${after})`);
   };
+  checkLoops('start and idle pings');
   const stop = await iperfServer(p.b);
   try {
     log(`${p.name}: TCP ${TCP_SECONDS}s`);
