@@ -147,6 +147,8 @@ export interface Row {
   /** daemons, supervisor included; percent of one core */
   idle_cpu_pct: number;
   idle_cpu_pct_daemons: number;
+  /** frames the wires carried while idle CPU was measured (the pods' own: neighbour discovery and the like); lab mode */
+  idle_frames?: number;
 }
 
 export const round = (x: number): number => Math.round(x * 100) / 100;

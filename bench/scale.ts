@@ -11,7 +11,8 @@
 //   rss/end     daemons' RSS above their own with no wires, per wire end,
 //               measured once the wires have carried their frames and idled
 //   idle cpu    CPU of the lab's daemons and supervisor over 10 s of idling,
-//               as a percentage of one core (each thread's schedstat)
+//               as a percentage of one core (each thread's schedstat), with
+//               the frames the wires carried meanwhile (the pods' own)
 // --cluster measures the same in cluster mode (bench/scale-cluster.ts).
 // Not a timed test: numbers depend on the machine. Writes
 // bench/results/scale-latest.json or scale-cluster-latest.json (and a dated copy).
@@ -114,6 +115,11 @@ async function measure(size: number, dir: string, baselineKb: number): Promise<R
     // garbage for a few seconds after a burst) before idling is measured.
     await sleep(SETTLE_MS);
     const rssKbNow = pids.daemons.reduce((a, pid) => a + rssKb(pid), 0);
+    // What the wires carry meanwhile is not idle: the pods' kernels still
+    // send on fresh interfaces. Read before and after, outside the window.
+    const carried = async (): Promise<number> =>
+      (JSON.parse(await pw('status', lab, '--json')) as { wires: Array<{ a_to_b: { frames: number }; b_to_a: { frames: number } }> }).wires.reduce((a, w) => a + w.a_to_b.frames + w.b_to_a.frames, 0);
+    const f0 = await carried();
     log(`${size} links: idling ${IDLE_SECONDS} s`);
     const d0 = cpuSeconds(pids.daemons);
     const s0 = cpuSeconds([pids.supervisor]);
@@ -122,6 +128,7 @@ async function measure(size: number, dir: string, baselineKb: number): Promise<R
     const pct = (seconds: number): number => (100 * seconds) / ((Date.now() - w0) / 1000);
     const daemonsCpu = pct(cpuSeconds(pids.daemons) - d0);
     const supCpu = pct(cpuSeconds([pids.supervisor]) - s0);
+    const idleFrames = (await carried()) - f0;
     row = {
       links: size,
       pods,
@@ -133,6 +140,7 @@ async function measure(size: number, dir: string, baselineKb: number): Promise<R
       rss_per_end_kb: round((rssKbNow - baselineKb) / (2 * size)),
       idle_cpu_pct: round(daemonsCpu + supCpu),
       idle_cpu_pct_daemons: round(daemonsCpu),
+      idle_frames: idleFrames,
     };
   } catch (err) {
     await pw('down', lab).catch(() => undefined);
@@ -146,8 +154,8 @@ async function measure(size: number, dir: string, baselineKb: number): Promise<R
 }
 
 function table(rows: Row[]): string {
-  const head = ['links', 'pods', 'up s', 'first frame s', 'down s', 'RSS per idle end kB', 'daemons RSS MB (0 wires)', 'idle CPU %'];
-  const body = rows.map((r) => [r.links, r.pods, r.up_s, r.first_frame_s, r.down_s, r.rss_per_end_kb, `${r.rss_mb} (${r.baseline_rss_mb})`, r.idle_cpu_pct].map(String));
+  const head = ['links', 'pods', 'up s', 'first frame s', 'down s', 'RSS per idle end kB', 'daemons RSS MB (0 wires)', 'idle CPU %', 'frames carried meanwhile'];
+  const body = rows.map((r) => [r.links, r.pods, r.up_s, r.first_frame_s, r.down_s, r.rss_per_end_kb, `${r.rss_mb} (${r.baseline_rss_mb})`, r.idle_cpu_pct, r.idle_frames ?? '-'].map(String));
   const all = [head, ...body];
   const w = head.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
   const lines = all.map((r) => '| ' + r.map((c, i) => c.padEnd(w[i]!)).join(' | ') + ' |');
