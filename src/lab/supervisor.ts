@@ -103,9 +103,9 @@ export async function superviseMain(argv: string[]): Promise<void> {
   const youngVmExits = new Map<string, number>();
   // The lab file is parsed again only when it changed (a lab without VMs
   // costs one stat per check). A lab without VM pods is checked every
-  // LAB_CHECK_MS, and at once whenever lab.json is written: `up` writes its
-  // VMs there after starting us, and a guest that died before we first saw
-  // it running would never be restarted.
+  // LAB_CHECK_MS, and within VM_CHECK_MS of a write to lab.json: `up` writes
+  // its VMs there after starting us, and a guest that died before we first
+  // saw it running would never be restarted.
   let cached: { mtimeMs: number; lab: ReturnType<typeof readLab> } | null = null;
   const watchVms = (): void => {
     if (stopping) return;
@@ -165,19 +165,25 @@ export async function superviseMain(argv: string[]): Promise<void> {
   };
   let nextVmCheckMs = VM_CHECK_MS;
   let vmTimer: NodeJS.Timeout | null = null;
+  let vmDueAt = 0;
+  const scheduleVmCheck = (ms: number): void => {
+    if (vmTimer) clearTimeout(vmTimer);
+    vmDueAt = Date.now() + ms;
+    (vmTimer = setTimeout(vmTick, ms)).unref();
+  };
   const vmTick = (): void => {
     watchVms();
-    if (!stopping) (vmTimer = setTimeout(vmTick, nextVmCheckMs)).unref();
+    if (!stopping) scheduleVmCheck(nextVmCheckMs);
   };
-  vmTimer = setTimeout(vmTick, VM_CHECK_MS);
-  vmTimer.unref();
+  scheduleVmCheck(VM_CHECK_MS);
   let labWatch: FSWatcher | null = null;
   try {
-    // lab.json is replaced by a rename: watch its directory.
+    // lab.json is replaced by a rename: watch its directory. `up` writes it
+    // once per step (a thousand times for a big lab), so a write brings the
+    // next check forward to VM_CHECK_MS at most, never to at once.
     labWatch = watch(labDir(state.name), (_event, file) => {
       if (file !== 'lab.json' || stopping) return;
-      if (vmTimer) clearTimeout(vmTimer);
-      (vmTimer = setTimeout(vmTick, 0)).unref();
+      if (vmDueAt - Date.now() > VM_CHECK_MS) scheduleVmCheck(VM_CHECK_MS);
     });
     labWatch.unref();
   } catch {
